@@ -1,0 +1,45 @@
+"""tidings — commands ask, events tell.
+
+A framework for systems that talk in messages: typed commands and events, one durable log, and
+delivery that an operator can see and repair.
+"""
+
+from __future__ import annotations
+
+from tidings.app import App, Problem, Ticket
+from tidings.context import Context
+from tidings.decider import Decider
+from tidings.errors import (
+    ConfigurationError,
+    DuplicateHandler,
+    HandlerNotFound,
+    MessageDecodeError,
+    Refused,
+    StoreUnavailable,
+    TidingsError,
+    WrongExpectedVersion,
+)
+from tidings.messages import Command, Envelope, Event, Message
+from tidings.store import ANY, NO_STREAM
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "App",
+    "Command",
+    "ConfigurationError",
+    "Context",
+    "Decider",
+    "DuplicateHandler",
+    "Envelope",
+    "Event",
+    "HandlerNotFound",
+    "Message",
+    "MessageDecodeError",
+    "Problem",
+    "Refused",
+    "StoreUnavailable",
+    "Ticket",
+    "TidingsError",
+    "WrongExpectedVersion",
+]

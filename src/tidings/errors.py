@@ -1,0 +1,114 @@
+"""Every error tidings raises. Each one says what happened and what to do about it."""
+
+from __future__ import annotations
+
+
+class TidingsError(Exception):
+    """Something went wrong in tidings."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigurationError(TidingsError):
+    """The application is configured wrongly; the message says what to change."""
+
+
+class DuplicateHandler(ConfigurationError):
+    """A command type can have exactly one handler in the whole application."""
+
+
+class HandlerNotFound(TidingsError):
+    """No handler is registered for this command type; register one with @app.command."""
+
+
+class Refused(TidingsError):
+    """The recipient refused the command.
+
+    Raise it from a command handler (or a decider's ``decide``) to refuse: nothing the handler
+    did is committed and the caller receives this error with the ``reason`` and ``code``.
+    """
+
+    def __init__(self, reason: str, *, code: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+    def __repr__(self) -> str:
+        return f"Refused({self.reason!r}, code={self.code!r})"
+
+
+class WrongExpectedVersion(TidingsError):
+    """A stream was not at the version the append expected (someone else wrote to it first).
+
+    Load the stream again and decide again; a ``Decider`` command does this by itself.
+    """
+
+    def __init__(self, stream: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"stream {stream!r} is at version {actual}, the append expected {expected}: "
+            "another writer got there first; load the stream again and retry"
+        )
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+
+class MessageError(TidingsError):
+    """A message could not be handled as given."""
+
+
+class MessageDecodeError(MessageError):
+    """A stored message could not be decoded into its class."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        type_name: str | None = None,
+        stream: str | None = None,
+        position: int | None = None,
+    ) -> None:
+        where = []
+        if type_name is not None:
+            where.append(f"type {type_name!r}")
+        if stream is not None:
+            where.append(f"stream {stream!r}")
+        if position is not None:
+            where.append(f"position {position}")
+        prefix = (
+            f"cannot decode message ({', '.join(where)}): " if where else "cannot decode message: "
+        )
+        super().__init__(prefix + detail)
+        self.detail = detail
+        self.type_name = type_name
+        self.stream = stream
+        self.position = position
+
+
+class UnknownMessageType(MessageDecodeError):
+    """The stored type name matches no registered message class."""
+
+
+class MessageTooLarge(MessageError):
+    """The encoded message is larger than the store accepts; keep large blobs elsewhere and send a reference."""
+
+
+class InvalidName(TidingsError, ValueError):
+    """A stream, subscription or type name is not allowed; the message says which characters are."""
+
+
+class StoreError(TidingsError):
+    """The store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or stayed locked for too long; check that it is running and try again."""
+
+
+class StoreClosed(StoreError):
+    """The store was closed; open the App again (``async with app:``) before using it."""
+
+
+class MissingDependency(TidingsError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

@@ -1,0 +1,345 @@
+"""Messages: the ``Command`` and ``Event`` bases, the ``Envelope`` they travel in, and the codec.
+
+A message class is a frozen, keyword-only msgspec Struct. Its stable *type name* (what is stored) is
+the class name unless the class sets ``__type_name__``; its schema version is ``__version__``
+(default 1). Payloads are JSON, never pickle. Stored payloads of an older version are brought up to
+date by upcasters registered on the :class:`TypeRegistry`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+from tidings.errors import (
+    ConfigurationError,
+    InvalidName,
+    MessageDecodeError,
+    MessageTooLarge,
+    UnknownMessageType,
+)
+
+Kind = Literal["command", "event"]
+
+#: The default largest encoded payload a message may have (1 MiB).
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+# --- names -----------------------------------------------------------------------------------
+
+_TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]{0,199}")
+_SUBSCRIPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:\-]{0,99}")
+_STREAM_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
+MAX_STREAM_LENGTH = 256
+
+
+def validate_type_name(name: str) -> str:
+    """Check a message type name: letters, digits, ``_ . : -``, at most 200 characters."""
+    if not isinstance(name, str) or not _TYPE_NAME.fullmatch(name):
+        raise InvalidName(
+            f"message type name {name!r} is not allowed: use letters, digits and _ . : - "
+            "(starting with a letter or _), at most 200 characters"
+        )
+    return name
+
+
+def validate_subscription_name(name: str) -> str:
+    """Check a subscription name: a letter, then letters, digits, ``_ . : -``; at most 100 characters."""
+    if not isinstance(name, str) or not _SUBSCRIPTION_NAME.fullmatch(name):
+        raise InvalidName(
+            f"subscription name {name!r} is not allowed: start with a letter, then letters, "
+            "digits and _ . : -, at most 100 characters"
+        )
+    return name
+
+
+def validate_stream(stream: str) -> str:
+    """Check a stream name: 1 to 256 characters, no control characters."""
+    if (
+        not isinstance(stream, str)
+        or not stream
+        or len(stream) > MAX_STREAM_LENGTH
+        or _STREAM_FORBIDDEN.search(stream)
+    ):
+        raise InvalidName(
+            f"stream name {stream!r} is not allowed: use 1 to {MAX_STREAM_LENGTH} printable "
+            "characters, for example 'screening-42'"
+        )
+    return stream
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every message. Subclass :class:`Command` or :class:`Event`, not this."""
+
+    __type_name__: ClassVar[str] = ""
+    __version__: ClassVar[int] = 1
+    __kind__: ClassVar[Kind]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__type_name__" not in cls.__dict__:
+            cls.__type_name__ = cls.__name__
+        validate_type_name(cls.__type_name__)
+        if not isinstance(cls.__version__, int) or cls.__version__ < 1:
+            raise ConfigurationError(f"{cls.__name__}.__version__ must be an int >= 1")
+
+
+class Command(Message, frozen=True, kw_only=True):
+    """An intention with exactly one recipient, who may refuse it. Name it in the imperative."""
+
+    __kind__: ClassVar[Kind] = "command"
+
+
+class Event(Message, frozen=True, kw_only=True):
+    """A fact that already happened, broadcast to every subscriber. Name it in the past tense."""
+
+    __kind__: ClassVar[Kind] = "event"
+
+
+class NewMessage(msgspec.Struct, frozen=True, gc=False):
+    """A message on its way into the log: encoded, not yet positioned."""
+
+    id: str
+    kind: str
+    type: str
+    version: int
+    data: bytes
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    headers: bytes | None = None
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """A message as recorded in the log, with where and when it was recorded.
+
+    ``data`` is the stored JSON payload. ``message`` is the decoded message when the envelope was
+    read through an :class:`~tidings.App` (the store alone returns it undecoded).
+    """
+
+    id: str
+    kind: str
+    type: str
+    version: int
+    stream: str
+    stream_position: int
+    global_position: int
+    recorded_at: float
+    data: bytes
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    headers_json: bytes | None = None
+    message: Any = None
+
+    @property
+    def recorded_datetime(self) -> datetime:
+        """``recorded_at`` as an aware UTC datetime."""
+
+        return datetime.fromtimestamp(self.recorded_at, tz=UTC)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The envelope's headers (trace context, user headers)."""
+        if not self.headers_json:
+            return {}
+        try:
+            return msgspec.json.decode(self.headers_json, type=dict[str, str])
+        except msgspec.DecodeError as exc:
+            raise MessageDecodeError(
+                f"headers are not valid JSON ({exc})",
+                type_name=self.type,
+                stream=self.stream,
+                position=self.stream_position,
+            ) from exc
+
+
+# --- ids -------------------------------------------------------------------------------------
+
+_uuid_lock = threading.Lock()
+_uuid_last_ms = 0
+_uuid_seq = 0
+
+
+def uuid7() -> str:
+    """A new UUIDv7 as text: time-ordered (millisecond clock, then a counter), unique, random tail.
+
+    Ids made in one process are strictly increasing (RFC 9562, method 3: the 12-bit ``rand_a`` is a
+    counter within one millisecond, seeded at random so that processes do not collide).
+    """
+    global _uuid_last_ms, _uuid_seq
+    with _uuid_lock:
+        ms = time.time_ns() // 1_000_000
+        if ms > _uuid_last_ms:
+            _uuid_last_ms = ms
+            _uuid_seq = int.from_bytes(os.urandom(2), "big") & 0x7FF
+        else:
+            ms = _uuid_last_ms
+            _uuid_seq += 1
+            if _uuid_seq > 0xFFF:
+                _uuid_last_ms = ms = ms + 1
+                _uuid_seq = 0
+        seq = _uuid_seq
+    tail = int.from_bytes(os.urandom(8), "big") & 0x3FFFFFFFFFFFFFFF
+    n = (ms << 80) | (0x7 << 76) | (seq << 64) | (0x2 << 62) | tail
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# --- the codec and the registry --------------------------------------------------------------
+
+_encoder = msgspec.json.Encoder()
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def encode(message: Message, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
+    """Encode a message's payload as JSON, refusing payloads over ``max_bytes``."""
+    data = _encoder.encode(message)
+    if len(data) > max_bytes:
+        raise MessageTooLarge(
+            f"{type(message).__type_name__} encodes to {len(data)} bytes, over the limit of "
+            f"{max_bytes}: store large content elsewhere and put a reference in the message, "
+            "or raise the App's max_message_bytes"
+        )
+    return data
+
+
+def encode_headers(headers: dict[str, str] | None) -> bytes | None:
+    """Encode headers for an envelope (``None`` when there are none)."""
+    return _encoder.encode(headers) if headers else None
+
+
+def _all_message_classes() -> Iterable[type[Message]]:
+    pending: list[type[Message]] = [Command, Event]
+    while pending:
+        cls = pending.pop()
+        for sub in cls.__subclasses__():
+            pending.append(sub)
+            yield sub
+
+
+class TypeRegistry:
+    """Maps stored type names to message classes, and upgrades old payloads with upcasters.
+
+    Classes are registered by the App as it meets them (handlers, publish, send, append, or
+    ``App(messages=[...])``). A stored type that was never registered is looked up among the
+    loaded subclasses of ``Command`` and ``Event`` by its type name.
+    """
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type[Message]] = {}
+        self._decoders: dict[type[Message], msgspec.json.Decoder[Any]] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def register(self, cls: type[Message]) -> type[Message]:
+        """Register a message class under its type name."""
+        if not (isinstance(cls, type) and issubclass(cls, (Command, Event))):
+            raise TypeError(f"{cls!r} is not a Command or Event subclass")
+        name = cls.__type_name__
+        known = self._classes.get(name)
+        if known is not None and known is not cls:
+            raise ConfigurationError(
+                f"two message classes share the type name {name!r}: {known.__module__}."
+                f"{known.__qualname__} and {cls.__module__}.{cls.__qualname__}; give one of them "
+                "its own __type_name__"
+            )
+        self._classes[name] = cls
+        return cls
+
+    def __contains__(self, cls: object) -> bool:
+        return isinstance(cls, type) and self._classes.get(getattr(cls, "__type_name__", "")) is cls
+
+    def classes(self) -> list[type[Message]]:
+        """The registered classes."""
+        return list(self._classes.values())
+
+    def add_upcaster(self, type_name: str, from_version: int, fn: Upcaster) -> None:
+        """Register ``fn`` to turn a ``type_name`` payload of ``from_version`` into ``from_version + 1``."""
+        key = (validate_type_name(type_name), from_version)
+        if key in self._upcasters:
+            raise ConfigurationError(
+                f"an upcaster for {type_name!r} from version {from_version} is already registered"
+            )
+        self._upcasters[key] = fn
+
+    def resolve(self, type_name: str) -> type[Message]:
+        """The class for a stored type name."""
+        cls = self._classes.get(type_name)
+        if cls is not None:
+            return cls
+        found = {c for c in _all_message_classes() if c.__type_name__ == type_name}
+        if len(found) == 1:
+            return self.register(found.pop())
+        if found:
+            names = ", ".join(sorted(f"{c.__module__}.{c.__qualname__}" for c in found))
+            raise UnknownMessageType(
+                f"several classes are named {type_name!r} ({names}); register the right one "
+                "with App(messages=[...])",
+                type_name=type_name,
+            )
+        raise UnknownMessageType(
+            "no message class has this type name; import the module that defines it, or "
+            "register it with App(messages=[...])",
+            type_name=type_name,
+        )
+
+    def decode(self, envelope: Envelope) -> Message:
+        """Decode an envelope's payload into its message class, upcasting old versions."""
+        try:
+            cls = self.resolve(envelope.type)
+        except UnknownMessageType as exc:
+            raise UnknownMessageType(
+                exc.detail,
+                type_name=envelope.type,
+                stream=envelope.stream,
+                position=envelope.stream_position,
+            ) from None
+        try:
+            if envelope.version == cls.__version__:
+                decoder = self._decoders.get(cls)
+                if decoder is None:
+                    decoder = self._decoders[cls] = msgspec.json.Decoder(cls)
+                return decoder.decode(envelope.data)  # type: ignore[no-any-return]
+            return self._upcast(cls, envelope)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise MessageDecodeError(
+                f"{exc} (payload of {len(envelope.data)} bytes, stored version {envelope.version})",
+                type_name=envelope.type,
+                stream=envelope.stream,
+                position=envelope.stream_position,
+            ) from exc
+
+    def _upcast(self, cls: type[Message], envelope: Envelope) -> Message:
+        def fail(detail: str) -> MessageDecodeError:
+            return MessageDecodeError(
+                detail,
+                type_name=envelope.type,
+                stream=envelope.stream,
+                position=envelope.stream_position,
+            )
+
+        if envelope.version > cls.__version__:
+            raise fail(
+                f"stored version {envelope.version} is newer than the code's version "
+                f"{cls.__version__}: deploy the newer code to read it"
+            )
+        data = msgspec.json.decode(envelope.data)
+        if not isinstance(data, dict):
+            raise fail("payload is not a JSON object")
+        for version in range(envelope.version, cls.__version__):
+            upcaster = self._upcasters.get((envelope.type, version))
+            if upcaster is None:
+                raise fail(
+                    f"no upcaster from version {version} to {version + 1}; register one with "
+                    f"@app.upcaster({envelope.type!r}, from_version={version})"
+                )
+            try:
+                data = upcaster(data)
+            except Exception as exc:
+                raise fail(f"upcaster from version {version} failed: {exc!r}") from exc
+        return msgspec.convert(data, cls)
