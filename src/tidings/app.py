@@ -456,7 +456,7 @@ class App:
             )
         new = self._new_message(command, correlation_id=correlation_id, headers=headers)
         self._sent_types.add(type(command))
-        target = validate_stream(stream) if stream else self._command_stream(new)
+        target = validate_stream(stream) if stream is not None else self._command_stream(new)
         (done,) = await self._commit_one(AppendOp(target, [new], ANY))
         return Ticket(new.id, target, done.global_position)
 
@@ -475,7 +475,7 @@ class App:
                 "use app.send (durable, later) or app.invoke (now, with its result)"
             )
         new = self._new_message(event, correlation_id=correlation_id, headers=headers)
-        target = validate_stream(stream) if stream else new.type
+        target = validate_stream(stream) if stream is not None else new.type
         (done,) = await self._commit_one(AppendOp(target, [new], ANY))
         return done
 

@@ -69,7 +69,9 @@ class Context:
                 "(ctx.send) so that exactly one handler carries it out"
             )
         new = self._new(event)
-        self._add(validate_stream(stream) if stream else type(event).__type_name__, [new], ANY)
+        self._add(
+            validate_stream(stream) if stream is not None else type(event).__type_name__, [new], ANY
+        )
         return new.id
 
     def send(self, command: Command, *, stream: str | None = None) -> str:
@@ -81,7 +83,11 @@ class Context:
             )
         new = self._new(command)
         self.app._sent_types.add(type(command))
-        self._add(validate_stream(stream) if stream else self.app._command_stream(new), [new], ANY)
+        self._add(
+            validate_stream(stream) if stream is not None else self.app._command_stream(new),
+            [new],
+            ANY,
+        )
         return new.id
 
     def append(

@@ -1,8 +1,8 @@
 """Messages: the ``Command`` and ``Event`` bases, the ``Envelope`` they travel in, and the codec.
 
 A message class is a frozen, keyword-only msgspec Struct. Its stable *type name* (what is stored) is
-the class name unless the class sets ``__type_name__``; its schema version is ``__version__``
-(default 1). Payloads are JSON, never pickle. Stored payloads of an older version are brought up to
+the class name unless the class says otherwise (``class X(Event, type_name="shop.X")``); its schema
+version is ``version=`` (default 1). Payloads are JSON, never pickle. Stored payloads of an older version are brought up to
 date by upcasters registered on the :class:`TypeRegistry`.
 """
 
@@ -75,7 +75,29 @@ def validate_stream(stream: str) -> str:
     return stream
 
 
-class Message(msgspec.Struct, frozen=True, kw_only=True):
+class _MessageMeta(msgspec.StructMeta):
+    """Makes every message class frozen and keyword-only, and takes ``type_name=`` and ``version=``
+    as class keywords: ``class SeatReserved(Event, type_name="cinema.SeatReserved", version=2)``."""
+
+    def __new__(
+        mcls,
+        name: str,
+        bases: tuple[type, ...],
+        namespace: dict[str, Any],
+        type_name: str | None = None,
+        version: int | None = None,
+        **kwargs: Any,
+    ) -> _MessageMeta:
+        if type_name is not None:
+            namespace["__type_name__"] = type_name
+        if version is not None:
+            namespace["__version__"] = version
+        kwargs.setdefault("frozen", True)
+        kwargs.setdefault("kw_only", True)
+        return super().__new__(mcls, name, bases, namespace, **kwargs)
+
+
+class Message(msgspec.Struct, metaclass=_MessageMeta):
     """Base of every message. Subclass :class:`Command` or :class:`Event`, not this."""
 
     __type_name__: ClassVar[str] = ""
@@ -91,13 +113,13 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigurationError(f"{cls.__name__}.__version__ must be an int >= 1")
 
 
-class Command(Message, frozen=True, kw_only=True):
+class Command(Message):
     """An intention with exactly one recipient, who may refuse it. Name it in the imperative."""
 
     __kind__: ClassVar[Kind] = "command"
 
 
-class Event(Message, frozen=True, kw_only=True):
+class Event(Message):
     """A fact that already happened, broadcast to every subscriber. Name it in the past tense."""
 
     __kind__: ClassVar[Kind] = "event"

@@ -1,0 +1,219 @@
+"""The backend contract suite: what every store must do, as tests any backend can run.
+
+Subclass :class:`LogContract` in a test module and give it a ``make_store`` fixture-method that
+returns a fresh, unopened store; pytest (with pytest-asyncio in auto mode) collects the inherited
+tests::
+
+    class TestMyStore(LogContract):
+        async def make_store(self, tmp_path):
+            return MyStore(...)
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tidings.errors import WrongExpectedVersion
+from tidings.messages import NewMessage, encode_headers, uuid7
+from tidings.store import ANY, NO_STREAM, AppendOp, Store, Transaction
+
+
+def new_message(
+    data: bytes = b'{"n":1}', *, type: str = "Thing", id: str | None = None
+) -> NewMessage:
+    """A minimal encoded event for store-level tests."""
+    message_id = id or uuid7()
+    return NewMessage(message_id, "event", type, 1, data, message_id, None, None)
+
+
+async def append(
+    store: Store, stream: str, *messages: NewMessage, expected_version: int = ANY
+) -> int:
+    """Append in a transaction of its own; returns the stream's new version."""
+    (done,) = await store.commit(Transaction([AppendOp(stream, list(messages), expected_version)]))
+    return done.version
+
+
+class LogContract(abc.ABC):
+    """The log: appends, optimistic concurrency, idempotency, gapless positions, reading."""
+
+    @abc.abstractmethod
+    async def make_store(self, tmp_path: Path) -> Store:
+        """A fresh, unopened store (``tmp_path`` is pytest's per-test directory)."""
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
+        made = await self.make_store(tmp_path)
+        await made.open()
+        try:
+            yield made
+        finally:
+            await made.close()
+
+    async def test_an_empty_store_has_nothing(self, store: Store) -> None:
+        assert await store.last_position() == 0
+        assert await store.stream_version("nothing") == 0
+        assert await store.read_stream("nothing") == []
+        assert await store.read_all() == []
+
+    async def test_append_then_read_back_exactly(self, store: Store) -> None:
+        first = NewMessage(
+            uuid7(),
+            "event",
+            "Thing",
+            3,
+            b'{"a":"\xc3\xa9"}',
+            "corr",
+            "cause",
+            encode_headers({"h": "v"}),
+        )
+        second = new_message(b'{"b":2}')
+        assert await append(store, "s-1", first, second) == 2
+        envs = await store.read_stream("s-1")
+        assert [e.stream_position for e in envs] == [1, 2]
+        assert [e.global_position for e in envs] == [1, 2]
+        got = envs[0]
+        assert (got.id, got.kind, got.type, got.version, got.stream) == (
+            first.id,
+            "event",
+            "Thing",
+            3,
+            "s-1",
+        )
+        assert bytes(got.data) == b'{"a":"\xc3\xa9"}'
+        assert (got.correlation_id, got.causation_id) == ("corr", "cause")
+        assert got.headers == {"h": "v"}
+        assert got.recorded_at > 0
+
+    async def test_stream_positions_are_gapless_per_stream_and_global_order_is_total(
+        self, store: Store
+    ) -> None:
+        for i in range(30):
+            await append(store, f"s-{i % 3}", new_message())
+        everything = await store.read_all(limit=100)
+        assert [e.global_position for e in everything] == list(range(1, 31))
+        for s in range(3):
+            assert [e.stream_position for e in await store.read_stream(f"s-{s}")] == list(
+                range(1, 11)
+            )
+        assert await store.stream_version("s-1") == 10
+        assert await store.last_position() == 30
+
+    async def test_expected_version_is_enforced(self, store: Store) -> None:
+        assert await append(store, "acct", new_message(), expected_version=NO_STREAM) == 1
+        with pytest.raises(WrongExpectedVersion) as caught:
+            await append(store, "acct", new_message(), expected_version=NO_STREAM)
+        assert (caught.value.stream, caught.value.expected, caught.value.actual) == ("acct", 0, 1)
+        assert await append(store, "acct", new_message(), expected_version=1) == 2
+        with pytest.raises(WrongExpectedVersion):
+            await append(store, "acct", new_message(), expected_version=1)
+        assert await store.stream_version("acct") == 2
+
+    async def test_a_failed_transaction_commits_nothing(self, store: Store) -> None:
+        await append(store, "b", new_message())
+        tx = Transaction(
+            [
+                AppendOp("a", [new_message()], ANY),
+                AppendOp("b", [new_message()], NO_STREAM),  # b exists: the whole transaction fails
+            ]
+        )
+        with pytest.raises(WrongExpectedVersion):
+            await store.commit(tx)
+        assert await store.stream_version("a") == 0
+        assert await store.stream_version("b") == 1
+        assert await store.last_position() == 1
+
+    async def test_appends_in_one_transaction_see_each_other(self, store: Store) -> None:
+        tx = Transaction(
+            [
+                AppendOp("x", [new_message()], NO_STREAM),
+                AppendOp("x", [new_message(), new_message()], 1),
+                AppendOp("y", [new_message()], NO_STREAM),
+            ]
+        )
+        results = await store.commit(tx)
+        assert [(r.stream, r.version) for r in results] == [("x", 1), ("x", 3), ("y", 1)]
+        assert [e.stream_position for e in await store.read_stream("x")] == [1, 2, 3]
+
+    async def test_re_appending_the_same_ids_is_idempotent(self, store: Store) -> None:
+        messages = [new_message(), new_message()]
+        await append(store, "idem", *messages, expected_version=NO_STREAM)
+        # A retry after a lost acknowledgement: same ids, same (now stale) expected version.
+        assert await append(store, "idem", *messages, expected_version=NO_STREAM) == 2
+        assert await append(store, "idem", *messages) == 2
+        assert len(await store.read_stream("idem")) == 2
+        assert await store.last_position() == 2
+
+    async def test_a_known_id_is_not_stored_twice_within_a_new_append(self, store: Store) -> None:
+        old = new_message()
+        await append(store, "mix", old)
+        await append(store, "mix", old, new_message())
+        envs = await store.read_stream("mix")
+        assert len(envs) == 2
+        assert len({e.id for e in envs}) == 2
+
+    async def test_read_stream_forwards_backwards_from_and_limit(self, store: Store) -> None:
+        await append(store, "r", *[new_message(f'{{"n":{i}}}'.encode()) for i in range(1, 11)])
+        assert [
+            e.stream_position for e in await store.read_stream("r", from_position=4, limit=3)
+        ] == [4, 5, 6]
+        assert [
+            e.stream_position for e in await store.read_stream("r", backwards=True, limit=3)
+        ] == [10, 9, 8]
+        assert [
+            e.stream_position for e in await store.read_stream("r", backwards=True, from_position=2)
+        ] == [2, 1]
+        assert await store.read_stream("r", from_position=11) == []
+
+    async def test_read_all_after_a_position_filtered_by_type(self, store: Store) -> None:
+        for i in range(10):
+            await append(store, "t", new_message(type="Even" if i % 2 == 0 else "Odd"))
+        odd = await store.read_all(types=["Odd"])
+        assert [e.global_position for e in odd] == [2, 4, 6, 8, 10]
+        assert [e.global_position for e in await store.read_all(after=7, limit=2)] == [8, 9]
+        assert await store.read_all(types=[]) == []
+        assert [
+            e.global_position for e in await store.read_all(after=3, types=["Even", "Odd"], limit=3)
+        ] == [4, 5, 6]
+
+    async def test_streams_are_listed_with_their_versions(self, store: Store) -> None:
+        await append(store, "order-2", new_message(), new_message())
+        await append(store, "order-1", new_message())
+        await append(store, "user-1", new_message())
+        assert await store.streams(prefix="order-") == [("order-1", 1), ("order-2", 2)]
+        assert len(await store.streams()) == 3
+
+    async def test_concurrent_commits_keep_every_message_and_positions_gapless(
+        self, store: Store
+    ) -> None:
+        async def writer(n: int) -> None:
+            for _ in range(20):
+                await append(store, f"w-{n % 4}", new_message())
+
+        await asyncio.gather(*(writer(n) for n in range(16)))
+        assert await store.last_position() == 320
+        everything = await store.read_all(limit=1000)
+        assert [e.global_position for e in everything] == list(range(1, 321))
+        for s in range(4):
+            assert [e.stream_position for e in await store.read_stream(f"w-{s}")] == list(
+                range(1, 81)
+            )
+
+    async def test_concurrent_conflicting_appends_let_exactly_one_win(self, store: Store) -> None:
+        results = await asyncio.gather(
+            *(append(store, "race", new_message(), expected_version=NO_STREAM) for _ in range(10)),
+            return_exceptions=True,
+        )
+        assert sum(1 for r in results if r == 1) == 1
+        assert all(isinstance(r, WrongExpectedVersion) for r in results if r != 1)
+        assert await store.stream_version("race") == 1
+
+    async def test_a_large_batch_is_appended_whole(self, store: Store) -> None:
+        await append(store, "big", *[new_message() for _ in range(2500)])
+        assert await store.stream_version("big") == 2500
+        assert [e.stream_position for e in await store.read_stream("big")] == list(range(1, 2501))
