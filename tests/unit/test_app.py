@@ -123,7 +123,7 @@ async def test_ctx_rejects_the_wrong_kind_of_message() -> None:
 
 async def test_invoking_a_command_without_handler_names_the_fix() -> None:
     async with App("t") as app:
-        with pytest.raises(HandlerNotFound, match="@app.command"):
+        with pytest.raises(HandlerNotFound, match=r"@app\.command"):
             await app.invoke(IssueReceipt(reservation_id="r"))
 
 
@@ -134,7 +134,7 @@ def test_registration_mistakes_are_caught_at_registration() -> None:
         @app.command
         async def handles_event(e: SeatReserved, ctx: Context) -> None: ...
 
-    with pytest.raises(ConfigurationError, match="@app.command"):
+    with pytest.raises(ConfigurationError, match=r"@app\.command"):
 
         @app.subscriber("wrong")
         async def takes_command(c: ReserveSeat, ctx: Context) -> None: ...

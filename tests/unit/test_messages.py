@@ -70,7 +70,7 @@ def test_a_bad_payload_names_type_stream_position_and_field() -> None:
     text = str(caught.value)
     assert "cinema.TicketSold" in text and "'tickets-1'" in text and "position 4" in text
     assert "price_cents" in text
-    with pytest.raises(MessageDecodeError, match="truncated|malformed|JSON"):
+    with pytest.raises(MessageDecodeError, match=r"truncated|malformed|JSON"):
         reg.decode(envelope("cinema.TicketSold", b'{"seat":', 3))
 
 
