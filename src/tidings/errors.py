@@ -112,3 +112,8 @@ class StoreClosed(StoreError):
 
 class MissingDependency(TidingsError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class LeaseLost(StoreError):
+    """This worker no longer holds the partition (its lease expired and another worker took it);
+    its uncommitted work is dropped and will be done by the new holder."""

@@ -46,17 +46,165 @@ class Appended(msgspec.Struct, frozen=True, gc=False):
     global_position: int
 
 
+class CheckpointMove(msgspec.Struct, frozen=True, gc=False):
+    """Move a subscription partition's checkpoint from ``expected`` to ``position``.
+
+    Guarded: the commit fails with ``LeaseLost`` (and nothing in it is applied) unless the partition
+    is still owned by ``owner`` and still at ``expected``. This fences off a worker whose lease
+    expired while it was busy, so that its work is never applied twice.
+    """
+
+    subscription: str
+    partition: int
+    owner: str
+    expected: int
+    position: int
+
+
+class Attempt(msgspec.Struct, frozen=True, gc=False):
+    """One failed attempt at handling a message."""
+
+    at: float
+    error: str
+
+
+class Held(msgspec.Struct, gc=False):
+    """A message a subscription holds back: failed (``retrying`` or ``dead``), or ``waiting``
+    behind an earlier held message of its stream, or queued for ``replay`` by an operator.
+
+    ``id`` is assigned by the store (0 on a new row); rows are keyed by
+    ``(subscription, global_position)``. ``due_at`` is when a ``retrying`` row is tried again, on
+    the store's clock. Written with ``due_in`` (seconds from the store's now) instead.
+    """
+
+    subscription: str
+    partition: int
+    stream: str
+    global_position: int
+    message_id: str
+    type: str
+    status: str
+    attempts: int = 0
+    error: str | None = None
+    traceback: str | None = None
+    history: list[Attempt] = msgspec.field(default_factory=list)
+    due_in: float | None = None
+    due_at: float | None = None
+    first_failed_at: float | None = None
+    last_failed_at: float | None = None
+    id: int = 0
+
+
+#: Held statuses.
+RETRYING: Final = "retrying"
+DEAD: Final = "dead"
+WAITING: Final = "waiting"
+REPLAY: Final = "replay"
+
+
+class HeldDelete(msgspec.Struct, frozen=True, gc=False):
+    """Stop holding a message (it was handled, or skipped)."""
+
+    subscription: str
+    global_position: int
+
+
+class Outcome(msgspec.Struct, frozen=True, gc=False):
+    """What became of a sent command: ``succeeded`` (with ``result``, JSON), ``refused`` (with
+    ``reason``/``code``), ``failed`` (still being retried, ``attempts`` so far) or ``dead``."""
+
+    message_id: str
+    type: str
+    status: str
+    result: bytes | None = None
+    reason: str | None = None
+    code: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    updated_at: float = 0.0
+
+
+class DocumentWrite(msgspec.Struct, frozen=True, gc=False):
+    """Put (``data``) or delete (``None``) one document of a collection."""
+
+    collection: str
+    key: str
+    data: bytes | None
+
+
+class Scheduled(msgspec.Struct, frozen=True, gc=False):
+    """A message to be appended to ``stream`` when due: at ``at`` (epoch seconds) or ``delay``
+    seconds after the store's now."""
+
+    stream: str
+    message: NewMessage
+    at: float | None = None
+    delay: float | None = None
+
+
+class AuditEntry(msgspec.Struct, frozen=True, gc=False):
+    """An operator action: who, what, on what (written in the transaction that does it)."""
+
+    actor: str
+    action: str
+    target: str
+    detail: str = ""
+    at: float = 0.0
+    id: int = 0
+
+
+class PartitionInfo(msgspec.Struct, frozen=True, gc=False):
+    """One partition of a subscription: its checkpoint and who holds its lease until when."""
+
+    subscription: str
+    partition: int
+    partitions: int
+    position: int
+    owner: str | None
+    lease_expires: float | None
+
+
 @dataclass(slots=True)
 class Transaction:
-    """Everything one unit of work commits at once.
+    """Everything one unit of work commits at once, or not at all.
 
     Appends are applied in order, so two appends to one stream in one transaction see each other.
     """
 
     appends: list[AppendOp] = field(default_factory=list)
+    checkpoints: list[CheckpointMove] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
+    unheld: list[HeldDelete] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    documents: list[DocumentWrite] = field(default_factory=list)
+    scheduled: list[Scheduled] = field(default_factory=list)
+    unscheduled: list[str] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.appends)
+        return bool(
+            self.appends
+            or self.checkpoints
+            or self.held
+            or self.unheld
+            or self.outcomes
+            or self.documents
+            or self.scheduled
+            or self.unscheduled
+            or self.audit
+        )
+
+    def extend(self, other: Transaction) -> None:
+        """Add everything ``other`` holds after what this one holds."""
+        self.appends.extend(other.appends)
+        self.checkpoints.extend(other.checkpoints)
+        self.held.extend(other.held)
+        self.unheld.extend(other.unheld)
+        self.outcomes.extend(other.outcomes)
+        self.documents.extend(other.documents)
+        self.scheduled.extend(other.scheduled)
+        self.unscheduled.extend(other.unscheduled)
+        self.audit.extend(other.audit)
 
 
 class EventLog(abc.ABC):
@@ -115,9 +263,114 @@ class EventLog(abc.ABC):
         """Stream names with their versions, by name."""
 
 
-class Store(EventLog, abc.ABC):
-    """A complete backend. Later capabilities (subscriptions, dead letters, outcomes, schedule,
-    audit) are added to it as further ABCs."""
+class SubscriptionStore(abc.ABC):
+    """Checkpoints and partition leases of subscriptions, and the workers that hold them."""
+
+    @abc.abstractmethod
+    async def now(self) -> float:
+        """The store's clock (epoch seconds): every due time and lease is measured on it."""
+
+    @abc.abstractmethod
+    async def setup_subscription(self, name: str, partitions: int, position: int) -> None:
+        """Create the subscription's partitions at ``position`` if it does not exist yet.
+
+        Raises ``ConfigurationError`` if it exists with another number of partitions."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, worker: str, ttl: float) -> int:
+        """Record that ``worker`` is alive; returns how many workers are alive (seen within ``ttl``)."""
+
+    @abc.abstractmethod
+    async def claim(self, name: str, worker: str, want: int, ttl: float) -> dict[int, int]:
+        """Renew ``worker``'s leases on the subscription and take free or expired partitions until
+        it holds ``want``; release any beyond ``want``. Returns ``{partition: checkpoint}`` held."""
+
+    @abc.abstractmethod
+    async def release(self, worker: str) -> None:
+        """Give up every lease ``worker`` holds and forget the worker."""
+
+    @abc.abstractmethod
+    async def partitions(self, name: str | None = None) -> list[PartitionInfo]:
+        """Partitions (of one subscription, or of all), for operators."""
+
+
+class DeadLetterStore(abc.ABC):
+    """Messages subscriptions hold back: failed, dead, waiting behind them, or queued for replay."""
+
+    @abc.abstractmethod
+    async def held(
+        self,
+        *,
+        subscription: str | None = None,
+        stream: str | None = None,
+        status: str | None = None,
+        id: int | None = None,
+        limit: int = 1000,
+    ) -> list[Held]:
+        """Held messages matching every filter given, by subscription then global position."""
+
+    @abc.abstractmethod
+    async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
+        """Streams of these partitions that have any held message (later messages must wait)."""
+
+    @abc.abstractmethod
+    async def due_streams(self, subscription: str, partitions: Sequence[int]) -> list[str]:
+        """Streams whose first held message is ready to be handled again: ``replay`` or
+        ``waiting`` (its head was skipped or handled), or ``retrying`` and due."""
+
+
+class OutcomeStore(abc.ABC):
+    """Outcomes of sent commands."""
+
+    @abc.abstractmethod
+    async def outcome(self, message_id: str) -> Outcome | None:
+        """The recorded outcome, or ``None`` while the command has not been handled."""
+
+
+class ScheduleStore(abc.ABC):
+    """Messages waiting for their due time."""
+
+    @abc.abstractmethod
+    async def release_due(self, limit: int = 500) -> int:
+        """Append every scheduled message that is due (on the store's clock) to its stream, in due
+        order, and forget it, atomically. Returns how many were released."""
+
+    @abc.abstractmethod
+    async def next_due(self) -> float | None:
+        """Seconds until the next scheduled message is due (0 if one is), ``None`` if none is."""
+
+
+class DocumentStore(abc.ABC):
+    """Small JSON documents (read models) written through ``ctx`` in the handler's transaction."""
+
+    @abc.abstractmethod
+    async def get_document(self, collection: str, key: str) -> bytes | None:
+        """One document's JSON, or ``None``."""
+
+    @abc.abstractmethod
+    async def documents(self, collection: str, *, limit: int = 1000) -> list[tuple[str, bytes]]:
+        """A collection's ``(key, JSON)`` pairs by key."""
+
+
+class AuditStore(abc.ABC):
+    """The trail of operator actions."""
+
+    @abc.abstractmethod
+    async def audit_entries(self, *, limit: int = 100) -> list[AuditEntry]:
+        """The latest entries, newest first."""
+
+
+class Store(
+    EventLog,
+    SubscriptionStore,
+    DeadLetterStore,
+    OutcomeStore,
+    ScheduleStore,
+    DocumentStore,
+    AuditStore,
+    abc.ABC,
+):
+    """A complete backend: every capability."""
 
     url: str
 

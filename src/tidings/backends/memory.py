@@ -9,9 +9,25 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from tidings.errors import StoreClosed, WrongExpectedVersion
+import msgspec
+
+from tidings.errors import ConfigurationError, LeaseLost, StoreClosed, WrongExpectedVersion
 from tidings.messages import Envelope
-from tidings.store import ANY, Appended, Store, Transaction
+from tidings.store import (
+    ANY,
+    REPLAY,
+    RETRYING,
+    WAITING,
+    Appended,
+    AppendOp,
+    AuditEntry,
+    Held,
+    Outcome,
+    PartitionInfo,
+    Scheduled,
+    Store,
+    Transaction,
+)
 
 
 class MemoryStore(Store):
@@ -23,6 +39,14 @@ class MemoryStore(Store):
         self._log: list[Envelope] = []
         self._streams: dict[str, list[Envelope]] = {}
         self._by_id: dict[str, Envelope] = {}
+        self._partitions: dict[tuple[str, int], PartitionInfo] = {}
+        self._workers: dict[str, float] = {}
+        self._held: dict[tuple[str, int], Held] = {}
+        self._held_ids = 0
+        self._outcomes: dict[str, Outcome] = {}
+        self._documents: dict[str, dict[str, bytes]] = {}
+        self._scheduled: dict[str, tuple[float, Scheduled]] = {}
+        self._audit: list[AuditEntry] = []
         self._closed = False
 
     async def open(self) -> None:
@@ -75,11 +99,54 @@ class MemoryStore(Store):
                 )
             versions[op.stream] = version
             results.append(Appended(op.stream, version, position))
+        for move in tx.checkpoints:
+            part = self._partitions.get((move.subscription, move.partition))
+            if part is None or part.owner != move.owner or part.position != move.expected:
+                raise LeaseLost()
         for env in staged:
             self._log.append(env)
             self._streams.setdefault(env.stream, []).append(env)
             self._by_id[env.id] = env
+        self._apply_rest(tx, now)
         return results
+
+    def _apply_rest(self, tx: Transaction, now: float) -> None:
+        for move in tx.checkpoints:
+            key = (move.subscription, move.partition)
+            self._partitions[key] = msgspec.structs.replace(
+                self._partitions[key], position=move.position
+            )
+        for held in tx.held:
+            key = (held.subscription, held.global_position)
+            old = self._held.get(key)
+            if old is None:
+                self._held_ids += 1
+            row = msgspec.structs.replace(
+                held,
+                id=old.id if old is not None else self._held_ids,
+                due_at=now + held.due_in if held.due_in is not None else None,
+                due_in=None,
+                first_failed_at=(old.first_failed_at if old is not None else None)
+                or held.first_failed_at,
+            )
+            self._held[key] = row
+        for gone in tx.unheld:
+            self._held.pop((gone.subscription, gone.global_position), None)
+        for outcome in tx.outcomes:
+            self._outcomes[outcome.message_id] = msgspec.structs.replace(outcome, updated_at=now)
+        for doc in tx.documents:
+            collection = self._documents.setdefault(doc.collection, {})
+            if doc.data is None:
+                collection.pop(doc.key, None)
+            else:
+                collection[doc.key] = doc.data
+        for item in tx.scheduled:
+            due = item.at if item.at is not None else now + (item.delay or 0.0)
+            self._scheduled[item.message.id] = (due, item)
+        for message_id in tx.unscheduled:
+            self._scheduled.pop(message_id, None)
+        for entry in tx.audit:
+            self._audit.append(msgspec.structs.replace(entry, at=now, id=len(self._audit) + 1))
 
     async def read_stream(
         self,
@@ -128,3 +195,144 @@ class MemoryStore(Store):
         self._check_open()
         names = sorted(s for s in self._streams if s.startswith(prefix))[:limit]
         return [(s, len(self._streams[s])) for s in names]
+
+    # --- subscriptions ----------------------------------------------------------------------------
+
+    async def now(self) -> float:
+        return time.time()
+
+    async def setup_subscription(self, name: str, partitions: int, position: int) -> None:
+        self._check_open()
+        existing = [p for (sub, _), p in self._partitions.items() if sub == name]
+        if existing:
+            if existing[0].partitions != partitions:
+                raise ConfigurationError(
+                    f"subscription {name!r} has {existing[0].partitions} partitions, not {partitions}"
+                )
+            return
+        for n in range(partitions):
+            self._partitions[(name, n)] = PartitionInfo(name, n, partitions, position, None, None)
+
+    async def heartbeat(self, worker: str, ttl: float) -> int:
+        self._check_open()
+        now = time.time()
+        self._workers[worker] = now
+        return sum(1 for seen in self._workers.values() if seen > now - ttl)
+
+    async def claim(self, name: str, worker: str, want: int, ttl: float) -> dict[int, int]:
+        self._check_open()
+        now = time.time()
+        mine = sorted(
+            n for (sub, n), p in self._partitions.items() if sub == name and p.owner == worker
+        )
+        for n in mine[want:]:
+            self._partitions[(name, n)] = msgspec.structs.replace(
+                self._partitions[(name, n)], owner=None, lease_expires=None
+            )
+        mine = mine[:want]
+        for (sub, n), p in sorted(self._partitions.items()):
+            if sub != name or len(mine) >= want or n in mine:
+                continue
+            if p.owner is None or (p.lease_expires or 0) < now:
+                mine.append(n)
+        held = {}
+        for n in mine:
+            p = self._partitions[(name, n)]
+            self._partitions[(name, n)] = msgspec.structs.replace(
+                p, owner=worker, lease_expires=now + ttl
+            )
+            held[n] = p.position
+        return held
+
+    async def release(self, worker: str) -> None:
+        for key, p in list(self._partitions.items()):
+            if p.owner == worker:
+                self._partitions[key] = msgspec.structs.replace(p, owner=None, lease_expires=None)
+        self._workers.pop(worker, None)
+
+    async def partitions(self, name: str | None = None) -> list[PartitionInfo]:
+        self._check_open()
+        return [p for key, p in sorted(self._partitions.items()) if name is None or key[0] == name]
+
+    # --- held messages ----------------------------------------------------------------------------
+
+    async def held(
+        self,
+        *,
+        subscription: str | None = None,
+        stream: str | None = None,
+        status: str | None = None,
+        id: int | None = None,
+        limit: int = 1000,
+    ) -> list[Held]:
+        self._check_open()
+        rows = [
+            h
+            for _, h in sorted(self._held.items())
+            if (subscription is None or h.subscription == subscription)
+            and (stream is None or h.stream == stream)
+            and (status is None or h.status == status)
+            and (id is None or h.id == id)
+        ]
+        return rows[:limit]
+
+    async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
+        self._check_open()
+        wanted = set(partitions)
+        return {
+            h.stream
+            for h in self._held.values()
+            if h.subscription == subscription and h.partition in wanted
+        }
+
+    async def due_streams(self, subscription: str, partitions: Sequence[int]) -> list[str]:
+        self._check_open()
+        wanted = set(partitions)
+        now = time.time()
+        heads: dict[str, Held] = {}
+        for _, h in sorted(self._held.items()):
+            if h.subscription == subscription and h.partition in wanted and h.stream not in heads:
+                heads[h.stream] = h
+        return [
+            stream
+            for stream, h in heads.items()
+            if h.status in (REPLAY, WAITING) or (h.status == RETRYING and (h.due_at or 0) <= now)
+        ]
+
+    # --- outcomes, schedule, documents, audit -----------------------------------------------------
+
+    async def outcome(self, message_id: str) -> Outcome | None:
+        self._check_open()
+        return self._outcomes.get(message_id)
+
+    async def release_due(self, limit: int = 500) -> int:
+        self._check_open()
+        now = time.time()
+        due = sorted((at, mid) for mid, (at, _) in self._scheduled.items() if at <= now)[:limit]
+        if not due:
+            return 0
+        tx = Transaction()
+        for _, mid in due:
+            item = self._scheduled[mid][1]
+            tx.appends.append(AppendOp(item.stream, [item.message], ANY))
+            tx.unscheduled.append(mid)
+        await self.commit(tx)
+        return len(due)
+
+    async def next_due(self) -> float | None:
+        self._check_open()
+        if not self._scheduled:
+            return None
+        return max(0.0, min(at for at, _ in self._scheduled.values()) - time.time())
+
+    async def get_document(self, collection: str, key: str) -> bytes | None:
+        self._check_open()
+        return self._documents.get(collection, {}).get(key)
+
+    async def documents(self, collection: str, *, limit: int = 1000) -> list[tuple[str, bytes]]:
+        self._check_open()
+        return sorted(self._documents.get(collection, {}).items())[:limit]
+
+    async def audit_entries(self, *, limit: int = 100) -> list[AuditEntry]:
+        self._check_open()
+        return list(reversed(self._audit))[:limit]

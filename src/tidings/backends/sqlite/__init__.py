@@ -19,15 +19,29 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any, LiteralString
 
+import msgspec
+
 from tidings.errors import (
     ConfigurationError,
+    LeaseLost,
     StoreClosed,
     StoreError,
     StoreUnavailable,
     WrongExpectedVersion,
 )
-from tidings.messages import Envelope
-from tidings.store import ANY, Appended, Store, Transaction
+from tidings.messages import Envelope, NewMessage
+from tidings.store import (
+    ANY,
+    Appended,
+    AppendOp,
+    Attempt,
+    AuditEntry,
+    Held,
+    Outcome,
+    PartitionInfo,
+    Store,
+    Transaction,
+)
 
 _COLUMNS: LiteralString = (
     "id, kind, type, version, stream, stream_position, global_position, recorded_at, data, "
@@ -37,6 +51,21 @@ _INSERT: LiteralString = (
     "INSERT INTO tidings_log (global_position, stream, stream_position, id, kind, type, version, "
     "data, correlation_id, causation_id, headers, recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+_UPSERT_HELD: LiteralString = (
+    "INSERT INTO tidings_held (subscription, partition, stream, global_position, message_id, type, "
+    "status, attempts, error, traceback, history, due_at, first_failed_at, last_failed_at) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (subscription, global_position) DO UPDATE SET "
+    "status = excluded.status, attempts = excluded.attempts, error = excluded.error, "
+    "traceback = excluded.traceback, history = excluded.history, due_at = excluded.due_at, "
+    "first_failed_at = coalesce(tidings_held.first_failed_at, excluded.first_failed_at), "
+    "last_failed_at = excluded.last_failed_at"
+)
+_HELD_COLUMNS: LiteralString = (
+    "subscription, partition, stream, global_position, message_id, type, status, attempts, error, "
+    "traceback, history, due_at, first_failed_at, last_failed_at, id"
+)
+_NOW: LiteralString = "(julianday('now') - 2440587.5) * 86400.0"
+_encoder = msgspec.json.Encoder()
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 #: The most transactions one group commit takes.
 _GROUP_LIMIT = 512
@@ -387,9 +416,103 @@ class SqliteStore(Store):
                 )
             local_versions[stream] = version
             results.append(Appended(stream, version, top))
+        for move in tx.checkpoints:
+            found = conn.execute(
+                "SELECT owner, position FROM tidings_partitions WHERE subscription = ? AND partition = ?",
+                (move.subscription, move.partition),
+            ).fetchone()
+            if found is None or found[0] != move.owner or found[1] != move.expected:
+                raise _Refused(LeaseLost())
+        # Every check passed: from here on nothing refuses this transaction.
+        self._apply_rest(conn, tx, now)
         versions.update(local_versions)
         stored.update(local_ids)
         return top, rows, results
+
+    def _apply_rest(self, conn: sqlite3.Connection, tx: Transaction, now: float) -> None:
+        for move in tx.checkpoints:
+            conn.execute(
+                "UPDATE tidings_partitions SET position = ? WHERE subscription = ? AND partition = ?",
+                (move.position, move.subscription, move.partition),
+            )
+        for h in tx.held:
+            conn.execute(
+                _UPSERT_HELD,
+                (
+                    h.subscription,
+                    h.partition,
+                    h.stream,
+                    h.global_position,
+                    h.message_id,
+                    h.type,
+                    h.status,
+                    h.attempts,
+                    h.error,
+                    h.traceback,
+                    _encoder.encode(h.history),
+                    None if h.due_in is None else now + h.due_in,
+                    h.first_failed_at,
+                    h.last_failed_at,
+                ),
+            )
+        for gone in tx.unheld:
+            conn.execute(
+                "DELETE FROM tidings_held WHERE subscription = ? AND global_position = ?",
+                (gone.subscription, gone.global_position),
+            )
+        for o in tx.outcomes:
+            conn.execute(
+                "INSERT OR REPLACE INTO tidings_outcomes (message_id, type, status, result, reason, "
+                "code, error, attempts, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    o.message_id,
+                    o.type,
+                    o.status,
+                    o.result,
+                    o.reason,
+                    o.code,
+                    o.error,
+                    o.attempts,
+                    now,
+                ),
+            )
+        for doc in tx.documents:
+            if doc.data is None:
+                conn.execute(
+                    "DELETE FROM tidings_documents WHERE collection = ? AND key = ?",
+                    (doc.collection, doc.key),
+                )
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO tidings_documents (collection, key, data) VALUES (?,?,?)",
+                    (doc.collection, doc.key, doc.data),
+                )
+        for item in tx.scheduled:
+            m = item.message
+            due = item.at if item.at is not None else now + (item.delay or 0.0)
+            conn.execute(
+                "INSERT OR IGNORE INTO tidings_scheduled (id, due_at, stream, kind, type, version, "
+                "data, correlation_id, causation_id, headers) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    m.id,
+                    due,
+                    item.stream,
+                    m.kind,
+                    m.type,
+                    m.version,
+                    m.data,
+                    m.correlation_id,
+                    m.causation_id,
+                    m.headers,
+                ),
+            )
+        for message_id in tx.unscheduled:
+            conn.execute("DELETE FROM tidings_scheduled WHERE id = ?", (message_id,))
+        for entry in tx.audit:
+            conn.execute(
+                "INSERT INTO tidings_audit (at, actor, action, target, detail) VALUES (?,?,?,?,?)",
+                (now, entry.actor, entry.action, entry.target, entry.detail),
+            )
 
     def _known_ids(
         self,
@@ -489,6 +612,263 @@ class SqliteStore(Store):
             (len(prefix), prefix, limit),
         )
         return [(r[0], int(r[1])) for r in rows]
+
+    # --- subscriptions ----------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn`` in a write transaction of its own (for rare writes outside group commit)."""
+        conn = self._writer
+        if conn is None:
+            raise StoreClosed()
+
+        def step() -> Any:
+            self._begin(conn)
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            return result
+
+        return await self._retry_locked(step)
+
+    async def now(self) -> float:
+        return float(self._read("SELECT " + _NOW, ())[0][0])
+
+    async def setup_subscription(self, name: str, partitions: int, position: int) -> None:
+        def setup(conn: sqlite3.Connection) -> None:
+            found = conn.execute(
+                "SELECT partitions FROM tidings_partitions WHERE subscription = ? LIMIT 1", (name,)
+            ).fetchone()
+            if found is not None:
+                if found[0] != partitions:
+                    raise ConfigurationError(
+                        f"subscription {name!r} has {found[0]} partitions, not {partitions}"
+                    )
+                return
+            conn.executemany(
+                "INSERT INTO tidings_partitions (subscription, partition, partitions, position) "
+                "VALUES (?, ?, ?, ?)",
+                [(name, n, partitions, position) for n in range(partitions)],
+            )
+
+        await self._write(setup)
+
+    async def heartbeat(self, worker: str, ttl: float) -> int:
+        def beat(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "INSERT OR REPLACE INTO tidings_workers (id, seen_at) VALUES (?, " + _NOW + ")",
+                (worker,),
+            )
+            conn.execute(
+                "DELETE FROM tidings_workers WHERE seen_at < " + _NOW + " - ?", (ttl * 10,)
+            )
+            return int(
+                conn.execute(
+                    "SELECT count(*) FROM tidings_workers WHERE seen_at >= " + _NOW + " - ?", (ttl,)
+                ).fetchone()[0]
+            )
+
+        return int(await self._write(beat))
+
+    async def claim(self, name: str, worker: str, want: int, ttl: float) -> dict[int, int]:
+        def claim(conn: sqlite3.Connection) -> dict[int, int]:
+            mine = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT partition FROM tidings_partitions WHERE subscription = ? AND owner = ? "
+                    "ORDER BY partition",
+                    (name, worker),
+                )
+            ]
+            for n in mine[want:]:
+                conn.execute(
+                    "UPDATE tidings_partitions SET owner = NULL, lease_expires = NULL "
+                    "WHERE subscription = ? AND partition = ?",
+                    (name, n),
+                )
+            mine = mine[:want]
+            if len(mine) < want:
+                free = conn.execute(
+                    "SELECT partition FROM tidings_partitions WHERE subscription = ? AND "
+                    "(owner IS NULL OR lease_expires < " + _NOW + ") ORDER BY partition LIMIT ?",
+                    (name, want - len(mine)),
+                ).fetchall()
+                mine.extend(r[0] for r in free)
+            held = {}
+            for n in mine:
+                conn.execute(
+                    "UPDATE tidings_partitions SET owner = ?, lease_expires = " + _NOW + " + ? "
+                    "WHERE subscription = ? AND partition = ?",
+                    (worker, ttl, name, n),
+                )
+                held[n] = conn.execute(
+                    "SELECT position FROM tidings_partitions WHERE subscription = ? AND partition = ?",
+                    (name, n),
+                ).fetchone()[0]
+            return held
+
+        result: dict[int, int] = await self._write(claim)
+        return result
+
+    async def release(self, worker: str) -> None:
+        def release(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE tidings_partitions SET owner = NULL, lease_expires = NULL WHERE owner = ?",
+                (worker,),
+            )
+            conn.execute("DELETE FROM tidings_workers WHERE id = ?", (worker,))
+
+        await self._write(release)
+
+    async def partitions(self, name: str | None = None) -> list[PartitionInfo]:
+        rows = self._read(
+            "SELECT subscription, partition, partitions, position, owner, lease_expires "
+            "FROM tidings_partitions WHERE ? IS NULL OR subscription = ? ORDER BY subscription, partition",
+            (name, name),
+        )
+        return [PartitionInfo(*row) for row in rows]
+
+    # --- held messages ----------------------------------------------------------------------------
+
+    async def held(
+        self,
+        *,
+        subscription: str | None = None,
+        stream: str | None = None,
+        status: str | None = None,
+        id: int | None = None,
+        limit: int = 1000,
+    ) -> list[Held]:
+        rows = self._read(
+            "SELECT " + _HELD_COLUMNS + " FROM tidings_held WHERE (? IS NULL OR subscription = ?) "
+            "AND (? IS NULL OR stream = ?) AND (? IS NULL OR status = ?) AND (? IS NULL OR id = ?) "
+            "ORDER BY subscription, global_position LIMIT ?",
+            (subscription, subscription, stream, stream, status, status, id, id, limit),
+        )
+        return [_held(row) for row in rows]
+
+    async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
+        if not partitions:
+            return set()
+        marks = ",".join("?" * len(partitions))
+        rows = self._read(
+            "SELECT DISTINCT stream FROM tidings_held WHERE subscription = ? AND partition IN ("
+            + marks
+            + ")",
+            (subscription, *partitions),
+        )
+        return {r[0] for r in rows}
+
+    async def due_streams(self, subscription: str, partitions: Sequence[int]) -> list[str]:
+        if not partitions:
+            return []
+        marks = ",".join("?" * len(partitions))
+        rows = self._read(
+            "SELECT h.stream FROM tidings_held h WHERE h.subscription = ? AND h.partition IN ("
+            + marks
+            + ") AND h.global_position = (SELECT min(global_position) FROM tidings_held "
+            "WHERE subscription = h.subscription AND stream = h.stream) AND (h.status IN "
+            "('replay', 'waiting') OR (h.status = 'retrying' AND h.due_at <= " + _NOW + ")) "
+            "ORDER BY h.global_position",
+            (subscription, *partitions),
+        )
+        return [r[0] for r in rows]
+
+    # --- outcomes, schedule, documents, audit -----------------------------------------------------
+
+    async def outcome(self, message_id: str) -> Outcome | None:
+        rows = self._read(
+            "SELECT message_id, type, status, result, reason, code, error, attempts, updated_at "
+            "FROM tidings_outcomes WHERE message_id = ?",
+            (message_id,),
+        )
+        return Outcome(*rows[0]) if rows else None
+
+    async def release_due(self, limit: int = 500) -> int:
+        rows = self._read(
+            "SELECT id, stream, kind, type, version, data, correlation_id, causation_id, headers "
+            "FROM tidings_scheduled WHERE due_at <= " + _NOW + " ORDER BY due_at, id LIMIT ?",
+            (limit,),
+        )
+        if not rows:
+            return 0
+        tx = Transaction()
+        for mid, stream, kind, type_, version, data, corr, cause, headers in rows:
+            tx.appends.append(
+                AppendOp(
+                    stream, [NewMessage(mid, kind, type_, version, data, corr, cause, headers)], ANY
+                )
+            )
+            tx.unscheduled.append(mid)
+        await self.commit(tx)
+        return len(rows)
+
+    async def next_due(self) -> float | None:
+        rows = self._read("SELECT min(due_at) - " + _NOW + " FROM tidings_scheduled", ())
+        return None if rows[0][0] is None else max(0.0, float(rows[0][0]))
+
+    async def get_document(self, collection: str, key: str) -> bytes | None:
+        rows = self._read(
+            "SELECT data FROM tidings_documents WHERE collection = ? AND key = ?", (collection, key)
+        )
+        return rows[0][0] if rows else None
+
+    async def documents(self, collection: str, *, limit: int = 1000) -> list[tuple[str, bytes]]:
+        rows = self._read(
+            "SELECT key, data FROM tidings_documents WHERE collection = ? ORDER BY key LIMIT ?",
+            (collection, limit),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def audit_entries(self, *, limit: int = 100) -> list[AuditEntry]:
+        rows = self._read(
+            "SELECT actor, action, target, detail, at, id FROM tidings_audit ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [AuditEntry(*row) for row in rows]
+
+
+_history_decoder = msgspec.json.Decoder(list[Attempt])
+
+
+def _held(row: Sequence[Any]) -> Held:
+    (
+        sub,
+        part,
+        stream,
+        gp,
+        mid,
+        type_,
+        status,
+        attempts,
+        error,
+        tb,
+        history,
+        due_at,
+        first,
+        last,
+        id_,
+    ) = row
+    return Held(
+        sub,
+        part,
+        stream,
+        gp,
+        mid,
+        type_,
+        status,
+        attempts,
+        error,
+        tb,
+        _history_decoder.decode(history) if history else [],
+        None,
+        due_at,
+        first,
+        last,
+        id_,
+    )
 
 
 def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
