@@ -12,16 +12,21 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union, overload
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, Union, overload
 
 import msgspec
 
-from tidings.context import Context
+from tidings.context import Context, when
 from tidings.decider import Decider
+from tidings.delivery.alerts import AlertCallback, Alerts
+from tidings.delivery.policy import RetryPolicy
 from tidings.errors import (
+    CommandDead,
     ConfigurationError,
     DuplicateHandler,
     HandlerNotFound,
+    Refused,
     WrongExpectedVersion,
 )
 from tidings.messages import (
@@ -39,10 +44,29 @@ from tidings.messages import (
     validate_stream,
     validate_subscription_name,
 )
-from tidings.store import ANY, Appended, AppendOp, Store, Transaction, open_store
+from tidings.store import (
+    ANY,
+    DEAD,
+    FINAL,
+    PENDING,
+    REFUSED,
+    SUCCEEDED,
+    Appended,
+    AppendOp,
+    Outcome,
+    Scheduled,
+    Store,
+    Transaction,
+    open_store,
+)
+
+if TYPE_CHECKING:
+    from tidings.delivery.deadletters import DeadLetters
+    from tidings.delivery.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 S = TypeVar("S")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +80,13 @@ class CommandHandler:
     retry_on_conflict: int = 0
     #: when set, handlers for the same stream run one at a time in this process
     lock_stream: Callable[[Any], str] | None = None
+    #: retries when the command is sent (a refusal is an answer, never retried)
+    policy: RetryPolicy = RetryPolicy()
+
+    @property
+    def subscription(self) -> str:
+        """The name of the subscription that delivers sent commands of this type."""
+        return f"cmd:{self.command.__type_name__}"
 
     @property
     def name(self) -> str:
@@ -70,6 +101,10 @@ class Subscriber:
     events: tuple[type[Event], ...]
     fn: Callable[[Any, Context], Any]
     is_async: bool
+    policy: RetryPolicy = RetryPolicy()
+    #: where a new subscription starts: "beginning" (catch up on everything) or "now"
+    start: str = "beginning"
+    partitions: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +117,35 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """The receipt for a sent command: its id and where it was recorded."""
+    """The receipt for a sent command: its id, and the way to its outcome."""
 
+    app: App
     message_id: str
     stream: str
-    global_position: int
+
+    async def outcome(self, timeout: float | None = None) -> Outcome:
+        """Wait up to ``timeout`` seconds for the command's final outcome (``succeeded``,
+        ``refused`` or ``dead``); after that, the latest known (``failed`` while it is being
+        retried, ``pending`` before it was first handled)."""
+        return await self.app.wait_outcome(self.message_id, timeout)
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """The handler's result (JSON-decoded); raises ``Refused`` if it refused, ``CommandDead``
+        if it was given up on, ``TimeoutError`` if it has not ended within ``timeout``."""
+        outcome = await self.outcome(timeout)
+        if outcome.status == SUCCEEDED:
+            return outcome.value()
+        if outcome.status == REFUSED:
+            raise Refused(outcome.reason or "refused", code=outcome.code)
+        if outcome.status == DEAD:
+            raise CommandDead(
+                f"command {self.message_id} is dead after {outcome.attempts} attempt(s): {outcome.error}; "
+                "see `tidings dlq list`"
+            )
+        raise TimeoutError(
+            f"command {self.message_id} has not ended within {timeout}s (status {outcome.status}"
+            f", {outcome.attempts} attempt(s)); is a worker running?"
+        )
 
 
 @dataclass
@@ -164,6 +223,9 @@ class App:
         self._subscribers: dict[str, Subscriber] = {}
         self._sent_types: set[type[Command]] = set()
         self._locks = _StreamLocks()
+        self._wakeups: set[asyncio.Event] = set()
+        self._outcome_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.alerts = Alerts()
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
         for cls in messages:
@@ -211,13 +273,22 @@ class App:
     def command(self, fn: F) -> F: ...
 
     @overload
-    def command(self, *, retry_on_conflict: int = 0) -> Callable[[F], F]: ...
+    def command(
+        self, *, retry_on_conflict: int = 0, policy: RetryPolicy | None = None
+    ) -> Callable[[F], F]: ...
 
-    def command(self, fn: F | None = None, *, retry_on_conflict: int = 0) -> F | Callable[[F], F]:
+    def command(
+        self,
+        fn: F | None = None,
+        *,
+        retry_on_conflict: int = 0,
+        policy: RetryPolicy | None = None,
+    ) -> F | Callable[[F], F]:
         """Register the one handler of a command type (read from its first parameter's annotation).
 
         A second handler for the same type raises ``DuplicateHandler``. ``retry_on_conflict``
-        re-runs the handler that many times when its appends meet ``WrongExpectedVersion``.
+        re-runs the handler that many times when its appends meet ``WrongExpectedVersion``;
+        ``policy`` says how a *sent* command that fails is retried and when it is given up.
         """
 
         def decorate(fn: F) -> F:
@@ -229,7 +300,13 @@ class App:
                         f"subscribers, register it with @app.subscriber('a-name')"
                     )
                 self._add_command_handler(
-                    CommandHandler(cls, fn, inspect.iscoroutinefunction(fn), retry_on_conflict)
+                    CommandHandler(
+                        cls,
+                        fn,
+                        inspect.iscoroutinefunction(fn),
+                        retry_on_conflict,
+                        policy=policy or RetryPolicy(),
+                    )
                 )
             return fn
 
@@ -246,12 +323,26 @@ class App:
         self.register(handler.command)
         self._commands[handler.command] = handler
 
-    def subscriber(self, name: str) -> Callable[[F], F]:
+    def subscriber(
+        self,
+        name: str,
+        *,
+        policy: RetryPolicy | None = None,
+        start: str = "beginning",
+        partitions: int = 8,
+    ) -> Callable[[F], F]:
         """Register a durable, named subscriber for the event type(s) of its first parameter.
 
-        Any number of subscribers may take the same event type; each sees every event.
+        Any number of subscribers may take the same event type; each sees every event, in order
+        per stream, at least once. ``start`` is where a new subscription begins: ``"beginning"``
+        (catch up on every recorded event) or ``"now"``. ``partitions`` splits it by stream so
+        that several workers can share it (fixed once the subscription exists).
         """
         validate_subscription_name(name)
+        if start not in ("beginning", "now"):
+            raise ConfigurationError(f"start={start!r}: use 'beginning' or 'now'")
+        if not 1 <= partitions <= 1024:
+            raise ConfigurationError(f"partitions={partitions}: use 1 to 1024")
 
         def decorate(fn: F) -> F:
             found = _message_types(fn, "subscriber")
@@ -268,13 +359,25 @@ class App:
                 )
             self.register(*found)
             events = tuple(cls for cls in found if issubclass(cls, Event))
-            self._subscribers[name] = Subscriber(name, events, fn, inspect.iscoroutinefunction(fn))
+            self._subscribers[name] = Subscriber(
+                name,
+                events,
+                fn,
+                inspect.iscoroutinefunction(fn),
+                policy or RetryPolicy(),
+                start,
+                partitions,
+            )
             return fn
 
         return decorate
 
     def decider(
-        self, decider: Decider[S], *commands: type[Command], retry_on_conflict: int = 5
+        self,
+        decider: Decider[S],
+        *commands: type[Command],
+        retry_on_conflict: int = 5,
+        policy: RetryPolicy | None = None,
     ) -> Decider[S]:
         """Handle ``commands`` with a :class:`Decider`: load its stream, decide, append at the
         version loaded. In this process, commands for one stream take turns; a conflict with
@@ -297,7 +400,9 @@ class App:
             if not (isinstance(cls, type) and issubclass(cls, Command)):
                 raise ConfigurationError(f"app.decider: {cls!r} is not a Command class")
             self._add_command_handler(
-                CommandHandler(cls, handle, True, retry_on_conflict, decider.stream)
+                CommandHandler(
+                    cls, handle, True, retry_on_conflict, decider.stream, policy or RetryPolicy()
+                )
             )
         return decider
 
@@ -333,6 +438,28 @@ class App:
                     )
                 )
         return problems
+
+    def on_alert(self, callback: AlertCallback) -> AlertCallback:
+        """Call ``callback(alert)`` (sync or async) when a message is parked or a command is dead."""
+        self.alerts.add(callback)
+        return callback
+
+    def worker(self, **options: Any) -> Worker:
+        """A worker for this app's subscriptions and sent commands (see :class:`Worker`)."""
+        from tidings.delivery.worker import Worker
+
+        return Worker(self, **options)
+
+    async def run_worker(self, **options: Any) -> None:
+        """Run a worker in this process until cancelled or until SIGTERM/SIGINT (when installed)."""
+        await self.worker(**options).run()
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """List, show, retry and skip what subscriptions hold back."""
+        from tidings.delivery.deadletters import DeadLetters
+
+        return DeadLetters(self)
 
     # --- messages -----------------------------------------------------------------------------
 
@@ -429,10 +556,10 @@ class App:
             if handler.is_async:
                 result = await result
             tx = ctx._tx
-            if not tx.appends:
+            if not tx:
                 return result
             try:
-                await self.store.commit(tx)
+                await self._commit(tx)
             except WrongExpectedVersion:
                 if attempt >= handler.retry_on_conflict:
                     raise
@@ -445,10 +572,14 @@ class App:
         command: Command,
         *,
         stream: str | None = None,
+        delay: float | timedelta | None = None,
+        at: datetime | float | None = None,
         correlation_id: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> Ticket:
-        """Record ``command`` durably for its one handler to carry out later."""
+        """Record ``command`` durably for its one handler to carry out later (at once, or after
+        ``delay`` seconds / at ``at``, on the store's clock). ``await ticket.outcome()`` tells
+        what became of it."""
         if not isinstance(command, Command):
             raise TypeError(
                 f"{type(command).__name__} is not a Command: events are published with "
@@ -457,18 +588,21 @@ class App:
         new = self._new_message(command, correlation_id=correlation_id, headers=headers)
         self._sent_types.add(type(command))
         target = validate_stream(stream) if stream is not None else self._command_stream(new)
-        (done,) = await self._commit_one(AppendOp(target, [new], ANY))
-        return Ticket(new.id, target, done.global_position)
+        await self._record(new, target, delay, at)
+        return Ticket(self, new.id, target)
 
     async def publish(
         self,
         event: Event,
         *,
         stream: str | None = None,
+        delay: float | timedelta | None = None,
+        at: datetime | float | None = None,
         correlation_id: str | None = None,
         headers: dict[str, str] | None = None,
-    ) -> Appended:
-        """Record ``event`` durably for every subscriber (default stream: the event's type name)."""
+    ) -> str:
+        """Record ``event`` durably for every subscriber (default stream: the event's type name),
+        now or when due (``delay``/``at``). Returns the event's id."""
         if not isinstance(event, Event):
             raise TypeError(
                 f"{type(event).__name__} is a Command, not an Event: a command has one recipient — "
@@ -476,8 +610,23 @@ class App:
             )
         new = self._new_message(event, correlation_id=correlation_id, headers=headers)
         target = validate_stream(stream) if stream is not None else new.type
-        (done,) = await self._commit_one(AppendOp(target, [new], ANY))
-        return done
+        await self._record(new, target, delay, at)
+        return new.id
+
+    async def _record(
+        self,
+        new: NewMessage,
+        stream: str,
+        delay: float | timedelta | None,
+        at: datetime | float | None,
+    ) -> None:
+        due_at, due_in = when(delay, at)
+        if due_at is None and due_in is None:
+            await self._commit_one(AppendOp(stream, [new], ANY))
+        else:
+            if not self._opened:
+                await self.open()
+            await self._commit(Transaction(scheduled=[Scheduled(stream, new, due_at, due_in)]))
 
     async def append(
         self,
@@ -501,7 +650,75 @@ class App:
     async def _commit_one(self, op: AppendOp) -> list[Appended]:
         if not self._opened:
             await self.open()
-        return await self.store.commit(Transaction([op]))
+        return await self._commit(Transaction([op]))
+
+    async def _commit(self, tx: Transaction) -> list[Appended]:
+        """Commit through the store, then wake this process's workers and outcome waiters."""
+        done = await self.store.commit(tx)
+        if tx.appends or tx.scheduled or tx.held:
+            for wakeup in self._wakeups:
+                wakeup.set()
+        for outcome in tx.outcomes:
+            for fut in self._outcome_waiters.pop(outcome.message_id, ()):
+                if not fut.done():
+                    fut.set_result(None)
+        return done
+
+    # --- outcomes and documents ---------------------------------------------------------------
+
+    async def outcome(self, message_id: str) -> Outcome:
+        """What became of a sent command so far (status ``pending`` until first handled)."""
+        if not self._opened:
+            await self.open()
+        found = await self.store.outcome(message_id)
+        return found if found is not None else Outcome(message_id, "", PENDING)
+
+    async def wait_outcome(self, message_id: str, timeout: float | None = None) -> Outcome:
+        """Wait up to ``timeout`` seconds for a sent command's final outcome, then return the
+        latest known. Woken at once by a worker in this process; polls for one in another."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        poll = 0.005
+        while True:
+            outcome = await self.outcome(message_id)
+            if outcome.status in FINAL:
+                return outcome
+            wait = poll if deadline is None else min(poll, deadline - loop.time())
+            if wait <= 0:
+                return outcome
+            fut: asyncio.Future[None] = loop.create_future()
+            self._outcome_waiters.setdefault(message_id, []).append(fut)
+            try:
+                await asyncio.wait([fut], timeout=wait)
+            finally:
+                waiters = self._outcome_waiters.get(message_id)
+                if waiters is not None and fut in waiters:
+                    waiters.remove(fut)
+                    if not waiters:
+                        del self._outcome_waiters[message_id]
+            poll = min(poll * 2, 0.25)
+
+    @overload
+    async def get(self, collection: str, key: str) -> Any: ...
+
+    @overload
+    async def get(self, collection: str, key: str, type: type[T]) -> T | None: ...
+
+    async def get(self, collection: str, key: str, type: Any = Any) -> Any:
+        """A document written by a handler through ``ctx.put`` (``None`` if there is none)."""
+        if not self._opened:
+            await self.open()
+        data = await self.store.get_document(collection, key)
+        return None if data is None else msgspec.json.decode(data, type=type)
+
+    async def documents(self, collection: str, *, limit: int = 1000) -> dict[str, Any]:
+        """A collection's documents by key."""
+        if not self._opened:
+            await self.open()
+        return {
+            k: msgspec.json.decode(v)
+            for k, v in await self.store.documents(collection, limit=limit)
+        }
 
     # --- reading ------------------------------------------------------------------------------
 

@@ -1,23 +1,48 @@
 """The ``Context`` a handler is given: who caused this message, and a unit of work to write through.
 
-Everything a handler publishes, sends or appends through its context is collected while it runs and
-committed in one transaction when it returns — the outbox by construction. If the handler raises
-(``Refused`` or anything else), nothing it collected is committed.
+Everything a handler publishes, sends, appends or writes through its context is collected while it
+runs and committed in one transaction when it returns — the outbox by construction. If the handler
+raises (``Refused`` or anything else), nothing it collected is committed. A subscriber's context is
+committed together with its checkpoint, so what it writes through ``ctx`` takes effect exactly once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import msgspec
 
 from tidings.messages import Command, Event, Message, NewMessage, validate_stream
-from tidings.store import ANY, AppendOp, Transaction
+from tidings.store import ANY, AppendOp, DocumentWrite, Scheduled, Transaction
 
 if TYPE_CHECKING:
     from tidings.app import App
     from tidings.messages import Envelope
 
 S = TypeVar("S")
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+
+#: Pending document writes of a batch, visible to the handlers that run after them in it.
+Overlay = dict[tuple[str, str], bytes | None]
+
+
+def when(
+    delay: float | timedelta | None, at: datetime | float | None
+) -> tuple[float | None, float | None]:
+    """``(at, delay)`` in epoch seconds / seconds from a ``delay`` or an ``at`` (not both)."""
+    if delay is not None and at is not None:
+        raise TypeError("give delay= or at=, not both")
+    if isinstance(delay, timedelta):
+        delay = delay.total_seconds()
+    if isinstance(at, datetime):
+        if at.tzinfo is None:
+            raise ValueError("at= must be an aware datetime (e.g. datetime.now(timezone.utc))")
+        at = at.timestamp()
+    return at, delay
 
 
 class Context:
@@ -27,7 +52,17 @@ class Context:
     store (an e-mail, a payment) idempotent.
     """
 
-    __slots__ = ("_tx", "app", "causation_id", "correlation_id", "headers", "message_id", "stream")
+    __slots__ = (
+        "_overlay",
+        "_tx",
+        "app",
+        "attempt",
+        "causation_id",
+        "correlation_id",
+        "headers",
+        "message_id",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -38,6 +73,8 @@ class Context:
         causation_id: str | None = None,
         headers: dict[str, str] | None = None,
         stream: str | None = None,
+        attempt: int = 1,
+        overlay: Overlay | None = None,
     ) -> None:
         self.app = app
         self.message_id = message_id
@@ -45,7 +82,10 @@ class Context:
         self.causation_id = causation_id
         self.headers = headers or {}
         self.stream = stream
+        #: 1 on the first delivery of this message, then 2, 3… on retries
+        self.attempt = attempt
         self._tx = Transaction()
+        self._overlay = overlay
 
     def _new(self, message: Message) -> NewMessage:
         return self.app._new_message(
@@ -61,21 +101,48 @@ class Context:
                 return
         appends.append(AppendOp(stream, messages, expected_version))
 
-    def publish(self, event: Event, *, stream: str | None = None) -> str:
-        """Record ``event`` when this handler commits. Returns the new message's id."""
+    def _record(
+        self,
+        new: NewMessage,
+        stream: str,
+        delay: float | timedelta | None,
+        at: datetime | float | None,
+    ) -> None:
+        due_at, due_in = when(delay, at)
+        if due_at is None and due_in is None:
+            self._add(stream, [new], ANY)
+        else:
+            self._tx.scheduled.append(Scheduled(stream, new, due_at, due_in))
+
+    def publish(
+        self,
+        event: Event,
+        *,
+        stream: str | None = None,
+        delay: float | timedelta | None = None,
+        at: datetime | float | None = None,
+    ) -> str:
+        """Record ``event`` when this handler commits (or, with ``delay``/``at``, when due).
+        Returns the new message's id."""
         if not isinstance(event, Event):
             raise TypeError(
                 f"ctx.publish takes an Event, got {type(event).__name__}: a command is sent "
                 "(ctx.send) so that exactly one handler carries it out"
             )
         new = self._new(event)
-        self._add(
-            validate_stream(stream) if stream is not None else type(event).__type_name__, [new], ANY
-        )
+        self._record(new, validate_stream(stream) if stream is not None else new.type, delay, at)
         return new.id
 
-    def send(self, command: Command, *, stream: str | None = None) -> str:
-        """Send ``command`` durably when this handler commits. Returns the new message's id."""
+    def send(
+        self,
+        command: Command,
+        *,
+        stream: str | None = None,
+        delay: float | timedelta | None = None,
+        at: datetime | float | None = None,
+    ) -> str:
+        """Send ``command`` durably when this handler commits (or, with ``delay``/``at``, when due).
+        Returns the new message's id, which its outcome is recorded under."""
         if not isinstance(command, Command):
             raise TypeError(
                 f"ctx.send takes a Command, got {type(command).__name__}: an event is a fact "
@@ -83,11 +150,8 @@ class Context:
             )
         new = self._new(command)
         self.app._sent_types.add(type(command))
-        self._add(
-            validate_stream(stream) if stream is not None else self.app._command_stream(new),
-            [new],
-            ANY,
-        )
+        target = validate_stream(stream) if stream is not None else self.app._command_stream(new)
+        self._record(new, target, delay, at)
         return new.id
 
     def append(
@@ -114,6 +178,32 @@ class Context:
     async def read_stream(self, stream: str, **kwargs: Any) -> list[Envelope]:
         """Read a stream (as :meth:`App.read_stream`)."""
         return await self.app.read_stream(stream, **kwargs)
+
+    # --- documents: read models written in the handler's transaction ---------------------------
+
+    def put(self, collection: str, key: str, value: Any) -> None:
+        """Write a JSON document (any msgspec-encodable value) when this handler commits."""
+        self._tx.documents.append(DocumentWrite(collection, key, _encoder.encode(value)))
+
+    def delete(self, collection: str, key: str) -> None:
+        """Delete a document when this handler commits."""
+        self._tx.documents.append(DocumentWrite(collection, key, None))
+
+    @overload
+    async def get(self, collection: str, key: str) -> Any: ...
+
+    @overload
+    async def get(self, collection: str, key: str, type: type[T]) -> T | None: ...
+
+    async def get(self, collection: str, key: str, type: Any = Any) -> Any:
+        """A document as this handler would see it after its own (and its batch's) writes."""
+        for write in reversed(self._tx.documents):
+            if write.collection == collection and write.key == key:
+                return None if write.data is None else msgspec.json.decode(write.data, type=type)
+        if self._overlay is not None and (collection, key) in self._overlay:
+            data = self._overlay[(collection, key)]
+            return None if data is None else msgspec.json.decode(data, type=type)
+        return await self.app.get(collection, key, type)
 
     @property
     def transaction(self) -> Transaction:

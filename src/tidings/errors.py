@@ -38,6 +38,10 @@ class Refused(TidingsError):
         return f"Refused({self.reason!r}, code={self.code!r})"
 
 
+class CommandDead(TidingsError):
+    """A sent command was given up on after its last attempt; it is a dead letter now."""
+
+
 class WrongExpectedVersion(TidingsError):
     """A stream was not at the version the append expected (someone else wrote to it first).
 

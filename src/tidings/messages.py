@@ -365,3 +365,13 @@ class TypeRegistry:
             except Exception as exc:
                 raise fail(f"upcaster from version {version} failed: {exc!r}") from exc
         return msgspec.convert(data, cls)
+
+
+class CommandFailed(Event, type_name="tidings.CommandFailed"):
+    """A sent command was given up on (dead): subscribe to it to learn, not guess."""
+
+    command_id: str
+    command_type: str
+    stream: str
+    error: str
+    attempts: int

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
@@ -109,9 +109,18 @@ class HeldDelete(msgspec.Struct, frozen=True, gc=False):
     global_position: int
 
 
+#: Outcome statuses.
+PENDING: Final = "pending"
+SUCCEEDED: Final = "succeeded"
+REFUSED: Final = "refused"
+FAILED: Final = "failed"
+FINAL: Final = frozenset({SUCCEEDED, REFUSED, DEAD})
+
+
 class Outcome(msgspec.Struct, frozen=True, gc=False):
     """What became of a sent command: ``succeeded`` (with ``result``, JSON), ``refused`` (with
-    ``reason``/``code``), ``failed`` (still being retried, ``attempts`` so far) or ``dead``."""
+    ``reason``/``code``), ``failed`` (still being retried, ``attempts`` so far), ``dead`` (given
+    up), or ``pending`` (not handled yet)."""
 
     message_id: str
     type: str
@@ -122,6 +131,15 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
     error: str | None = None
     attempts: int = 0
     updated_at: float = 0.0
+
+    @property
+    def final(self) -> bool:
+        """Whether this outcome will not change any more (short of an operator's retry)."""
+        return self.status in FINAL
+
+    def value(self) -> Any:
+        """The handler's result, decoded from JSON (``None`` unless succeeded)."""
+        return None if self.result is None else msgspec.json.decode(self.result)
 
 
 class DocumentWrite(msgspec.Struct, frozen=True, gc=False):

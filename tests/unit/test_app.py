@@ -217,7 +217,8 @@ async def test_correlation_and_causation_flow_into_what_a_handler_causes() -> No
         done = await app.publish(
             SeatReserved(screening_id="2", seat="B", reservation_id="q"), stream="t"
         )
-        (root,) = await app.read_all(after=done.global_position - 1)
+        (root,) = await app.read_stream("t")
+        assert root.id == done
         assert root.correlation_id == root.id
         assert root.causation_id is None
 
@@ -225,7 +226,8 @@ async def test_correlation_and_causation_flow_into_what_a_handler_causes() -> No
 async def test_publish_without_stream_uses_the_type_name() -> None:
     async with App("t") as app:
         done = await app.publish(SeatReserved(screening_id="1", seat="A", reservation_id="r"))
-        assert done.stream == "SeatReserved"
+        (env,) = await app.read_stream("SeatReserved")
+        assert env.id == done
 
 
 async def test_oversized_payload_is_refused_with_advice() -> None:

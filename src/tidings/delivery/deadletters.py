@@ -1,0 +1,179 @@
+"""The operator's view of what subscriptions hold back, and the actions that repair it.
+
+Every action is written to the audit trail in the same transaction that performs it. Retrying and
+skipping only mark rows; the worker holding the stream's partition replays them, in order.
+"""
+
+from __future__ import annotations
+
+import builtins
+import getpass
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from tidings.errors import TidingsError
+from tidings.messages import Envelope
+from tidings.store import DEAD, REPLAY, WAITING, AuditEntry, Held, HeldDelete, Transaction
+
+if TYPE_CHECKING:
+    from tidings.app import App
+
+
+class DeadLetterNotFound(TidingsError):
+    """No held message has this id; list them with `tidings dlq list`."""
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A held message with what an operator needs to decide: the message itself, its cause, and
+    how many messages of its stream wait behind it."""
+
+    held: Held
+    envelope: Envelope | None
+    waiting: int
+
+
+class ErrorGroup(msgspec.Struct, frozen=True):
+    """Dead letters of one subscription that failed with the same error."""
+
+    subscription: str
+    error: str
+    count: int
+    ids: list[int]
+
+
+def _actor(actor: str | None) -> str:
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+class DeadLetters:
+    """``app.dead_letters``: list, show, retry and skip."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def list(
+        self,
+        *,
+        subscription: str | None = None,
+        stream: str | None = None,
+        status: str | None = DEAD,
+        limit: int = 100,
+    ) -> builtins.list[Held]:
+        """Held messages, dead ones by default (``status=None`` for every held message)."""
+        await self.app.open()
+        return await self.app.store.held(
+            subscription=subscription, stream=stream, status=status, limit=limit
+        )
+
+    async def get(self, id: int) -> Held:
+        """One held message by id."""
+        await self.app.open()
+        found = await self.app.store.held(id=id, limit=1)
+        if not found:
+            raise DeadLetterNotFound(f"no held message #{id}; list them with `tidings dlq list`")
+        return found[0]
+
+    async def show(self, id: int) -> DeadLetter:
+        """A held message with its envelope and the number of messages waiting behind it."""
+        held = await self.get(id)
+        found = await self.app.store.read_all(after=held.global_position - 1, limit=1)
+        envelope = found[0] if found and found[0].global_position == held.global_position else None
+        behind = await self.app.store.held(
+            subscription=held.subscription, stream=held.stream, status=WAITING
+        )
+        return DeadLetter(
+            held, envelope, sum(1 for h in behind if h.global_position > held.global_position)
+        )
+
+    async def groups(self, *, subscription: str | None = None) -> builtins.list[ErrorGroup]:
+        """Dead letters grouped by subscription and error, largest group first."""
+        dead = await self.list(subscription=subscription, limit=100_000)
+        counts = Counter((h.subscription, h.error or "") for h in dead)
+        return [
+            ErrorGroup(
+                sub,
+                error,
+                n,
+                [h.id for h in dead if (h.subscription, h.error or "") == (sub, error)],
+            )
+            for (sub, error), n in counts.most_common()
+        ]
+
+    async def _head(self, held: Held) -> Held:
+        rows = await self.app.store.held(
+            subscription=held.subscription, stream=held.stream, limit=1
+        )
+        return rows[0]
+
+    async def retry(self, id: int, *, actor: str | None = None) -> Held:
+        """Handle the message again now; the messages of its stream waiting behind it follow, in
+        order. A message that fails again is dead again, with the new error."""
+        held = await self.get(id)
+        head = await self._head(held)
+        if head.global_position != held.global_position and held.status == WAITING:
+            raise TidingsError(
+                f"#{id} waits behind #{head.id} in stream {held.stream!r}; retry or skip #{head.id} "
+                "and the messages behind it follow in order"
+            )
+        await self._mark([held], "dlq.retry", actor)
+        return held
+
+    async def retry_stream(
+        self, subscription: str, stream: str, *, actor: str | None = None
+    ) -> int:
+        """Retry the held message at the head of one stream (the rest follow). Returns 0 or 1."""
+        await self.app.open()
+        rows = await self.app.store.held(subscription=subscription, stream=stream, limit=1)
+        if not rows or rows[0].status == WAITING:
+            return 0
+        await self._mark(rows, "dlq.retry-stream", actor)
+        return 1
+
+    async def retry_error(
+        self, error: str, *, subscription: str | None = None, actor: str | None = None
+    ) -> int:
+        """Retry every dead letter whose error is ``error`` (exactly, or starting with it)."""
+        dead = [
+            h
+            for h in await self.list(subscription=subscription, limit=100_000)
+            if (h.error or "").startswith(error)
+        ]
+        if dead:
+            await self._mark(dead, "dlq.retry-error", actor)
+        return len(dead)
+
+    async def skip(self, id: int, *, actor: str | None = None) -> Held:
+        """Give up on a held message: it is not handled, and the messages waiting behind it in its
+        stream are released, in order."""
+        held = await self.get(id)
+        tx = Transaction(
+            unheld=[HeldDelete(held.subscription, held.global_position)],
+            audit=[self._audit("dlq.skip", held, actor)],
+        )
+        await self.app._commit(tx)
+        return held
+
+    async def _mark(self, rows: builtins.list[Held], action: str, actor: str | None) -> None:
+        tx = Transaction(
+            held=[
+                msgspec.structs.replace(h, status=REPLAY, due_in=None, due_at=None) for h in rows
+            ],
+            audit=[self._audit(action, h, actor) for h in rows],
+        )
+        await self.app._commit(tx)
+
+    @staticmethod
+    def _audit(action: str, held: Held, actor: str | None) -> AuditEntry:
+        return AuditEntry(
+            _actor(actor),
+            action,
+            f"{held.subscription}#{held.global_position}",
+            f"#{held.id} {held.type} {held.message_id} in stream {held.stream!r}: {held.error or ''}",
+        )
