@@ -108,10 +108,10 @@ class Context:
         delay: float | timedelta | None,
         at: datetime | float | None,
     ) -> None:
-        due_at, due_in = when(delay, at)
-        if due_at is None and due_in is None:
+        if delay is None and at is None:
             self._add(stream, [new], ANY)
         else:
+            due_at, due_in = when(delay, at)
             self._tx.scheduled.append(Scheduled(stream, new, due_at, due_in))
 
     def publish(

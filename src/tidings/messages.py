@@ -9,6 +9,7 @@ date by upcasters registered on the :class:`TypeRegistry`.
 from __future__ import annotations
 
 import os
+import random
 import re
 import threading
 import time
@@ -36,7 +37,6 @@ DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 
 _TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]{0,199}")
 _SUBSCRIPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:\-]{0,99}")
-_STREAM_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 MAX_STREAM_LENGTH = 256
 
 
@@ -61,13 +61,8 @@ def validate_subscription_name(name: str) -> str:
 
 
 def validate_stream(stream: str) -> str:
-    """Check a stream name: 1 to 256 characters, no control characters."""
-    if (
-        not isinstance(stream, str)
-        or not stream
-        or len(stream) > MAX_STREAM_LENGTH
-        or _STREAM_FORBIDDEN.search(stream)
-    ):
+    """Check a stream name: 1 to 256 printable characters."""
+    if not isinstance(stream, str) or not stream or len(stream) > MAX_STREAM_LENGTH or not stream.isprintable():
         raise InvalidName(
             f"stream name {stream!r} is not allowed: use 1 to {MAX_STREAM_LENGTH} printable "
             "characters, for example 'screening-42'"
@@ -186,31 +181,40 @@ class Envelope(msgspec.Struct, frozen=True):
 _uuid_lock = threading.Lock()
 _uuid_last_ms = 0
 _uuid_seq = 0
+_uuid_prefix = ""
+# Not a secret, only a spread: a Mersenne Twister seeded from the OS, re-seeded in a forked child
+# so that parent and child never draw the same tails.
+_uuid_random = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _uuid_random.seed(os.urandom(32)))
 
 
 def uuid7() -> str:
     """A new UUIDv7 as text: time-ordered (millisecond clock, then a counter), unique, random tail.
 
     Ids made in one process are strictly increasing (RFC 9562, method 3: the 12-bit ``rand_a`` is a
-    counter within one millisecond, seeded at random so that processes do not collide).
+    counter within one millisecond, started at random so that processes do not collide).
     """
-    global _uuid_last_ms, _uuid_seq
+    global _uuid_last_ms, _uuid_seq, _uuid_prefix
+    ms = time.time_ns() // 1_000_000
     with _uuid_lock:
-        ms = time.time_ns() // 1_000_000
         if ms > _uuid_last_ms:
             _uuid_last_ms = ms
-            _uuid_seq = int.from_bytes(os.urandom(2), "big") & 0x7FF
+            _uuid_seq = seq = _uuid_random.getrandbits(11)
+            _uuid_prefix = _ms_prefix(ms)
         else:
-            ms = _uuid_last_ms
-            _uuid_seq += 1
-            if _uuid_seq > 0xFFF:
-                _uuid_last_ms = ms = ms + 1
-                _uuid_seq = 0
-        seq = _uuid_seq
-    tail = int.from_bytes(os.urandom(8), "big") & 0x3FFFFFFFFFFFFFFF
-    n = (ms << 80) | (0x7 << 76) | (seq << 64) | (0x2 << 62) | tail
-    h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            _uuid_seq = seq = _uuid_seq + 1
+            if seq > 0xFFF:
+                _uuid_last_ms += 1
+                _uuid_seq = seq = 0
+                _uuid_prefix = _ms_prefix(_uuid_last_ms)
+        prefix = _uuid_prefix
+    tail = _uuid_random.getrandbits(62)
+    return "%s%03x-%04x-%012x" % (prefix, seq, 0x8000 | (tail >> 48), tail & 0xFFFF_FFFF_FFFF)  # noqa: UP031 (the fastest here)
+
+
+def _ms_prefix(ms: int) -> str:
+    h = f"{ms:012x}"
+    return f"{h[:8]}-{h[8:]}-7"
 
 
 # --- the codec and the registry --------------------------------------------------------------
@@ -321,6 +325,14 @@ class TypeRegistry:
                 stream=envelope.stream,
                 position=envelope.stream_position,
             ) from None
+        if not isinstance(envelope.data, bytes) or not isinstance(envelope.version, int):
+            raise MessageDecodeError(
+                f"the stored row is damaged: data is {type(envelope.data).__name__} (want JSON bytes), "
+                f"version is {envelope.version!r} (want an integer)",
+                type_name=envelope.type,
+                stream=envelope.stream,
+                position=envelope.stream_position,
+            )
         try:
             if envelope.version == cls.__version__:
                 decoder = self._decoders.get(cls)

@@ -83,18 +83,18 @@ class MemoryStore(Store):
                 position += 1
                 staged.append(
                     Envelope(
-                        id=m.id,
-                        kind=m.kind,
-                        type=m.type,
-                        version=m.version,
-                        stream=op.stream,
-                        stream_position=version,
-                        global_position=position,
-                        recorded_at=now,
-                        data=m.data,
-                        correlation_id=m.correlation_id,
-                        causation_id=m.causation_id,
-                        headers_json=m.headers,
+                        m.id,
+                        m.kind,
+                        m.type,
+                        m.version,
+                        op.stream,
+                        version,
+                        position,
+                        now,
+                        m.data,
+                        m.correlation_id,
+                        m.causation_id,
+                        m.headers,
                     )
                 )
             versions[op.stream] = version

@@ -43,9 +43,11 @@ from tidings.store import (
     Transaction,
 )
 
+# Payloads are read as BLOB whatever was stored, so a row damaged by hand fails as a decode
+# error naming the row, not inside the driver.
 _COLUMNS: LiteralString = (
-    "id, kind, type, version, stream, stream_position, global_position, recorded_at, data, "
-    "correlation_id, causation_id, headers"
+    "id, kind, type, version, stream, stream_position, global_position, recorded_at, "
+    "CAST(data AS BLOB), correlation_id, causation_id, CAST(headers AS BLOB)"
 )
 _INSERT: LiteralString = (
     "INSERT INTO tidings_log (global_position, stream, stream_position, id, kind, type, version, "
@@ -130,8 +132,11 @@ class SqliteStore(Store):
         self.url = f"sqlite:///{path}"
         self._synchronous = _SYNCHRONOUS[synchronous.lower()]
         self._lock_timeout = float(lock_timeout)
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
+        # What the last commit left, valid while no other connection has written (data_version).
+        self._data_version = -1
+        self._top: int | None = None
+        self._versions: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Pending] = []
         self._flushing = False
@@ -139,32 +144,33 @@ class SqliteStore(Store):
 
     # --- life cycle ---------------------------------------------------------------------------
 
-    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
+        # The connection never waits inside SQLite for another process's lock (busy_timeout 0):
+        # a locked database is retried with asyncio sleeps, so the event loop keeps running.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
         try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
-            )
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            conn.execute("PRAGMA busy_timeout = 0")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open SQLite file {self.path!r}: {exc}") from exc
+            conn.execute("PRAGMA journal_mode = WAL")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def open(self) -> None:
         if not self._closed:
             return
         self._loop = asyncio.get_running_loop()
-        # The writer never waits inside SQLite for another process's lock: a locked database is
-        # retried here with asyncio sleeps, so the event loop keeps running meanwhile.
-        writer = self._connect(0)
         try:
-            await self._retry_locked(lambda: writer.execute("PRAGMA journal_mode = WAL"))
-            await self._retry_locked(lambda: self._migrate(writer))
+            conn: sqlite3.Connection = await self._retry_locked(self._connect)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite file {self.path!r}: {exc}") from exc
+        try:
+            await self._retry_locked(lambda: self._migrate(conn))
         except BaseException:
-            writer.close()
+            conn.close()
             raise
-        self._writer = writer
-        self._reader = self._connect(self._lock_timeout)
+        self._conn = conn
         self._closed = False
 
     async def close(self) -> None:
@@ -179,10 +185,9 @@ class SqliteStore(Store):
         for fut in [fut for _, fut in self._pending]:
             _settle(fut, None, StoreClosed())
         self._pending.clear()
-        for conn in (self._writer, self._reader):
-            if conn is not None:
-                conn.close()
-        self._writer = self._reader = None
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
 
     async def _retry_locked(self, step: Callable[[], Any]) -> Any:
         deadline = time.monotonic() + self._lock_timeout
@@ -256,7 +261,7 @@ class SqliteStore(Store):
 
     def _flush(self) -> None:
         group, self._pending = self._pending, []
-        conn = self._writer
+        conn = self._conn
         if conn is None:
             self._flushing = False
             for _, fut in group:
@@ -276,7 +281,7 @@ class SqliteStore(Store):
             self._flushing = False
 
     async def _flush_when_unlocked(self) -> None:
-        conn = self._writer
+        conn = self._conn
         try:
             while self._pending and conn is not None:
                 group, self._pending = self._pending, []
@@ -328,9 +333,15 @@ class SqliteStore(Store):
     ) -> list[tuple[list[Appended] | None, Exception | None]]:
         self._begin(conn)
         try:
-            top = conn.execute(
-                "SELECT coalesce(max(global_position), 0) FROM tidings_log"
-            ).fetchone()[0]
+            data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if data_version != self._data_version or self._top is None:
+                # Another process wrote since our last commit: forget what we knew.
+                self._versions.clear()
+                self._top = conn.execute(
+                    "SELECT coalesce(max(global_position), 0) FROM tidings_log"
+                ).fetchone()[0]
+                self._data_version = data_version
+            top = self._top
             versions: dict[str, int] = {}
             stored: dict[str, int] = {}  # id -> global position, for ids seen in this group
             rows: list[tuple[Any, ...]] = []
@@ -350,8 +361,13 @@ class SqliteStore(Store):
                 conn.executemany(_INSERT, rows)
             conn.execute("COMMIT")
         except BaseException:
+            self._top = None
             _rollback(conn)
             raise
+        self._top = top
+        if len(self._versions) > 100_000:
+            self._versions.clear()
+        self._versions.update(versions)
         return outcomes
 
     def _plan(
@@ -374,6 +390,8 @@ class SqliteStore(Store):
             version = local_versions.get(stream)
             if version is None:
                 version = versions.get(stream)
+            if version is None:
+                version = self._versions.get(stream)
             if version is None:
                 version = conn.execute(
                     "SELECT coalesce(max(stream_position), 0) FROM tidings_log WHERE stream = ?",
@@ -533,14 +551,21 @@ class SqliteStore(Store):
 
     # --- the API ------------------------------------------------------------------------------
 
-    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        conn = self._reader
+    async def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        # Reads share the one connection, on the loop's thread, outside any write transaction
+        # (a group commit runs start to end without yielding).
+        conn = self._conn
         if conn is None:
             raise StoreClosed()
         try:
             return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not _is_locked(exc):
+                raise StoreUnavailable(f"SQLite read failed on {self.path!r}: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite read failed on {self.path!r}: {exc}") from exc
+        rows: list[Any] = await self._retry_locked(lambda: conn.execute(sql, params).fetchall())
+        return rows
 
     async def read_stream(
         self,
@@ -553,7 +578,7 @@ class SqliteStore(Store):
         lim = -1 if limit is None else limit
         if backwards:
             start = (1 << 62) if from_position is None else from_position
-            rows = self._read(
+            rows = await self._read(
                 "SELECT "
                 + _COLUMNS
                 + " FROM tidings_log WHERE stream = ? AND stream_position <= ? "
@@ -562,7 +587,7 @@ class SqliteStore(Store):
             )
         else:
             start = 1 if from_position is None else from_position
-            rows = self._read(
+            rows = await self._read(
                 "SELECT "
                 + _COLUMNS
                 + " FROM tidings_log WHERE stream = ? AND stream_position >= ? "
@@ -579,7 +604,7 @@ class SqliteStore(Store):
         limit: int = 1000,
     ) -> list[Envelope]:
         if types is None:
-            rows = self._read(
+            rows = await self._read(
                 "SELECT " + _COLUMNS + " FROM tidings_log WHERE global_position > ? "
                 "ORDER BY global_position LIMIT ?",
                 (after, limit),
@@ -588,7 +613,7 @@ class SqliteStore(Store):
             return []
         else:
             marks = ",".join("?" * len(types))
-            rows = self._read(
+            rows = await self._read(
                 "SELECT " + _COLUMNS + " FROM tidings_log WHERE global_position > ? "
                 "AND type IN (" + marks + ") ORDER BY global_position LIMIT ?",
                 (after, *types, limit),
@@ -596,17 +621,17 @@ class SqliteStore(Store):
         return [Envelope(*row) for row in rows]
 
     async def stream_version(self, stream: str) -> int:
-        rows = self._read(
+        rows = await self._read(
             "SELECT coalesce(max(stream_position), 0) FROM tidings_log WHERE stream = ?", (stream,)
         )
         return int(rows[0][0])
 
     async def last_position(self) -> int:
-        rows = self._read("SELECT coalesce(max(global_position), 0) FROM tidings_log", ())
+        rows = await self._read("SELECT coalesce(max(global_position), 0) FROM tidings_log", ())
         return int(rows[0][0])
 
     async def streams(self, *, prefix: str = "", limit: int = 100) -> list[tuple[str, int]]:
-        rows = self._read(
+        rows = await self._read(
             "SELECT stream, max(stream_position) FROM tidings_log WHERE substr(stream, 1, ?) = ? "
             "GROUP BY stream ORDER BY stream LIMIT ?",
             (len(prefix), prefix, limit),
@@ -617,7 +642,7 @@ class SqliteStore(Store):
 
     async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``fn`` in a write transaction of its own (for rare writes outside group commit)."""
-        conn = self._writer
+        conn = self._conn
         if conn is None:
             raise StoreClosed()
 
@@ -634,7 +659,8 @@ class SqliteStore(Store):
         return await self._retry_locked(step)
 
     async def now(self) -> float:
-        return float(self._read("SELECT " + _NOW, ())[0][0])
+        rows = await self._read("SELECT " + _NOW, ())
+        return float(rows[0][0])
 
     async def setup_subscription(self, name: str, partitions: int, position: int) -> None:
         def setup(conn: sqlite3.Connection) -> None:
@@ -723,7 +749,7 @@ class SqliteStore(Store):
         await self._write(release)
 
     async def partitions(self, name: str | None = None) -> list[PartitionInfo]:
-        rows = self._read(
+        rows = await self._read(
             "SELECT subscription, partition, partitions, position, owner, lease_expires "
             "FROM tidings_partitions WHERE ? IS NULL OR subscription = ? ORDER BY subscription, partition",
             (name, name),
@@ -741,7 +767,7 @@ class SqliteStore(Store):
         id: int | None = None,
         limit: int = 1000,
     ) -> list[Held]:
-        rows = self._read(
+        rows = await self._read(
             "SELECT " + _HELD_COLUMNS + " FROM tidings_held WHERE (? IS NULL OR subscription = ?) "
             "AND (? IS NULL OR stream = ?) AND (? IS NULL OR status = ?) AND (? IS NULL OR id = ?) "
             "ORDER BY subscription, global_position LIMIT ?",
@@ -753,7 +779,7 @@ class SqliteStore(Store):
         if not partitions:
             return set()
         marks = ",".join("?" * len(partitions))
-        rows = self._read(
+        rows = await self._read(
             "SELECT DISTINCT stream FROM tidings_held WHERE subscription = ? AND partition IN ("
             + marks
             + ")",
@@ -765,7 +791,7 @@ class SqliteStore(Store):
         if not partitions:
             return []
         marks = ",".join("?" * len(partitions))
-        rows = self._read(
+        rows = await self._read(
             "SELECT h.stream FROM tidings_held h WHERE h.subscription = ? AND h.partition IN ("
             + marks
             + ") AND h.global_position = (SELECT min(global_position) FROM tidings_held "
@@ -779,7 +805,7 @@ class SqliteStore(Store):
     # --- outcomes, schedule, documents, audit -----------------------------------------------------
 
     async def outcome(self, message_id: str) -> Outcome | None:
-        rows = self._read(
+        rows = await self._read(
             "SELECT message_id, type, status, result, reason, code, error, attempts, updated_at "
             "FROM tidings_outcomes WHERE message_id = ?",
             (message_id,),
@@ -787,7 +813,7 @@ class SqliteStore(Store):
         return Outcome(*rows[0]) if rows else None
 
     async def release_due(self, limit: int = 500) -> int:
-        rows = self._read(
+        rows = await self._read(
             "SELECT id, stream, kind, type, version, data, correlation_id, causation_id, headers "
             "FROM tidings_scheduled WHERE due_at <= " + _NOW + " ORDER BY due_at, id LIMIT ?",
             (limit,),
@@ -806,24 +832,24 @@ class SqliteStore(Store):
         return len(rows)
 
     async def next_due(self) -> float | None:
-        rows = self._read("SELECT min(due_at) - " + _NOW + " FROM tidings_scheduled", ())
+        rows = await self._read("SELECT min(due_at) - " + _NOW + " FROM tidings_scheduled", ())
         return None if rows[0][0] is None else max(0.0, float(rows[0][0]))
 
     async def get_document(self, collection: str, key: str) -> bytes | None:
-        rows = self._read(
+        rows = await self._read(
             "SELECT data FROM tidings_documents WHERE collection = ? AND key = ?", (collection, key)
         )
         return rows[0][0] if rows else None
 
     async def documents(self, collection: str, *, limit: int = 1000) -> list[tuple[str, bytes]]:
-        rows = self._read(
+        rows = await self._read(
             "SELECT key, data FROM tidings_documents WHERE collection = ? ORDER BY key LIMIT ?",
             (collection, limit),
         )
         return [(r[0], r[1]) for r in rows]
 
     async def audit_entries(self, *, limit: int = 100) -> list[AuditEntry]:
-        rows = self._read(
+        rows = await self._read(
             "SELECT actor, action, target, detail, at, id FROM tidings_audit ORDER BY id DESC LIMIT ?",
             (limit,),
         )
