@@ -62,7 +62,12 @@ def validate_subscription_name(name: str) -> str:
 
 def validate_stream(stream: str) -> str:
     """Check a stream name: 1 to 256 printable characters."""
-    if not isinstance(stream, str) or not stream or len(stream) > MAX_STREAM_LENGTH or not stream.isprintable():
+    if (
+        not isinstance(stream, str)
+        or not stream
+        or len(stream) > MAX_STREAM_LENGTH
+        or not stream.isprintable()
+    ):
         raise InvalidName(
             f"stream name {stream!r} is not allowed: use 1 to {MAX_STREAM_LENGTH} printable "
             "characters, for example 'screening-42'"
