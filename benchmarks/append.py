@@ -428,7 +428,7 @@ async def opened_cinema(key: str, path: Path, sync: str) -> AsyncIterator[App]:
     app = cinema_app(tidings_url(path, sync))
     async with app:
         await app.invoke(reserve(f"warm-{next(_ids)}", 1))
-        observe(key, app.store._writer)  # type: ignore[attr-defined]
+        observe(key, app.store._conn)  # type: ignore[attr-defined]
         yield app
 
 

@@ -7,14 +7,14 @@ from pathlib import Path
 from tidings.backends.memory import MemoryStore
 from tidings.backends.sqlite import SqliteStore
 from tidings.store import Store
-from tidings.testing.contract import LogContract
+from tidings.testing.contract import DeliveryContract, LogContract
 
 
-class TestMemoryStore(LogContract):
+class TestMemoryStore(LogContract, DeliveryContract):
     async def make_store(self, tmp_path: Path) -> Store:
         return MemoryStore()
 
 
-class TestSqliteStore(LogContract):
+class TestSqliteStore(LogContract, DeliveryContract):
     async def make_store(self, tmp_path: Path) -> Store:
         return SqliteStore(str(tmp_path / "contract.db"))

@@ -16,11 +16,29 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from tidings.errors import WrongExpectedVersion
+from tidings.errors import ConfigurationError, LeaseLost, WrongExpectedVersion
 from tidings.messages import NewMessage, encode_headers, uuid7
-from tidings.store import ANY, NO_STREAM, AppendOp, Store, Transaction
+from tidings.store import (
+    ANY,
+    DEAD,
+    NO_STREAM,
+    RETRYING,
+    WAITING,
+    AppendOp,
+    Attempt,
+    AuditEntry,
+    CheckpointMove,
+    DocumentWrite,
+    Held,
+    HeldDelete,
+    Outcome,
+    Scheduled,
+    Store,
+    Transaction,
+)
 
 
 def new_message(
@@ -217,3 +235,164 @@ class LogContract(abc.ABC):
         await append(store, "big", *[new_message() for _ in range(2500)])
         assert await store.stream_version("big") == 2500
         assert [e.stream_position for e in await store.read_stream("big")] == list(range(1, 2501))
+
+
+class DeliveryContract(abc.ABC):
+    """Subscriptions, held messages, outcomes, the schedule, documents and the audit trail."""
+
+    @abc.abstractmethod
+    async def make_store(self, tmp_path: Path) -> Store:
+        """A fresh, unopened store (``tmp_path`` is pytest's per-test directory)."""
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
+        made = await self.make_store(tmp_path)
+        await made.open()
+        try:
+            yield made
+        finally:
+            await made.close()
+
+    async def test_partitions_are_created_once_and_start_where_asked(self, store: Store) -> None:
+        await store.setup_subscription("email", 4, 0)
+        await store.setup_subscription("email", 4, 99)  # exists: unchanged
+        await store.setup_subscription("late", 2, 7)
+        parts = await store.partitions("email")
+        assert [(p.partition, p.position, p.owner) for p in parts] == [
+            (n, 0, None) for n in range(4)
+        ]
+        assert {p.position for p in await store.partitions("late")} == {7}
+        with pytest.raises(ConfigurationError, match="4 partitions"):
+            await store.setup_subscription("email", 8, 0)
+
+    async def test_leases_are_shared_and_taken_over_when_they_expire(self, store: Store) -> None:
+        await store.setup_subscription("s", 4, 0)
+        assert await store.heartbeat("w1", 10) == 1
+        assert sorted(await store.claim("s", "w1", 4, 10)) == [0, 1, 2, 3]
+        assert await store.heartbeat("w2", 10) == 2
+        assert await store.claim("s", "w2", 2, 10) == {}  # all leased, none expired
+        assert sorted(await store.claim("s", "w1", 2, 10)) == [0, 1]  # w1 gives up its surplus
+        assert sorted(await store.claim("s", "w2", 2, 10)) == [2, 3]
+        # w1 stops renewing: with a lease of ~0 s, its partitions are free for w2 at once.
+        await store.claim("s", "w1", 2, -1)
+        assert sorted(await store.claim("s", "w2", 4, 10)) == [0, 1, 2, 3]
+        await store.release("w2")
+        assert all(p.owner is None for p in await store.partitions("s"))
+
+    async def test_a_checkpoint_move_is_fenced_by_owner_and_position(self, store: Store) -> None:
+        await store.setup_subscription("s", 1, 0)
+        await store.claim("s", "w1", 1, 10)
+        await store.commit(Transaction(checkpoints=[CheckpointMove("s", 0, "w1", 0, 5)]))
+        assert (await store.partitions("s"))[0].position == 5
+        stale = Transaction(
+            appends=[AppendOp("side-effect", [new_message()], ANY)],
+            checkpoints=[CheckpointMove("s", 0, "w1", 0, 9)],  # expects 0, it is at 5
+        )
+        with pytest.raises(LeaseLost):
+            await store.commit(stale)
+        with pytest.raises(LeaseLost):
+            await store.commit(Transaction(checkpoints=[CheckpointMove("s", 0, "w2", 5, 9)]))
+        assert (await store.partitions("s"))[0].position == 5
+        assert await store.stream_version("side-effect") == 0  # nothing of a fenced commit applies
+
+    async def test_held_messages_block_their_stream_until_released(self, store: Store) -> None:
+        head = Held(
+            "s",
+            1,
+            "order-1",
+            10,
+            "m10",
+            "T",
+            RETRYING,
+            2,
+            "boom",
+            "tb",
+            [Attempt(1.0, "boom")],
+            due_in=3600,
+        )
+        behind = Held("s", 1, "order-1", 12, "m12", "T", WAITING)
+        other = Held("s", 2, "order-2", 11, "m11", "T", DEAD, 5, "bad")
+        await store.commit(Transaction(held=[head, behind, other]))
+        assert await store.held_streams("s", [1, 2]) == {"order-1", "order-2"}
+        assert await store.held_streams("s", [2]) == {"order-2"}
+        assert (
+            await store.due_streams("s", [1, 2]) == []
+        )  # retrying, not due; dead waits for an operator
+        rows = await store.held(subscription="s")
+        assert [(h.global_position, h.status) for h in rows] == [
+            (10, RETRYING),
+            (11, DEAD),
+            (12, WAITING),
+        ]
+        assert rows[0].history == [Attempt(1.0, "boom")] and rows[0].due_at is not None
+        ids = {h.global_position: h.id for h in rows}
+        assert len(set(ids.values())) == 3 and (await store.held(id=ids[11]))[0].stream == "order-2"
+        # Due now: the head becomes due; upserting keeps the id and the first failure time.
+        await store.commit(
+            Transaction(
+                held=[msgspec.structs.replace(head, due_in=0.0, attempts=3, first_failed_at=5.0)]
+            )
+        )
+        again = (await store.held(subscription="s", stream="order-1"))[0]
+        assert again.id == ids[10] and again.attempts == 3
+        assert await store.due_streams("s", [1, 2]) == ["order-1"]
+        await store.commit(Transaction(unheld=[HeldDelete("s", 10)]))
+        assert await store.due_streams("s", [1]) == ["order-1"]  # the waiting one is next
+        await store.commit(Transaction(unheld=[HeldDelete("s", 12)]))
+        assert await store.held_streams("s", [1]) == set()
+
+    async def test_outcomes_are_recorded_and_replaced(self, store: Store) -> None:
+        assert await store.outcome("c1") is None
+        await store.commit(
+            Transaction(outcomes=[Outcome("c1", "Do", "failed", error="e", attempts=1)])
+        )
+        await store.commit(
+            Transaction(outcomes=[Outcome("c1", "Do", "succeeded", b'{"ok":true}', attempts=2)])
+        )
+        got = await store.outcome("c1")
+        assert got is not None and got.status == "succeeded" and got.value() == {"ok": True}
+        assert got.attempts == 2 and got.updated_at > 0
+
+    async def test_scheduled_messages_are_released_when_due_once(self, store: Store) -> None:
+        now_msg, later_msg = new_message(), new_message()
+        await store.commit(
+            Transaction(
+                scheduled=[
+                    Scheduled("due", now_msg, delay=0.0),
+                    Scheduled("later", later_msg, delay=3600.0),
+                ]
+            )
+        )
+        assert await store.next_due() == 0.0
+        assert await store.release_due() == 1
+        assert await store.release_due() == 0
+        assert [e.id for e in await store.read_stream("due")] == [now_msg.id]
+        assert await store.stream_version("later") == 0
+        remaining = await store.next_due()
+        assert remaining is not None and 3500 < remaining <= 3600
+
+    async def test_documents_are_written_with_the_transaction(self, store: Store) -> None:
+        await store.commit(
+            Transaction(
+                documents=[
+                    DocumentWrite("seats", "A1", b'{"guest":"ada"}'),
+                    DocumentWrite("seats", "A2", b"1"),
+                ]
+            )
+        )
+        await store.commit(Transaction(documents=[DocumentWrite("seats", "A2", None)]))
+        assert await store.get_document("seats", "A1") == b'{"guest":"ada"}'
+        assert await store.get_document("seats", "A2") is None
+        assert await store.documents("seats") == [("A1", b'{"guest":"ada"}')]
+
+    async def test_the_audit_trail_keeps_who_did_what(self, store: Store) -> None:
+        await store.commit(
+            Transaction(audit=[AuditEntry("ada", "dlq.retry", "email#3", "because")])
+        )
+        await store.commit(Transaction(audit=[AuditEntry("bob", "dlq.skip", "email#4")]))
+        entries = await store.audit_entries()
+        assert [(e.actor, e.action, e.target) for e in entries] == [
+            ("bob", "dlq.skip", "email#4"),
+            ("ada", "dlq.retry", "email#3"),
+        ]
+        assert entries[0].at > 0 and entries[0].id > entries[1].id

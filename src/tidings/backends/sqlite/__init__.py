@@ -594,6 +594,12 @@ class SqliteStore(Store):
                 "ORDER BY stream_position LIMIT ?",
                 (stream, start, lim),
             )
+            if rows and (limit is None or len(rows) < limit):
+                # A read to the end of the stream tells its version; the next commit can trust it
+                # unless another process writes first, which clears it (see _apply_group).
+                self._versions[stream] = rows[-1][5]
+            elif not rows and start <= 1:
+                self._versions[stream] = 0
         return [Envelope(*row) for row in rows]
 
     async def read_all(
