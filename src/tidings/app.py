@@ -63,6 +63,7 @@ from tidings.store import (
 if TYPE_CHECKING:
     from tidings.delivery.deadletters import DeadLetters
     from tidings.delivery.worker import Worker
+    from tidings.workflow import Workflow
 
 F = TypeVar("F", bound=Callable[..., Any])
 S = TypeVar("S")
@@ -352,25 +353,52 @@ class App:
                         f"subscriber {name!r} takes {cls.__name__}, which is a Command: a command has "
                         f"exactly one handler, register it with @app.command"
                     )
-            if name in self._subscribers:
-                raise ConfigurationError(
-                    f"a subscriber named {name!r} already exists ({self._subscribers[name].fn.__qualname__}); "
-                    "each subscriber needs its own name, which keys its checkpoint"
-                )
-            self.register(*found)
             events = tuple(cls for cls in found if issubclass(cls, Event))
-            self._subscribers[name] = Subscriber(
-                name,
-                events,
-                fn,
-                inspect.iscoroutinefunction(fn),
-                policy or RetryPolicy(),
-                start,
-                partitions,
+            self._add_subscriber(
+                Subscriber(
+                    name,
+                    events,
+                    fn,
+                    inspect.iscoroutinefunction(fn),
+                    policy or RetryPolicy(),
+                    start,
+                    partitions,
+                )
             )
             return fn
 
         return decorate
+
+    def _add_subscriber(self, subscriber: Subscriber) -> None:
+        existing = self._subscribers.get(subscriber.name)
+        if existing is not None:
+            raise ConfigurationError(
+                f"a subscriber named {subscriber.name!r} already exists ({existing.fn.__qualname__}); "
+                "each subscriber needs its own name, which keys its checkpoint"
+            )
+        self.register(*subscriber.events)
+        self._subscribers[subscriber.name] = subscriber
+
+    def workflow(
+        self, workflow: Workflow[Any], *, policy: RetryPolicy | None = None
+    ) -> Workflow[Any]:
+        """Run a :class:`~tidings.workflow.Workflow`: its steps are delivered like a subscriber's
+        (subscription ``workflow:<name>``), from the beginning of the log."""
+        from tidings.workflow import WorkflowTimeout
+
+        events: tuple[type[Event], ...] = tuple(workflow.handlers)
+        if workflow.timeouts:
+            events += (WorkflowTimeout,)
+        if not events:
+            raise ConfigurationError(
+                f"workflow {workflow.name!r} reacts to nothing: add @{workflow.name}.on(Event)"
+            )
+        self._add_subscriber(
+            Subscriber(
+                f"workflow:{workflow.name}", events, workflow.react, True, policy or RetryPolicy()
+            )
+        )
+        return workflow
 
     def decider(
         self,

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tidings.app import App
-from tidings.errors import Refused, TidingsError
+from tidings.errors import TidingsError
 from tidings.store import open_store
 
 T = TypeVar("T")
@@ -57,67 +57,25 @@ def demo(
         Path | None,
         typer.Option("--db", help="Keep the SQLite file here (default: a temporary directory)."),
     ] = None,
+    seed: Annotated[
+        int, typer.Option(help="The same seed gives the same guests, payments and failures.")
+    ] = 7,
+    guests: Annotated[int, typer.Option(help="How many guests buy tickets at once.")] = 300,
 ) -> None:
-    """Guests reserve seats for a screening at the same time; a taken seat is refused."""
-    from tidings.examples.cinema import ReserveSeat, build_app
+    """The cinema: guests buy tickets at once; payments are slow or fail; e-mails dead-letter; the operator repairs."""
+    from tidings.examples.cinema.demo import run_demo
 
-    requests = [
-        ("ada", "A1"),
-        ("grace", "A2"),
-        ("alan", "A1"),  # the same seat as ada: refused, whoever comes second
-        ("edsger", "B4"),
-        ("barbara", "B5"),
-    ]
-
-    async def main() -> None:
+    async def main() -> bool:
         with tempfile.TemporaryDirectory(prefix="tidings-demo-") as tmp:
             path = db if db is not None else Path(tmp) / "cinema.db"
-            app = build_app(f"sqlite:///{path}")
-            async with app:
-                screening_id = str(len(await app.store.streams(prefix="screening-")) + 1)
+            console.print(f"tidings demo: {guests} guests, SQLite at {path}, seed {seed}")
+            started = time.monotonic()
+            result = await run_demo(path, seed=seed, guests=guests, console=console)
+            console.print(f"done in {time.monotonic() - started:.1f}s")
+            return result.ok
 
-                async def reserve(guest: str, seat: str) -> tuple[str, str, str]:
-                    try:
-                        (event,) = await app.invoke(
-                            ReserveSeat(screening_id=screening_id, seat=seat, guest=guest)
-                        )
-                    except Refused as refused:
-                        return guest, seat, f"[red]refused[/red]: {refused.reason}"
-                    return guest, seat, f"[green]reserved[/green] {event.reservation_id}"
-
-                outcomes = await asyncio.gather(*(reserve(g, s) for g, s in requests))
-                table = Table(title=f"ReserveSeat, invoked concurrently ({path.name}, SQLite)")
-                for column in ("guest", "seat", "outcome"):
-                    table.add_column(column)
-                for row in outcomes:
-                    table.add_row(*row)
-                console.print(table)
-
-                stream = f"screening-{screening_id}"
-                recorded = await app.read_stream(stream)
-                log = Table(title=f"stream {stream}: what the store now holds")
-                for column in ("position", "global", "type", "seat", "guest"):
-                    log.add_column(column)
-                for env in recorded:
-                    log.add_row(
-                        str(env.stream_position),
-                        str(env.global_position),
-                        env.type,
-                        env.message.seat,
-                        env.message.guest,
-                    )
-                console.print(log)
-                seats = [env.message.seat for env in recorded]
-                refused = sum("refused" in o[2] for o in outcomes)
-                ok = len(seats) == len(set(seats)) and len(seats) + refused == len(requests)
-                verdict = "[green]holds[/green]" if ok else "[red]BROKEN[/red]"
-                console.print(
-                    f"{len(seats)} reserved, {refused} refused; no seat sold twice: {verdict}"
-                )
-                if not ok:
-                    raise typer.Exit(1)
-
-    _run(main)
+    if not _run(main):
+        raise typer.Exit(1)
 
 
 AppOption = Annotated[

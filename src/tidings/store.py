@@ -332,9 +332,12 @@ class DeadLetterStore(abc.ABC):
         """Streams of these partitions that have any held message (later messages must wait)."""
 
     @abc.abstractmethod
-    async def due_streams(self, subscription: str, partitions: Sequence[int]) -> list[str]:
-        """Streams whose first held message is ready to be handled again: ``replay`` or
-        ``waiting`` (its head was skipped or handled), or ``retrying`` and due."""
+    async def due_streams(
+        self, subscription: str, partitions: Sequence[int], *, sequenced: bool = True
+    ) -> list[str]:
+        """Streams with a held message ready to be handled again: ``replay``, or ``retrying`` and
+        due, or ``waiting`` (its head was skipped or handled). With ``sequenced`` only a stream's
+        first held message counts; without, any of them does."""
 
 
 class OutcomeStore(abc.ABC):

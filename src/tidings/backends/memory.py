@@ -285,19 +285,26 @@ class MemoryStore(Store):
             if h.subscription == subscription and h.partition in wanted
         }
 
-    async def due_streams(self, subscription: str, partitions: Sequence[int]) -> list[str]:
+    async def due_streams(
+        self, subscription: str, partitions: Sequence[int], *, sequenced: bool = True
+    ) -> list[str]:
         self._check_open()
         wanted = set(partitions)
         now = time.time()
-        heads: dict[str, Held] = {}
+        seen: set[str] = set()
+        due: list[str] = []
         for _, h in sorted(self._held.items()):
-            if h.subscription == subscription and h.partition in wanted and h.stream not in heads:
-                heads[h.stream] = h
-        return [
-            stream
-            for stream, h in heads.items()
-            if h.status in (REPLAY, WAITING) or (h.status == RETRYING and (h.due_at or 0) <= now)
-        ]
+            if h.subscription != subscription or h.partition not in wanted:
+                continue
+            if sequenced and h.stream in seen:
+                continue
+            seen.add(h.stream)
+            ready = h.status in (REPLAY, WAITING) or (
+                h.status == RETRYING and (h.due_at or 0) <= now
+            )
+            if ready and h.stream not in due:
+                due.append(h.stream)
+        return due
 
     # --- outcomes, schedule, documents, audit -----------------------------------------------------
 

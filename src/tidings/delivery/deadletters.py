@@ -113,8 +113,9 @@ class DeadLetters:
         return rows[0]
 
     async def retry(self, id: int, *, actor: str | None = None) -> Held:
-        """Handle the message again now; the messages of its stream waiting behind it follow, in
-        order. A message that fails again is dead again, with the new error."""
+        """Handle the message again now, with the whole retry policy from the start; the messages
+        of its stream waiting behind it follow, in order. If it fails to the end again, it is dead
+        again, with the new error (its earlier attempts stay in its history)."""
         held = await self.get(id)
         head = await self._head(held)
         if head.global_position != held.global_position and held.status == WAITING:

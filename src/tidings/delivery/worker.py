@@ -50,6 +50,7 @@ from tidings.store import (
     DEAD,
     FAILED,
     REFUSED,
+    REPLAY,
     RETRYING,
     SUCCEEDED,
     WAITING,
@@ -295,15 +296,28 @@ class Runner:
     # --- held messages ------------------------------------------------------------------------
 
     async def replay_due(self) -> bool:
-        streams = await self.store.due_streams(self.route.name, list(self.positions))
+        sequenced = self.route.policy.sequenced
+        streams = await self.store.due_streams(
+            self.route.name, list(self.positions), sequenced=sequenced
+        )
+        now = await self.store.now() if streams and not sequenced else 0.0
         for stream in streams:
-            await self._replay(stream)
+            await self._replay(stream, sequenced, now)
         return bool(streams)
 
-    async def _replay(self, stream: str) -> None:
+    async def _replay(self, stream: str, sequenced: bool, now: float) -> None:
+        """Handle a stream's held messages again: in order, stopping at the first that fails
+        (sequenced); or each that is due on its own (park and move on)."""
         rows = await self.store.held(subscription=self.route.name, stream=stream)
         for index, row in enumerate(rows):
-            if row.partition not in self.positions or (index == 0 and row.status == DEAD):
+            if row.partition not in self.positions:
+                return
+            if not sequenced:
+                if not (
+                    row.status == REPLAY or (row.status == RETRYING and (row.due_at or 0) <= now)
+                ):
+                    continue
+            elif index == 0 and row.status == DEAD:
                 return
             found = await self.store.read_all(after=row.global_position - 1, limit=1)
             if not found or found[0].global_position != row.global_position:
@@ -314,7 +328,9 @@ class Runner:
                 )
                 return
             env = found[0]
-            if row.status == WAITING:
+            if row.status in (WAITING, REPLAY):
+                # A message's first turn, or an operator's retry after a repair: the whole retry
+                # policy from the start (its earlier attempts stay in the history).
                 handled = await self.handle(env, 0, immediate=True, overlay=None)
             else:
                 handled = await self.handle(env, row.attempts, immediate=False, overlay=None)
@@ -343,9 +359,11 @@ class Runner:
                 if not await self._commit_or_lose(tx):
                     return
                 await self._fire(alerts)
-                return
+                if sequenced:
+                    return
+                continue
             await self._fire(alerts)
-            if not (handled.ok or handled.refused is not None):
+            if sequenced and not (handled.ok or handled.refused is not None):
                 return
         self.blocked.discard(stream)
 

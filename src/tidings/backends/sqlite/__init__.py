@@ -793,17 +793,26 @@ class SqliteStore(Store):
         )
         return {r[0] for r in rows}
 
-    async def due_streams(self, subscription: str, partitions: Sequence[int]) -> list[str]:
+    async def due_streams(
+        self, subscription: str, partitions: Sequence[int], *, sequenced: bool = True
+    ) -> list[str]:
         if not partitions:
             return []
         marks = ",".join("?" * len(partitions))
+        head = (
+            "AND h.global_position = (SELECT min(global_position) FROM tidings_held "
+            "WHERE subscription = h.subscription AND stream = h.stream) "
+            if sequenced
+            else ""
+        )
         rows = await self._read(
-            "SELECT h.stream FROM tidings_held h WHERE h.subscription = ? AND h.partition IN ("
+            "SELECT h.stream, min(h.global_position) FROM tidings_held h WHERE h.subscription = ? "
+            "AND h.partition IN ("
             + marks
-            + ") AND h.global_position = (SELECT min(global_position) FROM tidings_held "
-            "WHERE subscription = h.subscription AND stream = h.stream) AND (h.status IN "
-            "('replay', 'waiting') OR (h.status = 'retrying' AND h.due_at <= " + _NOW + ")) "
-            "ORDER BY h.global_position",
+            + ") "
+            + head
+            + "AND (h.status IN ('replay', 'waiting') OR "
+            "(h.status = 'retrying' AND h.due_at <= " + _NOW + ")) GROUP BY h.stream ORDER BY 2",
             (subscription, *partitions),
         )
         return [r[0] for r in rows]

@@ -1,0 +1,272 @@
+"""``tidings demo``: a few hundred guests buy tickets at once, and the operator repairs what failed.
+
+Guests reserve seats concurrently (some seats are contested and refused), the payment service is
+slow and sometimes declines or never answers (those reservations time out and release their
+seats), and the e-mail provider is flaky (some e-mails end up dead-lettered). Then the operator
+sees the dead letters with their cause, repairs the provider, retries them, and the e-mails go out.
+Deterministic given the seed: the same guests, seats, payments and failures every time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tidings import Refused
+from tidings.examples.cinema.app import Cinema, build_cinema
+from tidings.examples.cinema.messages import ReserveSeat
+from tidings.examples.cinema.purchase import Purchase
+from tidings.store import DEAD
+
+
+@dataclass
+class DemoResult:
+    """What the demo counted, and the invariants it checked."""
+
+    requested: int = 0
+    reserved: int = 0
+    refused: int = 0
+    confirmed: int = 0
+    released_timeout: int = 0
+    released_declined: int = 0
+    receipts: int = 0
+    emails_sent_before_repair: int = 0
+    dead_letters: int = 0
+    emails_sent_after_repair: int = 0
+    dead_letter_causes: list[tuple[str, int]] = field(default_factory=list)
+    invariants: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.invariants) and all(self.invariants.values())
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"demo: {what} did not happen within {timeout:.0f}s")
+        await asyncio.sleep(0.05)
+
+
+async def run_demo(
+    db: Path,
+    *,
+    seed: int = 7,
+    guests: int = 300,
+    screenings: int = 4,
+    seats_per_screening: int = 60,
+    payment_timeout: float = 2.0,
+    console: Console | None = None,
+    worker_options: dict[str, float] | None = None,
+) -> DemoResult:
+    """Run the whole story against the SQLite file ``db`` and return what happened."""
+    console = console or Console()
+    rng = random.Random(seed)
+    cinema = build_cinema(f"sqlite:///{db}", seed=seed, payment_timeout=payment_timeout)
+    app = cinema.app
+    result = DemoResult(requested=guests)
+    rows = "ABCDEFGH"
+    seat_names = [f"{rows[i // 10]}{i % 10 + 1}" for i in range(seats_per_screening)]
+    # Most guests want the good seats: the first third of each screening is contested.
+    wishes = [
+        (
+            f"{rng.randrange(screenings) + 1}",
+            rng.choice(
+                seat_names[: max(1, len(seat_names) // 3)] if rng.random() < 0.6 else seat_names
+            ),
+            f"guest{n:03d}",
+        )
+        for n in range(guests)
+    ]
+    async with app:
+        worker = app.worker(**(worker_options or {}))
+        running = asyncio.create_task(worker.run())
+        try:
+            await _buy(cinema, wishes, result, console)
+            await _summarise(cinema, result)
+            print_summary(result, console)
+            await _operate(cinema, result, console)
+        finally:
+            worker.stop()
+            await running
+        await _check(cinema, result)
+    print_invariants(result, console)
+    return result
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+async def _buy(
+    cinema: Cinema, wishes: list[tuple[str, str, str]], result: DemoResult, console: Console
+) -> None:
+    app = cinema.app
+    with _progress(console) as progress:
+        asking = progress.add_task("guests reserving seats", total=len(wishes))
+
+        async def reserve(screening_id: str, seat: str, guest: str) -> None:
+            try:
+                await app.invoke(ReserveSeat(screening_id=screening_id, seat=seat, guest=guest))
+                result.reserved += 1
+            except Refused:
+                result.refused += 1
+            progress.advance(asking)
+
+        await asyncio.gather(*(reserve(*w) for w in wishes))
+        settling = progress.add_task("purchases paid, or released", total=result.reserved)
+
+        async def purchases_done() -> bool:
+            done = await _stages(cinema)
+            progress.update(
+                settling,
+                completed=sum(n for stage, n in done.items() if stage in ("confirmed", "released")),
+            )
+            return (
+                sum(done.values()) == result.reserved
+                and done.get("awaiting-payment", 0) + done.get("paid", 0) == 0
+            )
+
+        await wait_for(purchases_done, 60, "every purchase ending")
+        confirmed = (await _stages(cinema)).get("confirmed", 0)
+        mailing = progress.add_task("e-mails sent or dead-lettered", total=confirmed)
+        receipting = progress.add_task("receipts issued", total=confirmed)
+
+        async def mails_done() -> bool:
+            dead = len(await app.dead_letters.list(subscription="email", limit=10_000))
+            receipts = len(await app.documents("receipts", limit=100_000))
+            progress.update(mailing, completed=len(cinema.email.sent) + dead)
+            progress.update(receipting, completed=receipts)
+            return len(cinema.email.sent) + dead == confirmed and receipts == confirmed
+
+        await wait_for(mails_done, 60, "every e-mail being sent or dead-lettered")
+
+
+async def _stages(cinema: Cinema) -> Counter[str]:
+    docs = await cinema.app.documents("workflow:purchase", limit=100_000)
+    counts: Counter[str] = Counter()
+    for doc in docs.values():
+        counts[doc["state"]["stage"]] += 1
+    return counts
+
+
+async def _summarise(cinema: Cinema, result: DemoResult) -> None:
+    app = cinema.app
+    purchases = await app.documents("workflow:purchase", limit=100_000)
+    result.confirmed = sum(1 for d in purchases.values() if d["state"]["stage"] == "confirmed")
+    reasons = Counter[str]()
+    for env in await app.read_all(types=["cinema.SeatReleased"], limit=100_000):
+        reasons[env.message.reason] += 1
+    result.released_timeout = reasons["no payment in time"]
+    result.released_declined = sum(n for r, n in reasons.items() if r.startswith("payment failed"))
+    result.receipts = len(await app.documents("receipts", limit=100_000))
+    result.emails_sent_before_repair = len(cinema.email.sent)
+    dead = await app.dead_letters.list(subscription="email", limit=10_000)
+    result.dead_letters = len(dead)
+    result.dead_letter_causes = [
+        (g.error, g.count) for g in await app.dead_letters.groups(subscription="email")
+    ]
+
+
+async def _operate(cinema: Cinema, result: DemoResult, console: Console) -> None:
+    app = cinema.app
+    dead = await app.dead_letters.list(subscription="email", limit=10_000)
+    table = Table(title=f"the operator's view: {len(dead)} dead letter(s) in 'email'")
+    for column in ("id", "stream", "attempts", "cause"):
+        table.add_column(column)
+    for held in dead[:8]:
+        table.add_row(str(held.id), held.stream, str(held.attempts), held.error or "")
+    if len(dead) > 8:
+        table.add_row("…", f"and {len(dead) - 8} more", "", "")
+    console.print(table)
+    if not dead:
+        return
+    console.print(
+        "the provider is repaired (the broken mailboxes accept mail again); retrying every dead letter…"
+    )
+    cinema.email.repaired = True
+    for group in await app.dead_letters.groups(subscription="email"):
+        await app.dead_letters.retry_error(group.error, subscription="email", actor="demo-operator")
+
+    async def all_sent() -> bool:
+        return len(cinema.email.sent) == result.confirmed and not await app.dead_letters.list(
+            subscription="email", status=None
+        )
+
+    await wait_for(all_sent, 30, "the retried e-mails being delivered")
+    result.emails_sent_after_repair = len(cinema.email.sent)
+    console.print(
+        f"every dead letter retried: {result.emails_sent_after_repair} e-mails delivered in all"
+    )
+
+
+async def _check(cinema: Cinema, result: DemoResult) -> None:
+    app = cinema.app
+    reservations = await app.documents("reservations", limit=100_000)
+    sold = Counter(
+        (r["screening"], r["seat"]) for r in reservations.values() if r["status"] == "confirmed"
+    )
+    purchases = await app.documents("workflow:purchase", limit=100_000)
+    stages = Counter(Purchase(**d["state"]).stage for d in purchases.values())
+    held = await app.dead_letters.list(status=None, limit=10_000)
+    result.invariants = {
+        "no seat sold twice": all(n == 1 for n in sold.values()) and len(sold) == result.confirmed,
+        "every reservation ends confirmed or released": (
+            sum(stages.values()) == result.reserved and set(stages) <= {"confirmed", "released"}
+        ),
+        "receipts issued = reservations confirmed": result.receipts == result.confirmed,
+        "every e-mail delivered or dead-lettered": (
+            result.emails_sent_before_repair + result.dead_letters == result.confirmed
+        ),
+        "after the retry, every e-mail delivered": (
+            len(cinema.email.sent) == result.confirmed and not [h for h in held if h.status == DEAD]
+        ),
+    }
+
+
+def print_summary(result: DemoResult, console: Console) -> None:
+    """The summary table, as the demo prints it."""
+    table = Table(title="what happened")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for label, value in (
+        ("guests asking for a seat", result.requested),
+        ("reserved", result.reserved),
+        ("refused (seat taken)", result.refused),
+        ("confirmed (paid)", result.confirmed),
+        ("released: no payment in time", result.released_timeout),
+        ("released: payment declined", result.released_declined),
+        ("receipts issued", result.receipts),
+        ("e-mails sent", result.emails_sent_before_repair),
+        ("e-mails dead-lettered", result.dead_letters),
+    ):
+        table.add_row(label, str(value))
+    console.print(table)
+
+
+def print_invariants(result: DemoResult, console: Console) -> None:
+    """The invariants the demo checked at the end."""
+    checks = Table(title="invariants")
+    checks.add_column("invariant")
+    checks.add_column("holds")
+    for name, holds in result.invariants.items():
+        checks.add_row(name, "[green]yes[/green]" if holds else "[red]NO[/red]")
+    console.print(checks)
