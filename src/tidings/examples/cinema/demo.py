@@ -65,7 +65,7 @@ async def run_demo(
     seed: int = 7,
     guests: int = 300,
     screenings: int = 4,
-    seats_per_screening: int = 60,
+    seats_per_screening: int = 100,
     payment_timeout: float = 2.0,
     console: Console | None = None,
     worker_options: dict[str, float] | None = None,
@@ -76,7 +76,7 @@ async def run_demo(
     cinema = build_cinema(f"sqlite:///{db}", seed=seed, payment_timeout=payment_timeout)
     app = cinema.app
     result = DemoResult(requested=guests)
-    rows = "ABCDEFGH"
+    rows = "ABCDEFGHIJ"
     seat_names = [f"{rows[i // 10]}{i % 10 + 1}" for i in range(seats_per_screening)]
     # Most guests want the good seats: the first third of each screening is contested.
     wishes = [
