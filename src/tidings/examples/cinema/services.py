@@ -5,9 +5,11 @@ Both are deterministic given a seed, so that the demo and its tests can be repea
 
 from __future__ import annotations
 
+import json
 import random
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 def _draw(seed: int, *parts: str) -> random.Random:
@@ -47,7 +49,16 @@ class EmailProvider:
     transient_rate: float = 0.2
     broken_rate: float = 0.08
     repaired: bool = False
+    #: where sent mail is kept (a real provider remembers what it sent); in memory when None
+    outbox: Path | None = None
     sent: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.outbox is not None and self.outbox.exists():
+            for line in self.outbox.read_text().splitlines():
+                if line.strip():
+                    mail = json.loads(line)
+                    self.sent[mail["id"]] = mail["text"]
 
     def broken(self, guest: str) -> bool:
         return _draw(self.seed, "mailbox", guest).random() < self.broken_rate
@@ -61,3 +72,6 @@ class EmailProvider:
         if _draw(self.seed, "transient", message_id, str(attempt)).random() < self.transient_rate:
             raise MailboxUnavailable(f"provider timed out sending to {guest} (try {attempt})")
         self.sent[message_id] = f"to {guest}: {text}"
+        if self.outbox is not None:
+            with self.outbox.open("a") as out:
+                out.write(json.dumps({"id": message_id, "text": self.sent[message_id]}) + "\n")
