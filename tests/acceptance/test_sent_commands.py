@@ -1,0 +1,292 @@
+"""Sent commands and scheduled messages as a user meets them: a ticket's outcome and result, a
+refusal that is an answer (never retried), a failure retried with backoff and then dead (with a
+``CommandFailed`` event and an alert), and ``delay=``/``at=`` that hold a message until it is due.
+
+Every test runs on ``memory://`` and on a SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tidings import App, Command, Context, Event, Refused
+from tidings.delivery.alerts import Alert
+from tidings.delivery.policy import RetryPolicy
+from tidings.delivery.worker import Worker
+from tidings.errors import CommandDead
+from tidings.messages import CommandFailed
+
+
+class Quote(Command, type_name="cmd.Quote"):
+    sku: str
+    quantity: int
+
+
+class Reserve(Command, type_name="cmd.Reserve"):
+    sku: str
+
+
+class Charge(Command, type_name="cmd.Charge"):
+    order: str
+    cents: int
+
+
+class Book(Command, type_name="cmd.Book"):
+    guest: str
+
+
+class Remind(Command, type_name="cmd.Remind"):
+    guest: str
+
+
+class Ticked(Event, type_name="cmd.Ticked"):
+    label: str
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    yield "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'cmd.db'}"
+
+
+@pytest.fixture
+async def app(store: str) -> AsyncIterator[App]:
+    found = App("shop", store=store)
+    yield found
+    await found.close()
+
+
+async def drain_until(
+    worker: Worker, condition: Callable[[], Awaitable[bool]], *, timeout: float = 10.0
+) -> None:
+    """Drain again and again until ``condition`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await worker.drain()
+        if await condition():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.005)  # pace the polling; the condition is what we wait for
+
+
+async def test_a_sent_command_succeeds_and_its_ticket_gives_the_json_result(app: App) -> None:
+    @app.command
+    async def quote(cmd: Quote, ctx: Context) -> dict[str, object]:
+        return {"sku": cmd.sku, "total": 250 * cmd.quantity, "lines": [cmd.quantity]}
+
+    worker = app.worker()
+    running = asyncio.create_task(worker.run())
+    try:
+        ticket = await app.send(Quote(sku="tea", quantity=3))
+        assert await ticket.result(timeout=10) == {"sku": "tea", "total": 750, "lines": [3]}
+        outcome = await ticket.outcome(timeout=0)
+        assert (outcome.status, outcome.attempts, outcome.error) == ("succeeded", 1, None)
+        assert outcome.message_id == ticket.message_id and outcome.type == "cmd.Quote"
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, timeout=10)
+
+
+async def test_a_refused_command_is_an_answer_and_is_not_retried(app: App) -> None:
+    calls = 0
+
+    @app.command(policy=RetryPolicy(max_attempts=5, immediate=2, backoff=0.01))
+    def reserve(cmd: Reserve, ctx: Context) -> None:
+        nonlocal calls
+        calls += 1
+        ctx.publish(Ticked(label="never committed"))
+        raise Refused(f"{cmd.sku} is sold out", code="sold-out")
+
+    ticket = await app.send(Reserve(sku="tea"))
+    outcome = await ticket.outcome(timeout=0)
+    assert outcome.status == "pending"
+    worker = app.worker()
+    await worker.drain()
+    outcome = await ticket.outcome(timeout=0)
+    assert (outcome.status, outcome.reason, outcome.code, outcome.attempts) == (
+        "refused",
+        "tea is sold out",
+        "sold-out",
+        1,
+    )
+    with pytest.raises(Refused) as refused:
+        await ticket.result(timeout=0)
+    assert (refused.value.reason, refused.value.code) == ("tea is sold out", "sold-out")
+    await worker.drain()
+    assert calls == 1
+    assert await app.dead_letters.list(status=None) == []
+    assert await app.read_stream("cmd.Ticked") == []  # a refusal commits nothing
+
+
+async def test_a_failing_command_is_retried_with_backoff_then_dead_and_reported(app: App) -> None:
+    attempts_at: list[float] = []
+    failures: list[CommandFailed] = []
+    alerts: list[Alert] = []
+    backoff = 0.02
+
+    def call_gateway(order: str) -> None:
+        raise ValueError(f"gateway down for {order}")
+
+    @app.command(policy=RetryPolicy(max_attempts=3, immediate=0, backoff=backoff, jitter=0.0))
+    async def charge(cmd: Charge, ctx: Context) -> None:
+        attempts_at.append(time.monotonic())
+        call_gateway(cmd.order)
+
+    @app.subscriber("failures")
+    async def on_failure(event: CommandFailed, ctx: Context) -> None:
+        failures.append(event)
+
+    app.on_alert(alerts.append)
+    ticket = await app.send(Charge(order="o-9", cents=1200))
+    worker = app.worker(seed=1)
+    await worker.drain()
+    # The first attempt failed and the next is not due yet: it is being retried.
+    outcome = await ticket.outcome(timeout=0)
+    assert (outcome.status, outcome.attempts) == ("failed", 1)
+    assert outcome.error == "ValueError: gateway down for o-9"
+    with pytest.raises(TimeoutError):
+        await ticket.result(timeout=0)
+
+    async def dead() -> bool:
+        return (await ticket.outcome(timeout=0)).status == "dead"
+
+    await drain_until(worker, dead)
+    await worker.drain()  # deliver CommandFailed to its subscriber
+    outcome = await ticket.outcome(timeout=0)
+    assert (outcome.status, outcome.attempts) == ("dead", 3)
+    assert outcome.error == "ValueError: gateway down for o-9"
+    assert len(attempts_at) == 3
+    # immediate=0: every retry waited its backoff (backoff, then twice that; no jitter).
+    assert attempts_at[1] - attempts_at[0] >= backoff
+    assert attempts_at[2] - attempts_at[1] >= 2 * backoff
+    with pytest.raises(CommandDead, match="dead after 3 attempt"):
+        await ticket.result(timeout=0)
+
+    (failed,) = failures
+    assert failed.command_id == ticket.message_id
+    assert failed.command_type == "cmd.Charge"
+    assert failed.stream == ticket.stream
+    assert (failed.error, failed.attempts) == ("ValueError: gateway down for o-9", 3)
+    (alert,) = alerts
+    assert (alert.kind, alert.subscription, alert.message_id, alert.type, alert.attempts) == (
+        "command-dead",
+        "cmd:cmd.Charge",
+        ticket.message_id,
+        "cmd.Charge",
+        3,
+    )
+    (held,) = await app.dead_letters.list()
+    assert held.message_id == ticket.message_id and held.attempts == 3
+    assert held.traceback is not None and "call_gateway" in held.traceback
+    assert len(attempts_at) == 3  # dead means dead: no more attempts
+
+
+async def test_commands_sent_to_one_stream_wait_behind_a_dead_one_until_it_is_retried(
+    app: App,
+) -> None:
+    """Commands sent with the same ``stream=`` are carried out in order: when one is dead, the
+    ones behind it wait (pending); after the fix, a retry runs it and then them, and the dead
+    ticket's outcome becomes ``succeeded``."""
+    done: list[int] = []
+    broken = {"on": True}
+
+    @app.command(policy=RetryPolicy(max_attempts=2, immediate=1, backoff=0.01))
+    def charge(cmd: Charge, ctx: Context) -> int:
+        if broken["on"] and cmd.cents == 100:
+            raise ConnectionError("bank offline")
+        done.append(cmd.cents)
+        return cmd.cents
+
+    tickets = [
+        await app.send(Charge(order="o-1", cents=c), stream="acct-7") for c in (100, 200, 300)
+    ]
+    worker = app.worker()
+    await worker.drain()
+    assert done == []
+    statuses = [(await t.outcome(timeout=0)).status for t in tickets]
+    assert statuses == ["dead", "pending", "pending"]
+    (held,) = await app.dead_letters.list()
+    assert held.message_id == tickets[0].message_id and held.attempts == 2
+
+    broken["on"] = False
+    await app.dead_letters.retry(held.id, actor="ops")
+
+    async def all_done() -> bool:
+        return len(done) == 3
+
+    await drain_until(worker, all_done)
+    assert done == [100, 200, 300]
+    assert [await t.result(timeout=0) for t in tickets] == [100, 200, 300]
+    # An operator's retry restarts the retry policy: it succeeded at the first attempt after it.
+    first = await tickets[0].outcome(timeout=0)
+    assert (first.status, first.attempts) == ("succeeded", 1)
+    assert await app.dead_letters.list(status=None) == []
+
+
+async def test_stopping_an_idle_worker_is_prompt(app: App) -> None:
+    """``worker.stop()`` on a worker with nothing in flight returns at once, not after a poll."""
+
+    @app.command
+    def quote(cmd: Quote, ctx: Context) -> int:
+        return cmd.quantity
+
+    worker = app.worker()
+    running = asyncio.create_task(worker.run())
+    ticket = await app.send(Quote(sku="tea", quantity=2))
+    assert await ticket.result(timeout=10) == 2
+    started = time.monotonic()
+    worker.stop()
+    await asyncio.wait_for(running, timeout=10)
+    took = time.monotonic() - started
+    assert took < 0.5, f"worker.stop() took {took:.2f}s to return"
+
+
+async def test_delayed_and_scheduled_messages_are_delivered_when_due_not_before(app: App) -> None:
+    delay = 0.2
+    handled: dict[str, float] = {}
+    done = asyncio.Event()
+
+    def mark(name: str) -> None:
+        handled[name] = time.monotonic()
+        if len(handled) == 3:
+            done.set()
+
+    @app.command
+    def book(cmd: Book, ctx: Context) -> str:
+        ctx.send(Remind(guest=cmd.guest), delay=delay)
+        return "booked"
+
+    @app.command
+    def remind(cmd: Remind, ctx: Context) -> None:
+        mark(f"remind {cmd.guest}")
+
+    @app.subscriber("clock")
+    def tick(event: Ticked, ctx: Context) -> None:
+        mark(event.label)
+
+    worker = app.worker()
+    running = asyncio.create_task(worker.run())
+    try:
+        started = time.monotonic()
+        ticket = await app.send(Book(guest="ada"))
+        await app.publish(Ticked(label="delayed"), delay=delay)
+        await app.publish(Ticked(label="at"), at=datetime.now(UTC) + timedelta(seconds=delay))
+        assert await ticket.result(timeout=10) == "booked"
+        assert await app.read_stream("cmd.Ticked") == []  # scheduled, not yet in the log
+        await asyncio.wait_for(done.wait(), timeout=10)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, timeout=10)
+    assert set(handled) == {"remind ada", "delayed", "at"}
+    for name, at in handled.items():
+        assert at - started >= delay, (name, at - started)
+    assert [e.message.label for e in await app.read_stream("cmd.Ticked")] in (
+        ["delayed", "at"],
+        ["at", "delayed"],
+    )
