@@ -794,7 +794,9 @@ class App:
         while True:
             found = await self.store.read_stream(stream, from_position=version + 1, limit=page)
             for env in found:
-                state = evolve(state, self.registry.decode(env))
+                # Commands sent into the stream are intentions, not state: only events are folded.
+                if env.kind == "event":
+                    state = evolve(state, self.registry.decode(env))
                 version = env.stream_position
             if len(found) < page:
                 return state, version

@@ -176,7 +176,9 @@ class MemoryStore(Store):
         self._check_open()
         wanted = set(types) if types is not None else None
         out: list[Envelope] = []
-        for env in self._log[max(after, 0) :]:
+        log = self._log
+        for index in range(max(after, 0), len(log)):
+            env = log[index]
             if wanted is None or env.type in wanted:
                 out.append(env)
                 if len(out) >= limit:

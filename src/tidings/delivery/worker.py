@@ -153,15 +153,31 @@ class Runner:
         start = 0 if self.route.start == "beginning" else await self.store.last_position()
         await self.store.setup_subscription(self.route.name, self.route.partitions, start)
 
-    async def claim(self, live_workers: int) -> None:
-        want = math.ceil(self.route.partitions / max(1, live_workers))
+    async def claim(self, *, alone: bool = False) -> None:
+        """Renew this worker's leases and take its fair share of the partitions.
+
+        A worker is alive while its heartbeat is younger than half the lease; a killed worker's
+        leases run out at most one lease after its last renewal, and the next claim is timed
+        for that moment, so its partitions are taken over within the lease time.
+        """
+        ttl = self.worker.lease_ttl
+        live = 1 if alone else await self.store.heartbeat(self.worker.id, ttl / 2)
+        want = math.ceil(self.route.partitions / max(1, live))
         before = set(self.positions)
-        self.positions = await self.store.claim(
-            self.route.name, self.worker.id, want, self.worker.lease_ttl
-        )
+        self.positions = await self.store.claim(self.route.name, self.worker.id, want, ttl)
         if set(self.positions) != before and self.route.policy.sequenced:
             self.blocked = await self.store.held_streams(self.route.name, list(self.positions))
-        self.next_claim = time.monotonic() + self.worker.lease_ttl / 3
+        wait = ttl / 3
+        if not alone:
+            now = await self.store.now()
+            others = [
+                p.lease_expires
+                for p in await self.store.partitions(self.route.name)
+                if p.owner not in (None, self.worker.id) and p.lease_expires is not None
+            ]
+            if others:
+                wait = max(0.01, min(wait, min(others) - now + 0.01))
+        self.next_claim = time.monotonic() + wait
 
     # --- one step -----------------------------------------------------------------------------
 
@@ -277,7 +293,8 @@ class Runner:
                     failed = self._failure(attempts, exc, "", [], final=True)
                     tx = Transaction(checkpoints=[move])
                     self._absorb(failed, env, partition, tx, alerts, None, [])
-                    await self._commit_or_lose(tx)
+                    if not await self._commit_or_lose(tx):
+                        return
                 self._moved([move])
                 await self._fire(alerts)
                 break
@@ -571,7 +588,7 @@ class Worker:
         self.rng = random.Random(seed)
         self.runners: list[Runner] = []
         self._stopping = asyncio.Event()
-        self._live = 1
+        self._schedule_wakeup = asyncio.Event()
 
     def _routes(self) -> list[Route]:
         routes = [Route.for_subscriber(s) for s in self.app.subscribers.values()]
@@ -588,11 +605,13 @@ class Worker:
         self.runners = [Runner(self, route) for route in self._routes()]
         for runner in self.runners:
             await runner.setup()
-        self._live = await self.app.store.heartbeat(self.id, self.lease_ttl)
 
     def stop(self) -> None:
         """Ask the worker to finish what is in flight and stop."""
         self._stopping.set()
+        self._schedule_wakeup.set()
+        for runner in self.runners:
+            runner.wakeup.set()
 
     async def run(self, *, handle_signals: bool = False) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT with ``handle_signals``), then release leases."""
@@ -605,15 +624,12 @@ class Worker:
             asyncio.create_task(self._run_runner(r), name=f"tidings:{r.route.name}")
             for r in self.runners
         ]
-        tasks.append(asyncio.create_task(self._heartbeat(), name="tidings:heartbeat"))
         tasks.append(asyncio.create_task(self._schedule(), name="tidings:schedule"))
         log.info("worker %s running %d subscription(s)", self.id, len(self.runners))
         try:
             await self._stopping.wait()
         finally:
-            self._stopping.set()
-            for runner in self.runners:
-                runner.wakeup.set()
+            self.stop()
             done = await asyncio.gather(*tasks, return_exceptions=True)
             for result in done:
                 if isinstance(result, BaseException) and not isinstance(
@@ -635,7 +651,7 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 if time.monotonic() >= runner.next_claim:
-                    await runner.claim(self._live)
+                    await runner.claim()
                 runner.wakeup.clear()
                 try:
                     did = await runner.step()
@@ -656,17 +672,8 @@ class Worker:
         finally:
             self.app._wakeups.discard(runner.wakeup)
 
-    async def _heartbeat(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._live = await self.app.store.heartbeat(self.id, self.lease_ttl)
-            except StoreError as exc:
-                log.warning("heartbeat failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.lease_ttl / 3)
-
     async def _schedule(self) -> None:
-        wakeup = asyncio.Event()
+        wakeup = self._schedule_wakeup
         self.app._wakeups.add(wakeup)
         try:
             while not self._stopping.is_set():
@@ -693,7 +700,7 @@ class Worker:
         """
         await self._prepare()
         for runner in self.runners:
-            await runner.claim(1)
+            await runner.claim(alone=True)
         rounds = 0
         try:
             while rounds < max_rounds:

@@ -346,7 +346,11 @@ class SqliteStore(Store):
             stored: dict[str, int] = {}  # id -> global position, for ids seen in this group
             rows: list[tuple[Any, ...]] = []
             outcomes: list[tuple[list[Appended] | None, Exception | None]] = []
-            now = time.time()
+            if any(tx.scheduled or tx.held for tx in txs):
+                # Due times are compared with SQLite's clock, so they are computed on it too.
+                now = conn.execute("SELECT " + _NOW).fetchone()[0]
+            else:
+                now = time.time()
             for tx in txs:
                 try:
                     top, tx_rows, results = self._plan(

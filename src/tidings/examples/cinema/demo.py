@@ -108,7 +108,8 @@ async def run_demo(
         for n in range(guests)
     ]
     async with app:
-        worker = app.worker(**(worker_options or {}))
+        # A short lease: after a kill, the next run takes the dead worker's partitions over quickly.
+        worker = app.worker(**{"lease_ttl": 2.0, **(worker_options or {})})
         running = asyncio.create_task(worker.run())
         try:
             await _buy(cinema, wishes, result, console)

@@ -48,8 +48,7 @@ def purchase_workflow(payment_timeout: float) -> Workflow[Purchase]:
         step.send(
             ConfirmReservation(
                 screening_id=state.screening_id, seat=state.seat, reservation_id=step.key
-            ),
-            stream=f"screening-{state.screening_id}",
+            )
         )
         return msgspec.structs.replace(state, stage="paid")
 
@@ -77,8 +76,7 @@ def release(state: Purchase, step: Step, reason: str) -> Purchase:
     step.send(
         ReleaseSeat(
             screening_id=state.screening_id, seat=state.seat, reservation_id=step.key, reason=reason
-        ),
-        stream=f"screening-{state.screening_id}",
+        )
     )
     step.complete()
     return msgspec.structs.replace(state, stage="released")

@@ -69,7 +69,7 @@ class EmailProvider:
             return
         if not self.repaired and self.broken(guest):
             raise MailboxUnavailable(f"mailbox of {guest} rejects mail (550 mailbox unavailable)")
-        if _draw(self.seed, "transient", message_id, str(attempt)).random() < self.transient_rate:
+        if _draw(self.seed, "transient", guest, text, str(attempt)).random() < self.transient_rate:
             raise MailboxUnavailable(f"provider timed out sending to {guest} (try {attempt})")
         self.sent[message_id] = f"to {guest}: {text}"
         if self.outbox is not None:
