@@ -7,7 +7,7 @@ on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -35,7 +35,9 @@ class MemoryStore(Store):
 
     url = "memory://"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        #: the store's clock (epoch seconds); the test harness gives it one it can move forward
+        self._clock = clock
         self._log: list[Envelope] = []
         self._streams: dict[str, list[Envelope]] = {}
         self._by_id: dict[str, Envelope] = {}
@@ -66,7 +68,7 @@ class MemoryStore(Store):
         position = len(self._log)
         staged: list[Envelope] = []
         results: list[Appended] = []
-        now = time.time()
+        now = self._clock()
         for op in tx.appends:
             fresh = [m for m in op.messages if m.id not in self._by_id]
             version = versions.get(op.stream)
@@ -201,7 +203,7 @@ class MemoryStore(Store):
     # --- subscriptions ----------------------------------------------------------------------------
 
     async def now(self) -> float:
-        return time.time()
+        return self._clock()
 
     async def setup_subscription(self, name: str, partitions: int, position: int) -> None:
         self._check_open()
@@ -217,13 +219,13 @@ class MemoryStore(Store):
 
     async def heartbeat(self, worker: str, ttl: float) -> int:
         self._check_open()
-        now = time.time()
+        now = self._clock()
         self._workers[worker] = now
         return sum(1 for seen in self._workers.values() if seen > now - ttl)
 
     async def claim(self, name: str, worker: str, want: int, ttl: float) -> dict[int, int]:
         self._check_open()
-        now = time.time()
+        now = self._clock()
         mine = sorted(
             n for (sub, n), p in self._partitions.items() if sub == name and p.owner == worker
         )
@@ -292,7 +294,7 @@ class MemoryStore(Store):
     ) -> list[str]:
         self._check_open()
         wanted = set(partitions)
-        now = time.time()
+        now = self._clock()
         seen: set[str] = set()
         due: list[str] = []
         for _, h in sorted(self._held.items()):
@@ -316,7 +318,7 @@ class MemoryStore(Store):
 
     async def release_due(self, limit: int = 500) -> int:
         self._check_open()
-        now = time.time()
+        now = self._clock()
         due = sorted((at, mid) for mid, (at, _) in self._scheduled.items() if at <= now)[:limit]
         if not due:
             return 0
@@ -332,7 +334,7 @@ class MemoryStore(Store):
         self._check_open()
         if not self._scheduled:
             return None
-        return max(0.0, min(at for at, _ in self._scheduled.values()) - time.time())
+        return max(0.0, min(at for at, _ in self._scheduled.values()) - self._clock())
 
     async def get_document(self, collection: str, key: str) -> bytes | None:
         self._check_open()
