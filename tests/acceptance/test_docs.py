@@ -1,0 +1,32 @@
+"""The documentation's code blocks run, in order, as a reader would run them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def python_blocks(path: Path) -> str:
+    return "\n\n".join(re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S))
+
+
+@pytest.mark.parametrize("doc", ["docs/quickstart.md", "README.md"])
+def test_the_code_blocks_run(doc: str, tmp_path: Path) -> None:
+    script = tmp_path / "doc.py"
+    script.write_text(python_blocks(ROOT / doc))
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=os.environ
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    if doc == "docs/quickstart.md":
+        assert "refused: seat A1 is taken" in done.stdout
+        assert "{'guest': 'ada'}" in done.stdout
+        assert "cmd:SendTicket 3 ConnectionError: mail server unreachable" in done.stdout
+        assert "succeeded ticket for A1 sent to ada" in done.stdout
