@@ -584,7 +584,7 @@ class App:
             if handler.is_async:
                 result = await result
             tx = ctx._tx
-            if not tx:
+            if tx is None or not tx:
                 return result
             try:
                 await self._commit(tx)

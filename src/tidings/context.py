@@ -84,7 +84,9 @@ class Context:
         self.stream = stream
         #: 1 on the first delivery of this message, then 2, 3… on retries
         self.attempt = attempt
-        self._tx = Transaction()
+        # Made on first write: most handlers of a batch write little, and nine empty lists per
+        # message are measurable.
+        self._tx: Transaction | None = None
         self._overlay = overlay
 
     def _new(self, message: Message) -> NewMessage:
@@ -93,7 +95,7 @@ class Context:
         )
 
     def _add(self, stream: str, messages: list[NewMessage], expected_version: int) -> None:
-        appends = self._tx.appends
+        appends = self.transaction.appends
         if expected_version == ANY and appends:
             last = appends[-1]
             if last.stream == stream and last.expected_version == ANY:
@@ -112,7 +114,7 @@ class Context:
             self._add(stream, [new], ANY)
         else:
             due_at, due_in = when(delay, at)
-            self._tx.scheduled.append(Scheduled(stream, new, due_at, due_in))
+            self.transaction.scheduled.append(Scheduled(stream, new, due_at, due_in))
 
     def publish(
         self,
@@ -183,11 +185,11 @@ class Context:
 
     def put(self, collection: str, key: str, value: Any) -> None:
         """Write a JSON document (any msgspec-encodable value) when this handler commits."""
-        self._tx.documents.append(DocumentWrite(collection, key, _encoder.encode(value)))
+        self.transaction.documents.append(DocumentWrite(collection, key, _encoder.encode(value)))
 
     def delete(self, collection: str, key: str) -> None:
         """Delete a document when this handler commits."""
-        self._tx.documents.append(DocumentWrite(collection, key, None))
+        self.transaction.documents.append(DocumentWrite(collection, key, None))
 
     @overload
     async def get(self, collection: str, key: str) -> Any: ...
@@ -197,7 +199,7 @@ class Context:
 
     async def get(self, collection: str, key: str, type: Any = Any) -> Any:
         """A document as this handler would see it after its own (and its batch's) writes."""
-        for write in reversed(self._tx.documents):
+        for write in reversed(self._tx.documents if self._tx is not None else ()):
             if write.collection == collection and write.key == key:
                 return None if write.data is None else msgspec.json.decode(write.data, type=type)
         if self._overlay is not None and (collection, key) in self._overlay:
@@ -208,4 +210,6 @@ class Context:
     @property
     def transaction(self) -> Transaction:
         """What this handler will commit (read-only use: tests and middleware)."""
+        if self._tx is None:
+            self._tx = Transaction()
         return self._tx

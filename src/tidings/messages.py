@@ -138,7 +138,7 @@ class NewMessage(msgspec.Struct, frozen=True, gc=False):
     headers: bytes | None = None
 
 
-class Envelope(msgspec.Struct, frozen=True):
+class Envelope(msgspec.Struct, frozen=True, gc=False):
     """A message as recorded in the log, with where and when it was recorded.
 
     ``data`` is the stored JSON payload. ``message`` is the decoded message when the envelope was

@@ -62,24 +62,28 @@ class MemoryStore(Store):
             raise StoreClosed()
 
     async def commit(self, tx: Transaction) -> list[Appended]:
-        self._check_open()
+        if self._closed:
+            raise StoreClosed()
         # Validate everything before changing anything, so a failed commit leaves no trace.
+        by_id = self._by_id
+        streams = self._streams
         versions: dict[str, int] = {}
         position = len(self._log)
         staged: list[Envelope] = []
         results: list[Appended] = []
         now = self._clock()
         for op in tx.appends:
-            fresh = [m for m in op.messages if m.id not in self._by_id]
-            version = versions.get(op.stream)
+            stream = op.stream
+            messages = op.messages
+            version = versions.get(stream)
             if version is None:
-                version = len(self._streams.get(op.stream, ()))
-            if not fresh and op.messages:
-                last = self._by_id[op.messages[-1].id]
-                results.append(Appended(op.stream, version, last.global_position))
+                version = len(streams.get(stream, ()))
+            fresh = [m for m in messages if m.id not in by_id]
+            if not fresh and messages:
+                results.append(Appended(stream, version, by_id[messages[-1].id].global_position))
                 continue
             if op.expected_version != ANY and op.expected_version != version:
-                raise WrongExpectedVersion(op.stream, op.expected_version, version)
+                raise WrongExpectedVersion(stream, op.expected_version, version)
             for m in fresh:
                 version += 1
                 position += 1
@@ -89,7 +93,7 @@ class MemoryStore(Store):
                         m.kind,
                         m.type,
                         m.version,
-                        op.stream,
+                        stream,
                         version,
                         position,
                         now,
@@ -99,17 +103,32 @@ class MemoryStore(Store):
                         m.headers,
                     )
                 )
-            versions[op.stream] = version
-            results.append(Appended(op.stream, version, position))
+            versions[stream] = version
+            results.append(Appended(stream, version, position))
         for move in tx.checkpoints:
             part = self._partitions.get((move.subscription, move.partition))
             if part is None or part.owner != move.owner or part.position != move.expected:
                 raise LeaseLost()
+        log = self._log
         for env in staged:
-            self._log.append(env)
-            self._streams.setdefault(env.stream, []).append(env)
-            self._by_id[env.id] = env
-        self._apply_rest(tx, now)
+            log.append(env)
+            found = streams.get(env.stream)
+            if found is None:
+                streams[env.stream] = [env]
+            else:
+                found.append(env)
+            by_id[env.id] = env
+        if (
+            tx.checkpoints
+            or tx.held
+            or tx.unheld
+            or tx.outcomes
+            or tx.documents
+            or tx.scheduled
+            or tx.unscheduled
+            or tx.audit
+        ):
+            self._apply_rest(tx, now)
         return results
 
     def _apply_rest(self, tx: Transaction, now: float) -> None:

@@ -146,6 +146,7 @@ class Runner:
         self.wakeup = asyncio.Event()
         self.next_claim = 0.0
         self.next_replay = 0.0
+        self._partition_of: dict[str, int] = {}
 
     # --- leases -----------------------------------------------------------------------------
 
@@ -234,9 +235,14 @@ class Runner:
     def _mine(self, envs: Sequence[Envelope]) -> list[tuple[Envelope, int]]:
         parts = self.route.partitions
         positions = self.positions
+        known = self._partition_of
+        if len(known) > 100_000:
+            known.clear()
         mine = []
         for env in envs:
-            partition = partition_of(env.stream, parts)
+            partition = known.get(env.stream)
+            if partition is None:
+                partition = known[env.stream] = partition_of(env.stream, parts)
             position = positions.get(partition)
             if position is not None and env.global_position > position:
                 mine.append((env, partition))
@@ -442,7 +448,7 @@ class Runner:
                         error = exc
                         tb = f"the result of {route.command.name} ({type(result).__name__}) is not JSON: {exc}"
                         return self._failure(attempt, error, tb, history, final=True)
-                return Handled(attempt, ok=True, tx=ctx._tx, result=encoded)
+                return Handled(attempt, ok=True, tx=ctx._tx, result=encoded)  # None: wrote nothing
             history.append(Attempt(time.time(), _describe(error)))
             if route.policy.gives_up(attempt, error):
                 return self._failure(attempt, error, tb, history, final=True)
@@ -475,9 +481,9 @@ class Runner:
         route = self.route
         command = route.command
         if handled.ok:
-            assert handled.tx is not None
-            tx.extend(handled.tx)
-            if overlay is not None:
+            if handled.tx is not None:
+                tx.extend(handled.tx)
+            if overlay is not None and handled.tx is not None:
                 for doc in handled.tx.documents:
                     overlay[(doc.collection, doc.key)] = doc.data
             if command is not None:
