@@ -11,7 +11,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, Union, overload
 
@@ -149,25 +149,36 @@ class Ticket:
         )
 
 
-@dataclass
 class _StreamLocks:
-    locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
+    """One-at-a-time per key, with no lock object at all while a key is uncontended."""
 
-    async def acquire(self, key: str) -> asyncio.Lock:
-        lock, users = self.locks.get(key, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self.locks[key] = (lock, users + 1)
-        await lock.acquire()
-        return lock
+    def __init__(self) -> None:
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
 
-    def release(self, key: str, lock: asyncio.Lock) -> None:
-        lock.release()
-        _, users = self.locks[key]
-        if users <= 1:
-            del self.locks[key]
-        else:
-            self.locks[key] = (lock, users - 1)
+    async def acquire(self, key: str) -> None:
+        waiters = self._waiting.get(key)
+        if waiters is None:
+            self._waiting[key] = []
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release(key)  # handed over to us as we were cancelled: pass it on
+            elif fut in waiters:
+                waiters.remove(fut)
+            raise
+
+    def release(self, key: str) -> None:
+        waiters = self._waiting[key]
+        while waiters:
+            fut = waiters.pop(0)
+            if not fut.done():
+                fut.set_result(None)  # the key passes to the next in line
+                return
+        del self._waiting[key]
 
 
 def _message_types(fn: Callable[..., Any], role: str) -> tuple[type[Message], ...]:
@@ -558,11 +569,11 @@ class App:
         if handler.lock_stream is None:
             return await self._run_command(handler, command, message_id, correlation_id, headers)
         key = handler.lock_stream(command)
-        lock = await self._locks.acquire(key)
+        await self._locks.acquire(key)
         try:
             return await self._run_command(handler, command, message_id, correlation_id, headers)
         finally:
-            self._locks.release(key, lock)
+            self._locks.release(key)
 
     async def _run_command(
         self,

@@ -308,3 +308,29 @@ async def test_a_plain_handler_conflict_reaches_the_caller_unless_retries_are_as
         with pytest.raises(WrongExpectedVersion):
             await app.invoke(IssueReceipt(reservation_id="r"))
         assert runs == 1
+
+
+async def test_stream_turns_survive_a_cancelled_waiter() -> None:
+    import asyncio
+
+    from tidings.app import _StreamLocks
+
+    locks = _StreamLocks()
+    order: list[str] = []
+    await locks.acquire("s")  # held by "first"
+
+    async def take(name: str) -> None:
+        await locks.acquire("s")
+        order.append(name)
+        locks.release("s")
+
+    second = asyncio.create_task(take("second"))
+    third = asyncio.create_task(take("third"))
+    await asyncio.sleep(0)  # both are now waiting in line
+    second.cancel()
+    locks.release("s")
+    await asyncio.wait_for(third, 1)
+    assert order == ["third"] and second.cancelled()
+    await locks.acquire("s")  # free again: taken at once
+    locks.release("s")
+    assert locks._waiting == {}
