@@ -11,7 +11,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
@@ -399,7 +399,8 @@ class Store(
 def open_store(url: str) -> Store:
     """Build the store a URL names: ``memory://``, ``sqlite:///path/to/file.db`` (absolute with
     four slashes: ``sqlite:////var/lib/app.db``; ``?synchronous=normal`` trades the last commits on a
-    power cut for speed)."""
+    power cut for speed), or ``postgresql://user:password@host:5432/dbname?schema=shop`` (also
+    ``postgres://``; ``schema`` defaults to ``tidings``, other options go to libpq)."""
     parts = urlsplit(url)
     options = dict(parse_qsl(parts.query))
     if parts.scheme == "memory":
@@ -418,4 +419,11 @@ def open_store(url: str) -> Store:
         if not path:
             raise ConfigurationError(f"store URL {url!r} names no file: use sqlite:///app.db")
         return SqliteStore(path, **options)
-    raise ConfigurationError(f"unknown store URL {url!r}: use memory://, sqlite:///path.db")
+    if parts.scheme in ("postgresql", "postgres"):
+        from tidings.backends.postgres import PostgresStore
+
+        schema = options.pop("schema", "tidings")
+        return PostgresStore(urlunsplit(parts._replace(query=urlencode(options))), schema=schema)
+    raise ConfigurationError(
+        f"unknown store URL {url!r}: use memory://, sqlite:///path.db, postgresql://host/db"
+    )

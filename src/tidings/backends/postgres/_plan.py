@@ -1,0 +1,210 @@
+"""Planning one group commit: which transactions of the group can be applied, and what to write.
+
+Pure code, no I/O: the store reads what the plan needs (the log's top, the versions of the streams
+appended to, which message ids are stored already, the partitions whose checkpoints move) under the
+append lock, plans here, and writes the plan in the same database transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from tidings.errors import LeaseLost, WrongExpectedVersion
+from tidings.store import ANY, Appended, Transaction
+
+_encoder = msgspec.json.Encoder()
+
+#: A transaction's result: what it appended, or why it was refused.
+Result = tuple[list[Appended] | None, Exception | None]
+_Partition = tuple[str, int]
+
+
+@dataclass(slots=True)
+class Head:
+    """What the database holds that a group's checks depend on, read in the group's transaction."""
+
+    #: the global position of the log's last message
+    top: int
+    #: the database clock (epoch seconds)
+    now: float
+    #: stream -> version, for every stream the group appends to
+    versions: dict[str, int]
+    #: message id -> global position, for the group's message ids already in the log
+    known: dict[str, int]
+    #: (subscription, partition) -> (owner, checkpoint), for every checkpoint the group moves
+    partitions: dict[_Partition, tuple[str | None, int]]
+
+
+@dataclass(slots=True)
+class Plan:
+    """What to write for a group: log rows (as columns for one ``unnest`` insert), then every
+    other statement of the applied transactions in order, and each transaction's result."""
+
+    results: list[Result] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    statements: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
+    top: int = 0
+
+    def log_columns(self) -> list[list[Any]]:
+        """The log rows as one list per column (``insert_log``'s array parameters)."""
+        return [list(column) for column in zip(*self.rows, strict=True)]
+
+
+class _Refused(Exception):
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def plan_group(txs: Sequence[Transaction], head: Head) -> Plan:
+    """Check each transaction against the database and the transactions before it in the group;
+    a transaction whose check fails is refused alone and leaves nothing behind."""
+    plan = Plan(top=head.top)
+    versions = dict(head.versions)
+    known = dict(head.known)
+    partitions = dict(head.partitions)
+    for tx in txs:
+        try:
+            plan.results.append((_plan_one(plan, tx, head.now, versions, known, partitions), None))
+        except _Refused as refused:
+            plan.results.append((None, refused.error))
+    return plan
+
+
+def _plan_one(
+    plan: Plan,
+    tx: Transaction,
+    now: float,
+    versions: dict[str, int],
+    known: dict[str, int],
+    partitions: dict[_Partition, tuple[str | None, int]],
+) -> list[Appended]:
+    top = plan.top
+    local_versions: dict[str, int] = {}
+    local_ids: dict[str, int] = {}
+    rows: list[tuple[Any, ...]] = []
+    results: list[Appended] = []
+    for op in tx.appends:
+        stream = op.stream
+        version = local_versions.get(stream, versions.get(stream, 0))
+        fresh = [m for m in op.messages if m.id not in local_ids and m.id not in known]
+        if op.messages and not fresh:
+            # Every message is stored already (a retry): succeed without checking the version.
+            last = op.messages[-1].id
+            results.append(Appended(stream, version, local_ids.get(last) or known[last]))
+            local_versions[stream] = version
+            continue
+        if op.expected_version != ANY and op.expected_version != version:
+            raise _Refused(WrongExpectedVersion(stream, op.expected_version, version))
+        for m in fresh:
+            if m.id in local_ids:
+                continue  # the same id twice in one append is stored once
+            version += 1
+            top += 1
+            local_ids[m.id] = top
+            rows.append(
+                (
+                    top,
+                    stream,
+                    version,
+                    m.id,
+                    m.kind,
+                    m.type,
+                    m.version,
+                    m.data,
+                    m.correlation_id,
+                    m.causation_id,
+                    m.headers,
+                )
+            )
+        local_versions[stream] = version
+        results.append(Appended(stream, version, top))
+    for move in tx.checkpoints:
+        found = partitions.get((move.subscription, move.partition))
+        if found is None or found != (move.owner, move.expected):
+            raise _Refused(LeaseLost())
+    # Every check passed: from here on nothing refuses this transaction.
+    for move in tx.checkpoints:
+        partitions[(move.subscription, move.partition)] = (move.owner, move.position)
+    versions.update(local_versions)
+    known.update(local_ids)
+    plan.top = top
+    plan.rows.extend(rows)
+    plan.statements.extend(_statements(tx, now))
+    return results
+
+
+def _statements(tx: Transaction, now: float) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Everything but the appends, as ``(query name, parameter rows)`` in the order SQLite
+    applies them."""
+    out: list[tuple[str, list[tuple[Any, ...]]]] = []
+
+    def add(name: str, params: list[tuple[Any, ...]]) -> None:
+        if not params:
+            return
+        if out and out[-1][0] == name:
+            out[-1][1].extend(params)
+        else:
+            out.append((name, params))
+
+    add("move_checkpoint", [(m.position, m.subscription, m.partition) for m in tx.checkpoints])
+    add(
+        "upsert_held",
+        [
+            (
+                h.subscription,
+                h.partition,
+                h.stream,
+                h.global_position,
+                h.message_id,
+                h.type,
+                h.status,
+                h.attempts,
+                h.error,
+                h.traceback,
+                _encoder.encode(h.history),
+                None if h.due_in is None else now + h.due_in,
+                h.first_failed_at,
+                h.last_failed_at,
+            )
+            for h in tx.held
+        ],
+    )
+    add("delete_held", [(g.subscription, g.global_position) for g in tx.unheld])
+    add(
+        "upsert_outcome",
+        [
+            (o.message_id, o.type, o.status, o.result, o.reason, o.code, o.error, o.attempts, now)
+            for o in tx.outcomes
+        ],
+    )
+    for doc in tx.documents:
+        # In order: a put and a delete of the same key in one transaction must not swap.
+        if doc.data is None:
+            add("delete_document", [(doc.collection, doc.key)])
+        else:
+            add("put_document", [(doc.collection, doc.key, doc.data)])
+    add(
+        "schedule",
+        [
+            (
+                s.message.id,
+                s.at if s.at is not None else now + (s.delay or 0.0),
+                s.stream,
+                s.message.kind,
+                s.message.type,
+                s.message.version,
+                s.message.data,
+                s.message.correlation_id,
+                s.message.causation_id,
+                s.message.headers,
+            )
+            for s in tx.scheduled
+        ],
+    )
+    add("unschedule", [(message_id,) for message_id in tx.unscheduled])
+    add("add_audit", [(now, e.actor, e.action, e.target, e.detail) for e in tx.audit])
+    return out

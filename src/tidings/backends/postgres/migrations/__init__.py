@@ -1,0 +1,1 @@
+"""Numbered SQL migrations of the PostgreSQL store (``{schema}`` is its schema, quoted)."""

@@ -1,0 +1,247 @@
+-- Every statement of the PostgreSQL store. Each starts with a "-- name:" line; {schema} is the
+-- store's schema and {now} the database clock in epoch seconds, both filled in when the store is
+-- built. Values are always parameters.
+
+-- name: migrate_lock
+SELECT pg_advisory_xact_lock(%s, %s)
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {schema}
+
+-- name: create_migrations
+CREATE TABLE IF NOT EXISTS {schema}.migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: applied_migrations
+SELECT version FROM {schema}.migrations
+
+-- name: record_migration
+INSERT INTO {schema}.migrations (version, name) VALUES (%s, %s)
+
+-- ---------------------------------------------------------------------------------------------
+-- Group commit. The append lock is held from before the log's top is read until the commit.
+
+-- name: lock_appends
+SELECT pg_advisory_xact_lock(%s, %s)
+
+-- name: head
+SELECT pg_current_xact_id()::text::bigint, {now},
+       (SELECT coalesce(max(global_position), 0) FROM {schema}.log)
+
+-- name: stream_versions
+SELECT s, (SELECT coalesce(max(stream_position), 0) FROM {schema}.log WHERE stream = s)
+FROM unnest(%s::text[]) AS s
+
+-- name: known_ids
+SELECT id, global_position FROM {schema}.log WHERE id = ANY(%s::text[])
+
+-- name: lock_partitions
+SELECT subscription, partition, owner, position
+FROM {schema}.partitions
+WHERE (subscription, partition) IN (SELECT * FROM unnest(%s::text[], %s::integer[]))
+ORDER BY subscription, partition
+FOR UPDATE
+
+-- name: insert_log
+INSERT INTO {schema}.log (global_position, stream, stream_position, id, kind, type, version, data,
+                          correlation_id, causation_id, headers, recorded_at)
+SELECT g, s, p, i, k, t, v, d, c, ca, h, %s
+FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[],
+            %s::integer[], %s::bytea[], %s::text[], %s::text[], %s::bytea[])
+     AS u(g, s, p, i, k, t, v, d, c, ca, h)
+
+-- name: move_checkpoint
+UPDATE {schema}.partitions SET position = %s WHERE subscription = %s AND partition = %s
+
+-- name: upsert_held
+INSERT INTO {schema}.held AS h (subscription, partition, stream, global_position, message_id, type,
+                                status, attempts, error, traceback, history, due_at,
+                                first_failed_at, last_failed_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (subscription, global_position) DO UPDATE SET
+    status = excluded.status, attempts = excluded.attempts, error = excluded.error,
+    traceback = excluded.traceback, history = excluded.history, due_at = excluded.due_at,
+    first_failed_at = coalesce(h.first_failed_at, excluded.first_failed_at),
+    last_failed_at = excluded.last_failed_at
+
+-- name: delete_held
+DELETE FROM {schema}.held WHERE subscription = %s AND global_position = %s
+
+-- name: upsert_outcome
+INSERT INTO {schema}.outcomes (message_id, type, status, result, reason, code, error, attempts,
+                               updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (message_id) DO UPDATE SET
+    type = excluded.type, status = excluded.status, result = excluded.result,
+    reason = excluded.reason, code = excluded.code, error = excluded.error,
+    attempts = excluded.attempts, updated_at = excluded.updated_at
+
+-- name: put_document
+INSERT INTO {schema}.documents (collection, key, data) VALUES (%s, %s, %s)
+ON CONFLICT (collection, key) DO UPDATE SET data = excluded.data
+
+-- name: delete_document
+DELETE FROM {schema}.documents WHERE collection = %s AND key = %s
+
+-- name: schedule
+INSERT INTO {schema}.scheduled (id, due_at, stream, kind, type, version, data, correlation_id,
+                                causation_id, headers)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO NOTHING
+
+-- name: unschedule
+DELETE FROM {schema}.scheduled WHERE id = %s
+
+-- name: add_audit
+INSERT INTO {schema}.audit (at, actor, action, target, detail) VALUES (%s, %s, %s, %s, %s)
+
+-- name: notify
+SELECT pg_notify(%s, %s)
+
+-- name: xact_status
+SELECT pg_xact_status(%s::text::xid8)
+
+-- name: end_backend
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = %s AND backend_xid::text = %s
+
+-- ---------------------------------------------------------------------------------------------
+-- Reading the log.
+
+-- name: read_forwards
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at, data,
+       correlation_id, causation_id, headers
+FROM {schema}.log WHERE stream = %s AND stream_position >= %s
+ORDER BY stream_position LIMIT %s
+
+-- name: read_backwards
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at, data,
+       correlation_id, causation_id, headers
+FROM {schema}.log WHERE stream = %s AND stream_position <= %s
+ORDER BY stream_position DESC LIMIT %s
+
+-- name: read_all
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at, data,
+       correlation_id, causation_id, headers
+FROM {schema}.log WHERE global_position > %s
+ORDER BY global_position LIMIT %s
+
+-- name: read_all_types
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at, data,
+       correlation_id, causation_id, headers
+FROM {schema}.log WHERE global_position > %s AND type = ANY(%s::text[])
+ORDER BY global_position LIMIT %s
+
+-- name: stream_version
+SELECT coalesce(max(stream_position), 0) FROM {schema}.log WHERE stream = %s
+
+-- name: last_position
+SELECT coalesce(max(global_position), 0) FROM {schema}.log
+
+-- name: streams
+SELECT stream, max(stream_position) FROM {schema}.log WHERE starts_with(stream, %s)
+GROUP BY stream ORDER BY stream LIMIT %s
+
+-- ---------------------------------------------------------------------------------------------
+-- Subscriptions, partitions and workers.
+
+-- name: now
+SELECT {now}
+
+-- name: subscription_size
+SELECT partitions FROM {schema}.partitions WHERE subscription = %s LIMIT 1
+
+-- name: create_partitions
+INSERT INTO {schema}.partitions (subscription, partition, partitions, position)
+SELECT %s, n, %s, %s FROM generate_series(0, %s - 1) AS n
+ON CONFLICT DO NOTHING
+
+-- name: heartbeat
+INSERT INTO {schema}.workers (id, seen_at) VALUES (%s, {now})
+ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at
+
+-- name: forget_workers
+DELETE FROM {schema}.workers WHERE seen_at < {now} - %s
+
+-- name: count_workers
+SELECT count(*) FROM {schema}.workers WHERE seen_at >= {now} - %s
+
+-- name: lock_subscription
+SELECT partition, owner, owner IS NULL OR lease_expires < {now}
+FROM {schema}.partitions WHERE subscription = %s
+ORDER BY partition
+FOR UPDATE
+
+-- name: free_partitions
+UPDATE {schema}.partitions SET owner = NULL, lease_expires = NULL
+WHERE subscription = %s AND partition = ANY(%s::integer[])
+
+-- name: lease_partitions
+UPDATE {schema}.partitions SET owner = %s, lease_expires = {now} + %s
+WHERE subscription = %s AND partition = ANY(%s::integer[])
+RETURNING partition, position
+
+-- name: release_leases
+UPDATE {schema}.partitions SET owner = NULL, lease_expires = NULL WHERE owner = %s
+
+-- name: forget_worker
+DELETE FROM {schema}.workers WHERE id = %s
+
+-- name: partitions
+SELECT subscription, partition, partitions, position, owner, lease_expires
+FROM {schema}.partitions WHERE %s::text IS NULL OR subscription = %s
+ORDER BY subscription, partition
+
+-- ---------------------------------------------------------------------------------------------
+-- Held messages.
+
+-- name: held
+SELECT subscription, partition, stream, global_position, message_id, type, status, attempts,
+       error, traceback, history, due_at, first_failed_at, last_failed_at, id
+FROM {schema}.held
+WHERE (%s::text IS NULL OR subscription = %s) AND (%s::text IS NULL OR stream = %s)
+  AND (%s::text IS NULL OR status = %s) AND (%s::bigint IS NULL OR id = %s)
+ORDER BY subscription, global_position LIMIT %s
+
+-- name: held_streams
+SELECT DISTINCT stream FROM {schema}.held
+WHERE subscription = %s AND partition = ANY(%s::integer[])
+
+-- name: due_streams_sequenced
+SELECT h.stream, min(h.global_position) FROM {schema}.held h
+WHERE h.subscription = %s AND h.partition = ANY(%s::integer[])
+  AND h.global_position = (SELECT min(global_position) FROM {schema}.held
+                           WHERE subscription = h.subscription AND stream = h.stream)
+  AND (h.status IN ('replay', 'waiting') OR (h.status = 'retrying' AND h.due_at <= {now}))
+GROUP BY h.stream ORDER BY 2
+
+-- name: due_streams
+SELECT h.stream, min(h.global_position) FROM {schema}.held h
+WHERE h.subscription = %s AND h.partition = ANY(%s::integer[])
+  AND (h.status IN ('replay', 'waiting') OR (h.status = 'retrying' AND h.due_at <= {now}))
+GROUP BY h.stream ORDER BY 2
+
+-- ---------------------------------------------------------------------------------------------
+-- Outcomes, the schedule, documents, the audit trail.
+
+-- name: outcome
+SELECT message_id, type, status, result, reason, code, error, attempts, updated_at
+FROM {schema}.outcomes WHERE message_id = %s
+
+-- name: due_scheduled
+SELECT id, stream, kind, type, version, data, correlation_id, causation_id, headers
+FROM {schema}.scheduled WHERE due_at <= {now} ORDER BY due_at, id LIMIT %s
+
+-- name: next_due
+SELECT min(due_at) - {now} FROM {schema}.scheduled
+
+-- name: get_document
+SELECT data FROM {schema}.documents WHERE collection = %s AND key = %s
+
+-- name: documents
+SELECT key, data FROM {schema}.documents WHERE collection = %s ORDER BY key LIMIT %s
+
+-- name: audit_entries
+SELECT actor, action, target, detail, at, id FROM {schema}.audit ORDER BY id DESC LIMIT %s

@@ -1,0 +1,687 @@
+"""The PostgreSQL store: for production, and for many workers on many machines.
+
+**No committed message is ever skipped by a reader.** A transaction that appends to the log takes
+a transaction-scoped advisory lock (the *append lock*, one per schema) before it reads the log's
+top, assigns global positions ``top + 1, top + 2, …`` and keeps the lock until it commits.
+PostgreSQL releases a transaction's locks only after its commit is visible, so the next appender
+reads a top that includes it: positions have no gaps, and a snapshot that shows position ``n``
+shows every position below it. ``read_all(after=checkpoint)`` is therefore always a prefix of what
+will ever be there; docs/concepts.md ("Ordering on PostgreSQL") has the argument and its cost.
+
+**Group commit.** ``commit()`` queues the transaction; one flusher task per store commits
+everything queued in one database transaction (two round trips: the checks under the lock, then
+the writes and ``COMMIT``), so the append lock is taken once per group, not once per caller. A
+transaction whose check fails (expected version, fenced checkpoint) is refused alone; a group
+that a statement fails is committed again one transaction at a time.
+
+**Connection loss.** A group that fails before its ``COMMIT`` is sent is retried on another
+connection (the pool replaces broken ones) with backoff, up to ``retry_timeout``. If the connection
+is lost while the ``COMMIT`` may be in flight, the store asks the server whether the group's
+transaction id committed (``pg_xact_status``), ending the old session first if it is still open,
+and either reports the group's results or commits it again: a group is never applied twice.
+
+**Wake-ups.** Every commit that appends sends ``NOTIFY`` with the new last global position;
+:meth:`PostgresStore.wait_for_change` returns when one arrives (from any process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+from tidings.backends.postgres import _sql
+from tidings.backends.postgres._plan import Head, Plan, Result, plan_group
+from tidings.errors import (
+    ConfigurationError,
+    StoreClosed,
+    StoreError,
+    StoreUnavailable,
+)
+from tidings.messages import Envelope, NewMessage
+from tidings.store import (
+    ANY,
+    Appended,
+    AppendOp,
+    Attempt,
+    AuditEntry,
+    Held,
+    Outcome,
+    PartitionInfo,
+    Store,
+    Transaction,
+)
+
+log = logging.getLogger("tidings.postgres")
+T = TypeVar("T")
+_Conn = psycopg.AsyncConnection[Any]
+_Pending = tuple[Transaction, "asyncio.Future[list[Appended]]"]
+
+#: The most transactions one group commit takes.
+_GROUP_LIMIT = 512
+#: First keys of the advisory locks (the second is the schema's hash).
+_APPEND_LOCK = 7_461_001
+_MIGRATE_LOCK = 7_461_002
+#: Connection defaults, unless the URL says otherwise: a dead server or network is noticed within
+#: about a minute instead of the operating system's two hours.
+_CONNECTION_DEFAULTS = {
+    "application_name": "tidings",
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+_history_decoder = msgspec.json.Decoder(list[Attempt])
+
+
+class _Unknown(Exception):
+    """The connection was lost while a group's COMMIT may have been in flight."""
+
+    def __init__(self, xid: int, pid: int, results: list[Result]) -> None:
+        self.xid = xid
+        self.pid = pid
+        self.results = results
+
+
+class _Rejected(Exception):
+    """A statement of the group failed for a reason in the data (one transaction's fault)."""
+
+
+def _signed32(value: int) -> int:
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+class PostgresStore(Store):
+    """A store in a PostgreSQL schema. ``App(store="postgresql://user@host/db?schema=shop")`` or
+    ``PostgresStore(url, schema="shop")``.
+
+    ``url`` is a libpq connection URL or string. ``min_connections``/``max_connections`` size the
+    pool; ``retry_timeout`` is how long an operation keeps retrying while the server is
+    unreachable before it raises ``StoreUnavailable``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = "tidings",
+        min_connections: int = 1,
+        max_connections: int = 8,
+        retry_timeout: float = 30.0,
+    ) -> None:
+        self.schema = _sql.validate_schema(schema)
+        if not 1 <= min_connections <= max_connections:
+            raise ConfigurationError("PostgresStore: 1 <= min_connections <= max_connections")
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigurationError(f"not a PostgreSQL connection URL: {exc}") from exc
+        for option, value in _CONNECTION_DEFAULTS.items():
+            params.setdefault(option, value)
+        self._conninfo = make_conninfo("", **params)
+        self._where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
+        self.url = url
+        self._min = min_connections
+        self._max = max_connections
+        self._retry_timeout = float(retry_timeout)
+        self._q = _sql.queries(schema)
+        key = _signed32(zlib.crc32(schema.encode()))
+        self._append_lock = (_APPEND_LOCK, key)
+        self._migrate_lock = (_MIGRATE_LOCK, key)
+        self._channel = f"tidings_{schema}"[:63]
+        self._pool: AsyncConnectionPool[_Conn] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = True
+        self._listener: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._notified = 0
+        #: Test hook: awaited inside a group's transaction, after its writes, before its COMMIT
+        #: (with the append lock held). Raising rolls the group back.
+        self._before_commit: Callable[[], Awaitable[None]] | None = None
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if not self._closed:
+            return
+        self._loop = asyncio.get_running_loop()
+        pool: AsyncConnectionPool[_Conn] = AsyncConnectionPool(
+            self._conninfo,
+            min_size=self._min,
+            max_size=self._max,
+            kwargs={"autocommit": True},
+            open=False,
+            timeout=self._retry_timeout,
+            name=f"tidings-{self.schema}",
+        )
+        try:
+            await pool.open(wait=True, timeout=self._retry_timeout)
+            self._pool = pool
+            await self._run("apply migrations", self._migrate)
+        except BaseException as exc:
+            self._pool = None
+            await pool.close()
+            if isinstance(exc, psycopg.Error):
+                raise StoreUnavailable(
+                    f"cannot connect to PostgreSQL at {self._where}: {exc}"
+                ) from exc
+            raise
+        self._changed = asyncio.Event()
+        self._closed = False
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher is not None:
+            # Let the group in flight finish (it retries for at most retry_timeout).
+            await asyncio.wait([self._flusher], timeout=self._retry_timeout)
+        for _, fut in self._pending:
+            _settle(fut, None, StoreClosed())
+        self._pending.clear()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _migrate(self, conn: _Conn) -> None:
+        q = self._q
+        async with conn.transaction():
+            # Under a lock of the schema's own, so that processes opening it at once apply each
+            # migration once (CREATE SCHEMA IF NOT EXISTS alone is not safe against a race).
+            await conn.execute(q["migrate_lock"], self._migrate_lock)
+            await conn.execute(q["create_schema"])
+            await conn.execute(q["create_migrations"])
+            cur = await conn.execute(q["applied_migrations"])
+            applied = {row[0] for row in await cur.fetchall()}
+            for version, name, script in _sql.migrations(self.schema):
+                if version not in applied:
+                    await conn.execute(script)
+                    await conn.execute(q["record_migration"], (version, name))
+
+    def _live_pool(self) -> AsyncConnectionPool[_Conn]:
+        if self._closed or self._pool is None:
+            raise StoreClosed()
+        return self._pool
+
+    async def _run(self, what: str, step: Callable[[_Conn], Awaitable[T]]) -> T:
+        """Run ``step`` on a pooled connection; retry it on another while the server cannot be
+        reached (every caller's step is safe to run again), translate driver errors."""
+        pool = self._pool
+        if pool is None:
+            raise StoreClosed()
+        deadline = time.monotonic() + self._retry_timeout
+        delay = 0.02
+        while True:
+            try:
+                async with pool.connection() as conn:
+                    return await step(conn)
+            except psycopg.OperationalError as exc:
+                if self._pool is None:
+                    raise StoreClosed() from exc
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailable(
+                        f"PostgreSQL at {self._where}: cannot {what}: {exc}"
+                    ) from exc
+                log.info("PostgreSQL: %s failed (%s); retrying", what, exc)
+            except psycopg.Error as exc:
+                raise StoreError(f"PostgreSQL refused to {what}: {exc}") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _rows(self, name: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._live_pool()
+        query = self._q[name]
+
+        async def fetch(conn: _Conn) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
+        return await self._run(f"read ({name})", fetch)
+
+    # --- writing: group commit ----------------------------------------------------------------
+
+    async def commit(self, tx: Transaction) -> list[Appended]:
+        if self._closed:
+            raise StoreClosed()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            raise StoreError(
+                "this PostgreSQL store was opened in another event loop; open one App per event loop"
+            )
+        fut: asyncio.Future[list[Appended]] = loop.create_future()
+        self._pending.append((tx, fut))
+        if self._flusher is None:
+            # The flusher starts on the loop's next iteration: every caller that reaches
+            # commit() meanwhile, and while a group is in flight, joins the next group.
+            self._flusher = loop.create_task(self._flush(), name="tidings:postgres-commit")
+        return await fut
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                group = self._pending[:_GROUP_LIMIT]
+                del self._pending[:_GROUP_LIMIT]
+                try:
+                    results = await self._commit_group([tx for tx, _ in group])
+                except Exception as exc:
+                    results = [(None, exc)] * len(group)
+                for (_, fut), (result, error) in zip(group, results, strict=True):
+                    _settle(fut, result, error)
+        finally:
+            self._flusher = None
+
+    async def _commit_group(self, txs: list[Transaction]) -> list[Result]:
+        pool = self._pool
+        if pool is None:
+            raise StoreClosed()
+        deadline = time.monotonic() + self._retry_timeout
+        delay = 0.02
+        while True:
+            cause: BaseException
+            try:
+                async with pool.connection() as conn:
+                    return await self._apply_group(conn, txs)
+            except _Unknown as unknown:
+                if await self._committed(unknown, deadline):
+                    return unknown.results
+                cause = unknown.__cause__ or unknown
+            except _Rejected as rejected:
+                if len(txs) > 1:
+                    return [result for tx in txs for result in await self._commit_group([tx])]
+                return [(None, StoreError(f"PostgreSQL refused the commit: {rejected.__cause__}"))]
+            except psycopg.OperationalError as exc:
+                cause = exc
+            if time.monotonic() + delay > deadline:
+                raise StoreUnavailable(
+                    f"PostgreSQL at {self._where}: cannot commit: {cause}"
+                ) from cause
+            log.info("PostgreSQL: commit failed (%s); retrying", cause)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _apply_group(self, conn: _Conn, txs: list[Transaction]) -> list[Result]:
+        """Commit ``txs`` in one transaction on ``conn``: read under the append lock what the checks
+        need, plan, write, COMMIT: two round trips."""
+        q = self._q
+        streams = list(dict.fromkeys(op.stream for tx in txs for op in tx.appends))
+        ids = list({m.id for tx in txs for op in tx.appends for m in op.messages})
+        moved = sorted({(m.subscription, m.partition) for tx in txs for m in tx.checkpoints})
+        pid = conn.info.backend_pid
+        plan: Plan | None = None
+        try:
+            async with conn.pipeline() as pipe:
+                await conn.execute(b"BEGIN")
+                if streams:
+                    await conn.execute(q["lock_appends"], self._append_lock)
+                head_cur = await conn.execute(q["head"])
+                versions_cur = (
+                    await conn.execute(q["stream_versions"], (streams,)) if streams else None
+                )
+                ids_cur = await conn.execute(q["known_ids"], (ids,)) if ids else None
+                parts_cur = (
+                    await conn.execute(
+                        q["lock_partitions"], ([s for s, _ in moved], [p for _, p in moved])
+                    )
+                    if moved
+                    else None
+                )
+                await pipe.sync()
+                found = await head_cur.fetchone()
+                assert found is not None
+                xid, now, top = found
+                head = Head(
+                    top,
+                    now,
+                    {s: v for s, v in await versions_cur.fetchall()} if versions_cur else {},
+                    {i: g for i, g in await ids_cur.fetchall()} if ids_cur else {},
+                    {(s, p): (o, pos) for s, p, o, pos in await parts_cur.fetchall()}
+                    if parts_cur
+                    else {},
+                )
+                plan = plan_group(txs, head)
+                if plan.rows:
+                    await conn.execute(q["insert_log"], (now, *plan.log_columns()))
+                for name, params in plan.statements:
+                    await conn.cursor().executemany(q[name], params)
+                if plan.rows:
+                    await conn.execute(q["notify"], (self._channel, str(plan.top)))
+                if self._before_commit is not None:
+                    await pipe.sync()
+                    await self._before_commit()
+                await conn.execute(b"COMMIT")
+        except psycopg.OperationalError as exc:
+            if conn.broken or conn.closed:
+                if plan is not None:
+                    raise _Unknown(xid, pid, plan.results) from exc
+                raise
+            await _rollback(conn)
+            raise
+        except psycopg.Error as exc:
+            await _rollback(conn)
+            raise _Rejected() from exc
+        except BaseException:
+            await _rollback(conn)
+            raise
+        return plan.results
+
+    async def _committed(self, unknown: _Unknown, deadline: float) -> bool:
+        """Whether the transaction whose COMMIT was in flight when its connection broke committed.
+
+        A session the server has not yet seen die is ended first, so the answer is final."""
+        pool = self._pool
+        if pool is None:
+            raise StoreClosed()
+        delay = 0.02
+        while True:
+            try:
+                async with pool.connection() as conn:
+                    cur = await conn.execute(self._q["xact_status"], (str(unknown.xid),))
+                    found = await cur.fetchone()
+                    status = found[0] if found else None
+                    if status == "committed":
+                        return True
+                    if status != "in progress":
+                        return False
+                    await conn.execute(
+                        self._q["end_backend"], (unknown.pid, str(unknown.xid & 0xFFFFFFFF))
+                    )
+            except psycopg.OperationalError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailable(
+                        f"PostgreSQL at {self._where}: the connection was lost during a commit "
+                        f"and whether it committed cannot be told yet: {exc}"
+                    ) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    # --- wake-ups -----------------------------------------------------------------------------
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Wait until the log may have grown, or ``timeout`` seconds.
+
+        Returns early when a commit that appended (in any process) is notified through
+        LISTEN/NOTIFY, or when the listening connection was (re)established (notifications may
+        have been missed meanwhile). Never raises on timeout; polling stays the safety net.
+        """
+        self._live_pool()
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(
+                self._listen(), name="tidings:postgres-listen"
+            )
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout)
+
+    def _signal(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _listen(self) -> None:
+        delay = 0.05
+        listen = sql.SQL("LISTEN {}").format(sql.Identifier(self._channel))
+        while not self._closed:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                async with conn:
+                    await conn.execute(listen)
+                    self._signal()
+                    delay = 0.05
+                    async for note in conn.notifies():
+                        position = int(note.payload)
+                        if position > self._notified:
+                            self._notified = position
+                            self._signal()
+            except (psycopg.Error, OSError, ValueError) as exc:
+                log.info("PostgreSQL: listening for commits failed (%s); reconnecting", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    # --- the log ------------------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream: str,
+        *,
+        from_position: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> list[Envelope]:
+        if backwards:
+            start = (1 << 62) if from_position is None else from_position
+            rows = await self._rows("read_backwards", (stream, start, limit))
+        else:
+            start = 1 if from_position is None else from_position
+            rows = await self._rows("read_forwards", (stream, start, limit))
+        return [Envelope(*row) for row in rows]
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        types: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> list[Envelope]:
+        if types is None:
+            rows = await self._rows("read_all", (after, limit))
+        elif not types:
+            return []
+        else:
+            rows = await self._rows("read_all_types", (after, list(types), limit))
+        return [Envelope(*row) for row in rows]
+
+    async def stream_version(self, stream: str) -> int:
+        return int((await self._rows("stream_version", (stream,)))[0][0])
+
+    async def last_position(self) -> int:
+        return int((await self._rows("last_position"))[0][0])
+
+    async def streams(self, *, prefix: str = "", limit: int = 100) -> list[tuple[str, int]]:
+        return [(s, int(v)) for s, v in await self._rows("streams", (prefix, limit))]
+
+    # --- subscriptions ------------------------------------------------------------------------
+
+    async def now(self) -> float:
+        return float((await self._rows("now"))[0][0])
+
+    async def setup_subscription(self, name: str, partitions: int, position: int) -> None:
+        q = self._q
+
+        async def setup(conn: _Conn) -> None:
+            async with conn.transaction():
+                await conn.execute(q["create_partitions"], (name, partitions, position, partitions))
+                cur = await conn.execute(q["subscription_size"], (name,))
+                found = await cur.fetchone()
+            if found is not None and found[0] != partitions:
+                raise ConfigurationError(
+                    f"subscription {name!r} has {found[0]} partitions, not {partitions}"
+                )
+
+        self._live_pool()
+        await self._run("set up a subscription", setup)
+
+    async def heartbeat(self, worker: str, ttl: float) -> int:
+        q = self._q
+
+        async def beat(conn: _Conn) -> int:
+            async with conn.transaction():
+                await conn.execute(q["heartbeat"], (worker,))
+                await conn.execute(q["forget_workers"], (ttl * 10,))
+                cur = await conn.execute(q["count_workers"], (ttl,))
+                found = await cur.fetchone()
+            assert found is not None
+            return int(found[0])
+
+        self._live_pool()
+        return await self._run("record a heartbeat", beat)
+
+    async def claim(self, name: str, worker: str, want: int, ttl: float) -> dict[int, int]:
+        q = self._q
+
+        async def claim(conn: _Conn) -> dict[int, int]:
+            async with conn.transaction():
+                cur = await conn.execute(q["lock_subscription"], (name,))
+                rows = await cur.fetchall()
+                mine = [n for n, owner, _ in rows if owner == worker]
+                surplus, mine = mine[want:], mine[:want]
+                if surplus:
+                    await conn.execute(q["free_partitions"], (name, surplus))
+                if len(mine) < want:
+                    free = [n for n, owner, free in rows if free and owner != worker]
+                    mine.extend(free[: want - len(mine)])
+                if not mine:
+                    return {}
+                cur = await conn.execute(q["lease_partitions"], (worker, ttl, name, mine))
+                return {n: position for n, position in await cur.fetchall()}
+
+        self._live_pool()
+        return await self._run("claim partitions", claim)
+
+    async def release(self, worker: str) -> None:
+        q = self._q
+
+        async def release(conn: _Conn) -> None:
+            async with conn.transaction():
+                await conn.execute(q["release_leases"], (worker,))
+                await conn.execute(q["forget_worker"], (worker,))
+
+        self._live_pool()
+        await self._run("release leases", release)
+
+    async def partitions(self, name: str | None = None) -> list[PartitionInfo]:
+        return [PartitionInfo(*row) for row in await self._rows("partitions", (name, name))]
+
+    # --- held messages ------------------------------------------------------------------------
+
+    async def held(
+        self,
+        *,
+        subscription: str | None = None,
+        stream: str | None = None,
+        status: str | None = None,
+        id: int | None = None,
+        limit: int = 1000,
+    ) -> list[Held]:
+        rows = await self._rows(
+            "held",
+            (subscription, subscription, stream, stream, status, status, id, id, limit),
+        )
+        return [_held(row) for row in rows]
+
+    async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
+        if not partitions:
+            return set()
+        rows = await self._rows("held_streams", (subscription, list(partitions)))
+        return {r[0] for r in rows}
+
+    async def due_streams(
+        self, subscription: str, partitions: Sequence[int], *, sequenced: bool = True
+    ) -> list[str]:
+        if not partitions:
+            return []
+        name = "due_streams_sequenced" if sequenced else "due_streams"
+        return [r[0] for r in await self._rows(name, (subscription, list(partitions)))]
+
+    # --- outcomes, schedule, documents, audit -------------------------------------------------
+
+    async def outcome(self, message_id: str) -> Outcome | None:
+        rows = await self._rows("outcome", (message_id,))
+        return Outcome(*rows[0]) if rows else None
+
+    async def release_due(self, limit: int = 500) -> int:
+        rows = await self._rows("due_scheduled", (limit,))
+        if not rows:
+            return 0
+        tx = Transaction()
+        for mid, stream, kind, type_, version, data, corr, cause, headers in rows:
+            message = NewMessage(mid, kind, type_, version, data, corr, cause, headers)
+            tx.appends.append(AppendOp(stream, [message], ANY))
+            tx.unscheduled.append(mid)
+        # Two workers releasing the same rows at once append each message once: its id is known.
+        await self.commit(tx)
+        return len(rows)
+
+    async def next_due(self) -> float | None:
+        found = (await self._rows("next_due"))[0][0]
+        return None if found is None else max(0.0, float(found))
+
+    async def get_document(self, collection: str, key: str) -> bytes | None:
+        rows = await self._rows("get_document", (collection, key))
+        return rows[0][0] if rows else None
+
+    async def documents(self, collection: str, *, limit: int = 1000) -> list[tuple[str, bytes]]:
+        return [(k, d) for k, d in await self._rows("documents", (collection, limit))]
+
+    async def audit_entries(self, *, limit: int = 100) -> list[AuditEntry]:
+        return [AuditEntry(*row) for row in await self._rows("audit_entries", (limit,))]
+
+
+def _held(row: Sequence[Any]) -> Held:
+    (
+        sub,
+        part,
+        stream,
+        gp,
+        mid,
+        type_,
+        status,
+        attempts,
+        error,
+        tb,
+        history,
+        due_at,
+        first,
+        last,
+        id_,
+    ) = row
+    return Held(
+        sub,
+        part,
+        stream,
+        gp,
+        mid,
+        type_,
+        status,
+        attempts,
+        error,
+        tb,
+        _history_decoder.decode(history) if history else [],
+        None,
+        due_at,
+        first,
+        last,
+        id_,
+    )
+
+
+def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
+
+
+async def _rollback(conn: _Conn) -> None:
+    if conn.broken or conn.closed:
+        return
+    with contextlib.suppress(psycopg.Error):
+        await conn.execute(b"ROLLBACK")
