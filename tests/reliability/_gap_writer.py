@@ -1,0 +1,87 @@
+"""Child process for test_postgres_gaps: several writers, each with a store (and so a connection)
+of its own, committing events while a reader in the test process reads the log.
+
+Usage: python _gap_writer.py URL SCHEMA NAME TASKS EVENTS_PER_TASK SEED REPORT_PATH
+
+Each commit holds its transaction open for a random time after its rows are written and before its
+``COMMIT`` (the window in which a sequence-numbered log lets a reader see a later position before an
+earlier one), and 5% of them roll back there instead. Prints ``ready``, waits for ``go`` on stdin,
+runs, writes a JSON report to REPORT_PATH: every committed event as ``[id, global position]`` and
+every rolled-back id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+from pathlib import Path
+
+from tidings.backends.postgres import PostgresStore
+from tidings.messages import NewMessage, uuid7
+from tidings.store import ANY, AppendOp, Transaction
+
+STREAMS = 8
+ROLLBACK = 0.05
+MAX_BATCH = 8
+MAX_HOLD = 0.001
+
+
+class RolledBack(Exception):
+    """Raised inside a transaction to roll it back."""
+
+
+async def writer(
+    url: str, schema: str, name: str, quota: int, rng: random.Random
+) -> tuple[list[tuple[str, int]], list[str]]:
+    store = PostgresStore(url, schema=schema, max_connections=1)
+
+    async def hold_then_maybe_roll_back() -> None:
+        await asyncio.sleep(rng.uniform(0, MAX_HOLD))
+        if rng.random() < ROLLBACK:
+            raise RolledBack()
+
+    store._before_commit = hold_then_maybe_roll_back
+    committed: list[tuple[str, int]] = []
+    rolled_back: list[str] = []
+    await store.open()
+    try:
+        while len(committed) < quota:
+            n = min(rng.randint(1, MAX_BATCH), quota - len(committed))
+            messages = [
+                NewMessage(uuid7(), "event", "GapNoted", 1, b'{"by":"%s"}' % name.encode())
+                for _ in range(n)
+            ]
+            tx = Transaction([AppendOp(f"gap-{rng.randrange(STREAMS)}", messages, ANY)])
+            try:
+                (done,) = await store.commit(tx)
+            except RolledBack:
+                rolled_back.extend(m.id for m in messages)
+                continue
+            first = done.global_position - n + 1
+            committed.extend((m.id, first + i) for i, m in enumerate(messages))
+    finally:
+        await store.close()
+    return committed, rolled_back
+
+
+async def run(
+    url: str, schema: str, name: str, tasks: int, per_task: int, seed: str
+) -> dict[str, list[object]]:
+    rngs = [random.Random(f"{seed}-{t}") for t in range(tasks)]
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    results = await asyncio.gather(
+        *(writer(url, schema, f"{name}.{t}", per_task, rng) for t, rng in enumerate(rngs))
+    )
+    return {
+        "committed": [c for committed, _ in results for c in committed],
+        "rolled_back": [r for _, rolled_back in results for r in rolled_back],
+    }
+
+
+if __name__ == "__main__":
+    url, schema, name, tasks, per_task, seed, report = sys.argv[1:]
+    found = asyncio.run(run(url, schema, name, int(tasks), int(per_task), seed))
+    Path(report).write_text(json.dumps(found))
