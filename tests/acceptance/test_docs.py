@@ -22,7 +22,12 @@ def test_the_code_blocks_run(doc: str, tmp_path: Path) -> None:
     script = tmp_path / "doc.py"
     script.write_text(python_blocks(ROOT / doc))
     done = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=os.environ
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     if doc == "docs/quickstart.md":
