@@ -385,7 +385,10 @@ class TypeRegistry:
 
 
 class CommandFailed(Event, type_name="tidings.CommandFailed"):
-    """A sent command was given up on (dead): subscribe to it to learn, not guess."""
+    """A sent command was given up on (dead): subscribe to it to learn, not guess.
+
+    Recorded in the stream ``<the command's stream>.failed`` (kept apart from the command's own
+    stream, which may be an aggregate's), in the transaction that parks the command."""
 
     command_id: str
     command_type: str

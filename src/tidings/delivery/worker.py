@@ -540,7 +540,7 @@ class Runner:
                 new = self.app._new_message(
                     failed, correlation_id=env.correlation_id or env.id, causation_id=env.id
                 )
-                tx.appends.append(AppendOp(env.stream, [new], ANY))
+                tx.appends.append(AppendOp(f"{env.stream}.failed", [new], ANY))
         if handled.final:
             kind = "command-dead" if command is not None else "message-parked"
             alerts.append(
