@@ -327,7 +327,8 @@ class PostgresStore(Store):
         pid = conn.info.backend_pid
         plan: Plan | None = None
         try:
-            async with conn.pipeline() as pipe:
+            # The reads are synchronised when the pipeline ends (an error is raised there).
+            async with conn.pipeline():
                 await conn.execute(b"BEGIN")
                 if streams:
                     await conn.execute(q["lock_appends"], self._append_lock)
@@ -343,20 +344,20 @@ class PostgresStore(Store):
                     if moved
                     else None
                 )
-                await pipe.sync()
-                found = await head_cur.fetchone()
-                assert found is not None
-                xid, now, top = found
-                head = Head(
-                    top,
-                    now,
-                    {s: v for s, v in await versions_cur.fetchall()} if versions_cur else {},
-                    {i: g for i, g in await ids_cur.fetchall()} if ids_cur else {},
-                    {(s, p): (o, pos) for s, p, o, pos in await parts_cur.fetchall()}
-                    if parts_cur
-                    else {},
-                )
-                plan = plan_group(txs, head)
+            found = await head_cur.fetchone()
+            assert found is not None
+            xid, now, top = found
+            head = Head(
+                top,
+                now,
+                {s: v for s, v in await versions_cur.fetchall()} if versions_cur else {},
+                {i: g for i, g in await ids_cur.fetchall()} if ids_cur else {},
+                {(s, p): (o, pos) for s, p, o, pos in await parts_cur.fetchall()}
+                if parts_cur
+                else {},
+            )
+            plan = plan_group(txs, head)
+            async with conn.pipeline() as pipe:
                 if plan.rows:
                     await conn.execute(q["insert_log"], (now, *plan.log_columns()))
                 for name, params in plan.statements:
