@@ -367,7 +367,7 @@ class PostgresStore(Store):
                 if self._before_commit is not None:
                     await pipe.sync()
                     await self._before_commit()
-                await conn.execute(b"COMMIT")
+                await self._send_commit(conn)
         except psycopg.OperationalError as exc:
             if conn.broken or conn.closed:
                 if plan is not None:
@@ -382,6 +382,10 @@ class PostgresStore(Store):
             await _rollback(conn)
             raise
         return plan.results
+
+    async def _send_commit(self, conn: _Conn) -> None:
+        # A method of its own so that tests can lose the connection around it.
+        await conn.execute(b"COMMIT")
 
     async def _committed(self, unknown: _Unknown, deadline: float) -> bool:
         """Whether the transaction whose COMMIT was in flight when its connection broke committed.

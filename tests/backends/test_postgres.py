@@ -1,0 +1,190 @@
+"""What the PostgreSQL store does beyond the contract suite: its URL, a transaction refused alone
+within a group, migrations applied once by concurrent openers, connection loss (before a commit and
+while its acknowledgement is in flight: never applied twice), and LISTEN/NOTIFY wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tidings.errors import ConfigurationError, MissingDependency, StoreError
+from tidings.store import (
+    AppendOp,
+    AuditEntry,
+    CheckpointMove,
+    Held,
+    Store,
+    Transaction,
+    open_store,
+)
+from tidings.testing.contract import new_message
+
+try:
+    from tidings.backends.postgres import PostgresStore
+except MissingDependency:
+    if os.environ.get("CI") == "true":
+        raise
+    pytest.skip("PostgreSQL tests need psycopg: pip install -e '.[dev]'", allow_module_level=True)
+
+
+@pytest.fixture
+async def store(postgres_url: str, pg_schema: str) -> AsyncIterator[PostgresStore]:
+    made = PostgresStore(postgres_url, schema=pg_schema)
+    await made.open()
+    yield made
+    await made.close()
+
+
+async def sql(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(query, params)  # type: ignore[arg-type]
+        return await cur.fetchall() if cur.description else []
+
+
+def test_store_urls_name_the_schema_and_keep_libpq_options() -> None:
+    store = open_store("postgresql://app@db.example:6543/shop?schema=orders&sslmode=disable")
+    assert isinstance(store, PostgresStore) and store.schema == "orders"
+    assert "schema" not in store.url and "sslmode=disable" in store.url
+    default = open_store("postgres://app@db.example/shop")
+    assert isinstance(default, PostgresStore) and default.schema == "tidings"
+    for bad in ("Orders", "1st", "a-b", 'x"; DROP TABLE y; --', "x" * 64):
+        with pytest.raises(ConfigurationError, match="schema name"):
+            open_store(f"postgresql://db.example/shop?schema={bad}")
+
+
+async def test_a_transaction_a_statement_refuses_fails_alone_in_its_group(
+    store: PostgresStore,
+) -> None:
+    bad = Transaction(
+        appends=[AppendOp("bad", [new_message()])],
+        held=[Held("s", 0, "x", 1, "m", "T", "no-such-status")],
+    )
+    good = Transaction([AppendOp("good", [new_message()])])
+    # Both reach commit() in one loop iteration: one group, one database transaction at first.
+    results = await asyncio.gather(store.commit(bad), store.commit(good), return_exceptions=True)
+    assert isinstance(results[0], StoreError) and "held_status_check" in str(results[0])
+    assert not isinstance(results[1], BaseException) and results[1][0].version == 1
+    assert await store.stream_version("bad") == 0
+    assert [e.global_position for e in await store.read_all()] == [1]
+
+
+async def test_concurrent_openers_apply_each_migration_once(
+    postgres_url: str, pg_schema: str
+) -> None:
+    stores = [PostgresStore(postgres_url, schema=pg_schema) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        rows = await sql(
+            postgres_url, f"SELECT version, count(*) FROM {pg_schema}.migrations GROUP BY version"
+        )
+        assert sorted(rows) == [(1, 1), (2, 1)]
+        await stores[0].commit(Transaction([AppendOp("s", [new_message()])]))
+        assert await stores[3].last_position() == 1
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_the_store_reconnects_after_its_connections_are_killed(
+    postgres_url: str, pg_schema: str
+) -> None:
+    name = f"victim-{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(f"{postgres_url}?application_name={name}", schema=pg_schema)
+    await store.open()
+    try:
+        await store.commit(Transaction([AppendOp("s", [new_message()])]))
+        killed = await sql(
+            postgres_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            name,
+        )
+        assert killed
+        await store.commit(Transaction([AppendOp("s", [new_message()])]))
+        assert [e.stream_position for e in await store.read_stream("s")] == [1, 2]
+    finally:
+        await store.close()
+
+
+Lose = Callable[[Any, Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+async def commit_losing_the_connection(store: PostgresStore, lose: Lose) -> Store:
+    """Commit a worker-like transaction (an append, an audit entry, a fenced checkpoint move)
+    while ``lose`` breaks the connection around the first COMMIT; return the store."""
+    await store.setup_subscription("sub", 1, 0)
+    await store.claim("sub", "w1", 1, 30)
+    real = store._send_commit
+    calls = 0
+
+    async def once(conn: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await lose(conn, real)
+        else:
+            await real(conn)
+
+    store._send_commit = once  # type: ignore[method-assign]
+    message = new_message()
+    tx = Transaction(
+        appends=[AppendOp("s", [message])],
+        checkpoints=[CheckpointMove("sub", 0, "w1", 0, 7)],
+        audit=[AuditEntry("ada", "test.commit", "s")],
+    )
+    (done,) = await store.commit(tx)
+    assert (done.version, done.global_position) == (1, 1)
+    return store
+
+
+async def assert_applied_once(store: Store) -> None:
+    assert [e.stream_position for e in await store.read_stream("s")] == [1]
+    assert [(e.actor, e.action) for e in await store.audit_entries()] == [("ada", "test.commit")]
+    assert (await store.partitions("sub"))[0].position == 7
+
+
+async def test_a_commit_whose_acknowledgement_is_lost_is_found_committed_not_applied_again(
+    store: PostgresStore,
+) -> None:
+    async def commit_then_lose_the_reply(conn: Any, real: Callable[[Any], Awaitable[None]]) -> None:
+        await real(conn)
+        async with conn.pipeline() as pipe:  # the COMMIT reaches the server and is applied...
+            await pipe.sync()
+        await conn.close()  # ...but its reply never reaches us
+
+    await assert_applied_once(await commit_losing_the_connection(store, commit_then_lose_the_reply))
+
+
+async def test_a_commit_lost_before_it_reached_the_server_is_committed_again_once(
+    store: PostgresStore,
+) -> None:
+    async def lose_before(conn: Any, real: Callable[[Any], Awaitable[None]]) -> None:
+        await conn.close()
+
+    await assert_applied_once(await commit_losing_the_connection(store, lose_before))
+
+
+async def test_wait_for_change_wakes_on_another_stores_commit(
+    postgres_url: str, pg_schema: str, store: PostgresStore
+) -> None:
+    other = PostgresStore(postgres_url, schema=pg_schema)
+    await other.open()
+    try:
+        await store.wait_for_change(5)  # returns once listening: earlier commits may be missed
+        waiting = asyncio.create_task(store.wait_for_change(60))
+        await asyncio.sleep(0)
+        await other.commit(Transaction([AppendOp("s", [new_message()])]))
+        await asyncio.wait_for(waiting, 10)
+        # A commit that appends nothing notifies nobody.
+        quiet = asyncio.create_task(store.wait_for_change(0.3))
+        await other.commit(Transaction(audit=[AuditEntry("ada", "noop", "x")]))
+        started = asyncio.get_running_loop().time()
+        await quiet
+        assert asyncio.get_running_loop().time() - started > 0.1
+    finally:
+        await other.close()
