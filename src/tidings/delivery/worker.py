@@ -631,11 +631,17 @@ class Worker:
             for r in self.runners
         ]
         tasks.append(asyncio.create_task(self._schedule(), name="tidings:schedule"))
+        listening = None
+        if hasattr(self.app.store, "wait_for_change"):
+            listening = asyncio.create_task(self._listen(), name="tidings:listen")
+            tasks.append(listening)
         log.info("worker %s running %d subscription(s)", self.id, len(self.runners))
         try:
             await self._stopping.wait()
         finally:
             self.stop()
+            if listening is not None:
+                listening.cancel()  # it only wakes the others; nothing to finish
             done = await asyncio.gather(*tasks, return_exceptions=True)
             for result in done:
                 if isinstance(result, BaseException) and not isinstance(
@@ -677,6 +683,21 @@ class Worker:
                     idle = min(idle * 2, self.idle_poll)
         finally:
             self.app._wakeups.discard(runner.wakeup)
+
+    async def _listen(self) -> None:
+        """Wake every runner when the store says the log grew in another process (PostgreSQL's
+        LISTEN/NOTIFY); polling stays the safety net."""
+        wait = self.app.store.wait_for_change  # type: ignore[attr-defined]
+        while not self._stopping.is_set():
+            try:
+                await wait(self.idle_poll * 4)
+            except StoreError as exc:
+                log.warning("listening for changes failed: %s", exc)
+                await asyncio.sleep(self.idle_poll)
+                continue
+            for runner in self.runners:
+                runner.wakeup.set()
+            self._schedule_wakeup.set()
 
     async def _schedule(self) -> None:
         wakeup = self._schedule_wakeup
