@@ -6,6 +6,8 @@ Run by hand (not in CI)::
     .venv/bin/python benchmarks/delivery.py --quick       # 2 rounds, smaller logs, about 1 minute
     .venv/bin/python benchmarks/delivery.py --only drain-1,es --rounds 9 --per-round
     .venv/bin/python benchmarks/delivery.py --profile drain-1-full   # cProfile of one slot
+    .venv/bin/python benchmarks/delivery.py --only poison --rounds 7 --per-round
+    .venv/bin/python benchmarks/delivery.py --profile poison-sick    # or poison-clean
 
 To measure another checkout of tidings than the installed one, put its ``src`` first on
 ``PYTHONPATH``; the header names the source directory and the commit that were measured.
@@ -54,6 +56,26 @@ What is measured, all in one run:
   10,000, so it grows by about 300,000 over a default run). Timed: ``worker.drain()``. The two take
   turns within one slot (small, big, big, small, small, big), and the slot's ratio is the median of
   its three pairs' ratios, so that both logs meet the same machine weather.
+* **poison-***: a failing message must not slow the healthy streams. ``--events`` events (default
+  20,000) over 200 streams (group commits of 1,000: 100 concurrent 10-event appends, the streams
+  taking turns), SQLite ``synchronous=FULL``, one subscription with
+  ``RetryPolicy(max_attempts=3, immediate=2, backoff=0.01)``, delivered by ``worker.drain()``
+  (timed, start-up included, as in ``drain-*``). ``poison-clean``: the handler never fails; rate =
+  all events / time. ``poison-sick``: in 2 of the 200 streams (1%) the 5th message always raises;
+  it is parked as a dead letter after 3 attempts and the rest of its stream is held as
+  ``waiting`` behind it; rate = handled events of the 198 healthy streams / time. With this policy
+  all 3 attempts are immediate (``retries_now(1)`` and ``retries_now(2)`` are true, attempt 3 gives
+  up), so the backoff is never used and the message is dead within the batch that first reaches
+  it: ``drain()`` returning (idle) is the moment every healthy stream is handled and both poisoned
+  messages are dead, in both runs. Checked after each poisoned run: exactly 2 dead letters with
+  ``attempts == 3`` on the poisoned streams, each poisoned stream's later messages held as
+  ``waiting`` and nothing else held, 3 handler calls per poisoned message, 2 ``message-parked``
+  alerts (seen by an ``on_alert`` callback; the alert's warning is still logged, to a
+  ``NullHandler`` on ``tidings.alerts`` during these runs instead of stderr), every
+  healthy stream fully handled, every checkpoint at the end. The clean and poisoned runs take turns
+  within one slot (clean, poisoned, poisoned, clean, clean, poisoned), each on a fresh file, and the
+  slot's ratio is the median of its three pairs' ratios. ``--profile poison-sick`` (or
+  ``poison-clean``) profiles only that side's drains.
 
 Contenders are interleaved: every round runs every slot once, on a fresh database file in the same
 directory (except the reused big log), the order rotating from round to round. The table shows the
@@ -69,6 +91,7 @@ import cProfile
 import datetime as dt
 import importlib.metadata
 import itertools
+import logging
 import os
 import platform
 import pstats
@@ -90,6 +113,8 @@ from eventsourcing.system import ProcessApplication, SingleThreadedRunner, Syste
 
 import tidings
 from tidings import App, Command, Context, Event
+from tidings.delivery.policy import RetryPolicy
+from tidings.store import DEAD, WAITING
 
 # --- messages ----------------------------------------------------------------------------------
 
@@ -115,24 +140,28 @@ STREAMS = 100
 # --- measuring ---------------------------------------------------------------------------------
 
 PROFILER: cProfile.Profile | None = None
+#: what ``--profile`` asked for: a timer with a key profiles only if its key starts with this
+PROFILE_KEY = ""
 
 
 class Timer:
-    """Times one region (and profiles it when ``--profile`` asked for this slot)."""
+    """Times one region (and profiles it when ``--profile`` asked for this slot, or for this
+    ``key`` within a slot that times more than one contender)."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str = "") -> None:
         self.seconds = 0.0
+        self.profiled = PROFILER is not None and (not key or key.startswith(PROFILE_KEY))
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
-        if PROFILER is not None:
+        if self.profiled and PROFILER is not None:
             PROFILER.enable()
         start = time.perf_counter()
         try:
             yield
         finally:
             self.seconds = time.perf_counter() - start
-            if PROFILER is not None:
+            if self.profiled and PROFILER is not None:
                 PROFILER.disable()
 
 
@@ -575,6 +604,160 @@ def tidings_flat(key: str, sync: str) -> Run:
 LOG_SIZES: dict[str, list[int]] = {}
 
 
+# --- poison: a few streams with a message that always fails -------------------------------------
+
+POISON_STREAMS = 200
+#: 1% of the streams: their message number POISON_AT (0-based: the 5th) always raises
+POISONED = (37, 141)
+POISON_AT = 4
+POISON_POLICY = RetryPolicy(max_attempts=3, immediate=2, backoff=0.01)
+POISON_SUB = "poison"
+
+
+class PoisonError(Exception):
+    """What a poisoned message's handler raises, every time."""
+
+
+async def publish_streams(app: App, events: int, streams: int) -> list[int]:
+    """``events`` events over ``streams`` streams, ``n`` numbering each stream's events from 0:
+    group commits of 1,000 events (100 concurrent 10-event appends, the streams taking turns).
+    Returns how many events each stream got."""
+    per, calls_per_group = 10, 100
+    counts = [0] * streams
+    done = call = 0
+    while done < events:
+        calls = []
+        while len(calls) < calls_per_group and done < events:
+            stream_no = call % streams
+            size = min(per, events - done)
+            first = counts[stream_no]
+            batch = [Pinged(stream_no=stream_no, n=first + i, note=NOTE) for i in range(size)]
+            calls.append(app.append(f"p-{stream_no}", batch))
+            counts[stream_no] += size
+            done += size
+            call += 1
+        await asyncio.gather(*calls)
+    return counts
+
+
+async def poison_once(key: str, path: Path, cfg: Config, *, sick: bool) -> float:
+    """One drain of ``cfg.events`` events over 200 streams; events/s of the healthy streams."""
+    app = App("bench", store=store_url(path, "full"))
+    poisoned = set(POISONED) if sick else set()
+    handled = [0] * POISON_STREAMS
+    tries = [0] * POISON_STREAMS
+    parked: list[Any] = []
+
+    @app.subscriber(POISON_SUB, policy=POISON_POLICY)
+    async def on_pinged(e: Pinged, ctx: Context) -> None:
+        if e.n == POISON_AT and e.stream_no in poisoned:
+            tries[e.stream_no] += 1
+            raise PoisonError(f"poisoned message {e.n} of stream {e.stream_no}")
+        handled[e.stream_no] += 1
+
+    app.on_alert(parked.append)  # counted below
+    with quiet_alerts():
+        return await poison_drain(key, app, cfg, poisoned, handled, tries, parked)
+
+
+@contextlib.contextmanager
+def quiet_alerts() -> Iterator[None]:
+    """The alert's warning is still logged, to a NullHandler instead of stderr."""
+    quiet = logging.NullHandler()
+    logger = logging.getLogger("tidings.alerts")
+    logger.addHandler(quiet)
+    try:
+        yield
+    finally:
+        logger.removeHandler(quiet)
+
+
+async def poison_drain(
+    key: str,
+    app: App,
+    cfg: Config,
+    poisoned: set[int],
+    handled: list[int],
+    tries: list[int],
+    parked: list[Any],
+) -> float:
+    async with app:
+        observe_app(key, app)
+        per_stream = await publish_streams(app, cfg.events, POISON_STREAMS)
+        last = await app.store.last_position()
+        worker = app.worker(batch_size=cfg.batch_size)
+        timer = Timer(key)
+        with timer():
+            await worker.drain()
+        # the run is what it claims to be
+        held = await app.store.held(subscription=POISON_SUB, limit=cfg.events + 1)
+        dead = [h for h in held if h.status == DEAD]
+        waiting = [h for h in held if h.status == WAITING]
+        healthy = [s for s in range(POISON_STREAMS) if s not in poisoned]
+        want_waiting = {f"p-{s}": per_stream[s] - POISON_AT - 1 for s in sorted(poisoned)}
+        got_waiting = {f"p-{s}": sum(h.stream == f"p-{s}" for h in waiting) for s in poisoned}
+        check(
+            all(handled[s] == per_stream[s] for s in healthy),
+            f"{key}: healthy streams not fully handled: "
+            f"{[(s, handled[s], per_stream[s]) for s in healthy if handled[s] != per_stream[s]][:5]}",
+        )
+        check(
+            all(
+                handled[s] == POISON_AT and tries[s] == POISON_POLICY.max_attempts for s in poisoned
+            ),
+            f"{key}: poisoned streams: handled {[handled[s] for s in poisoned]} (want {POISON_AT}), "
+            f"tries {[tries[s] for s in poisoned]} (want {POISON_POLICY.max_attempts})",
+        )
+        check(
+            len(dead) == len(poisoned)
+            and {h.stream for h in dead} == {f"p-{s}" for s in poisoned}
+            and all(h.attempts == POISON_POLICY.max_attempts for h in dead),
+            f"{key}: dead letters {[(h.stream, h.attempts) for h in dead]}, want one per poisoned "
+            f"stream with attempts == {POISON_POLICY.max_attempts}",
+        )
+        check(
+            got_waiting == want_waiting and len(held) == len(dead) + len(waiting),
+            f"{key}: held as waiting {got_waiting}, want {want_waiting}; "
+            f"other held rows: {len(held) - len(dead) - len(waiting)}",
+        )
+        check(
+            sum(a.kind == "message-parked" for a in parked) == len(poisoned),
+            f"{key}: {len(parked)} alerts, want {len(poisoned)} message-parked",
+        )
+        check(await at_end(app, [POISON_SUB], last), f"{key}: checkpoints not at the end")
+        for h in dead:
+            span = h.history[-1].at - h.history[0].at if h.history else 0.0
+            ATTEMPT_SPANS.append(span)
+    return sum(handled[s] for s in healthy) / timer.seconds
+
+
+#: seconds from a dead letter's first attempt to its last (every poisoned run)
+ATTEMPT_SPANS: list[float] = []
+
+
+def tidings_poison(key: str) -> Run:
+    """Paired, like the flatness slot: clean and poisoned runs take turns within the slot (clean,
+    poisoned, poisoned, clean, clean, poisoned), each on a fresh file; the slot's ratio is the median
+    of its pairs' ratios."""
+
+    async def run(path: Path, cfg: Config) -> list[float]:
+        clean, sick, ratios = [], [], []
+        for k in range(PAIRS):
+            files = [path.with_name(f"{path.stem}-{side}-{k}.db") for side in ("clean", "sick")]
+            if k % 2 == 0:
+                c = await poison_once(f"{key}-clean", files[0], cfg, sick=False)
+                s = await poison_once(f"{key}-sick", files[1], cfg, sick=True)
+            else:
+                s = await poison_once(f"{key}-sick", files[1], cfg, sick=True)
+                c = await poison_once(f"{key}-clean", files[0], cfg, sick=False)
+            clean.append(c)
+            sick.append(s)
+            ratios.append(s / c)
+        return [statistics.median(clean), statistics.median(sick), statistics.median(ratios)]
+
+    return run
+
+
 # --- the slots and the targets -----------------------------------------------------------------
 
 DRAIN = "pre-published events, then worker.drain() (events/s; 3 subs: each handled all of them)"
@@ -583,6 +766,10 @@ ES = "eventsourcing 9.5: ProcessApplication follower, SingleThreadedRunner, SQLi
 LATENCY = "latency at a steady 1,000 events/s, worker.run() in the same process (ms)"
 COMMANDS = "sent commands, no-op handler returning a small dict (commands/s)"
 FLAT = "a new start='now' subscription catching up the last 10,000 events (drain)"
+POISON = (
+    "200 streams, 1 sub, FULL, drain: clean vs 2 streams with a message that always fails "
+    "(events/s of the healthy streams)"
+)
 
 
 def slots(cfg: Config) -> list[Slot]:
@@ -625,6 +812,12 @@ def slots(cfg: Config) -> list[Slot]:
             Series(f"{key}-ratio", f"big / {small} (median of pairs), {mode}", "x", FLAT),
         ]
         out.append(Slot(series, tidings_flat(key, sync)))
+    series = [
+        Series("poison-clean", "clean: handler never fails", "events/s", POISON),
+        Series("poison-sick", "1% of streams poisoned: healthy events", "events/s", POISON),
+        Series("poison-ratio", "poisoned / clean (median of pairs)", "x", POISON),
+    ]
+    out.append(Slot(series, tidings_poison("poison")))
     # fmt: on
     return out
 
@@ -660,6 +853,7 @@ TARGETS = [
     Target("drain 3 subs FULL / eventsourcing follower >= 3x",    "drain-3-full",   "es-follow", "min", 3.0, False),
     Target("catch-up, big log / 10k log within 20%, FULL (paired)", "flat-full-ratio", 1.0, "band", 0.2),
     Target("catch-up, big log / 10k log within 20%, NORMAL (paired)", "flat-normal-ratio", 1.0, "band", 0.2, False),
+    Target("poisoned: healthy events/s >= 80% of clean (paired)", "poison-ratio", 1.0, "min", 0.8),
 ]
 # fmt: on
 
@@ -803,6 +997,8 @@ def report(chosen: list[Slot], per_round: bool) -> list[str]:
         observed = OBSERVED.get(s.key, OBSERVED.get(s.key.rsplit("-", 1)[0], "-"))
         if s.key.startswith("flat"):
             observed = OBSERVED.get(s.key.replace("-ratio", "-big"), "-")
+        if s.key == "poison-ratio":
+            observed = OBSERVED.get("poison-sick", "-")
         lines.append(
             f"{s.label:<40} {s.unit:>8} {fmt(s.median(), s.unit):>10} "
             f"{fmt(min(s.values), s.unit):>10} {fmt(max(s.values), s.unit):>10}  "
@@ -810,6 +1006,9 @@ def report(chosen: list[Slot], per_round: bool) -> list[str]:
         )
     for key, sizes in LOG_SIZES.items():
         lines.append(f"  ({key}: log length when caught up {min(sizes):,} to {max(sizes):,}, {len(sizes)} catch-ups)")  # fmt: skip
+    if ATTEMPT_SPANS:
+        ms = sorted(1000 * x for x in ATTEMPT_SPANS)
+        lines.append(f"  (poison-sick: a dead letter's first to third attempt took {ms[0]:.2f} to {ms[-1]:.2f} ms, {len(ms)} dead letters)")  # fmt: skip
     if per_round:
         lines += ["", "per round (rounds in order; the order of slots within a round rotates):"]
         for s in every:
@@ -857,13 +1056,17 @@ def report(chosen: list[Slot], per_round: bool) -> list[str]:
     return lines
 
 
-async def profile_slot(slot: Slot, cfg: Config, directory: Path, top: int) -> list[str]:
-    """Run one slot once with cProfile on around its timed region only."""
-    global PROFILER
+async def profile_slot(
+    slot: Slot, cfg: Config, directory: Path, top: int, profile_key: str
+) -> list[str]:
+    """Run one slot once with cProfile on around its timed region only (in the poison slot, only
+    the runs whose key starts with ``profile_key``: ``poison-clean`` or ``poison-sick``)."""
+    global PROFILER, PROFILE_KEY
     if needs_big([slot]):
         await prepare_big(cfg, directory)
     await slot.run(directory / "warm.db", cfg)  # warm: imports, first-use caches
     remove_files(directory, "warm*")
+    PROFILE_KEY = profile_key
     PROFILER = cProfile.Profile()
     values = await slot.run(directory / "profiled.db", cfg)
     profiler, PROFILER = PROFILER, None
@@ -878,11 +1081,21 @@ async def profile_slot(slot: Slot, cfg: Config, directory: Path, top: int) -> li
         count = cfg.flat_events * 2 * PAIRS
     elif key.startswith("es"):
         count = cfg.es_events
+    elif key.startswith("poison"):
+        # healthy events per timed drain (all of them in a clean run), one clean and one poisoned
+        # drain per pair
+        share = 1 - len(POISONED) / POISON_STREAMS
+        per_pair = {"clean": 1.0, "sick": share}.get(PROFILE_KEY.removeprefix("poison-"), 1 + share)
+        count = int(cfg.events * per_pair * PAIRS)
     else:
         raise SystemExit(f"--profile does not support {key} (no timed region)")
+    shown = 0
+    if key.startswith("poison"):
+        key = profile_key if profile_key in ("poison-clean", "poison-sick") else "poison (both)"
+        shown = 1 if key == "poison-sick" else 0
     out = [
         f"profile of {key} (one run, after one unprofiled warm-up run): "
-        f"{fmt(values[0], slot.series[0].unit)} {slot.series[0].unit} under the profiler; "
+        f"{fmt(values[shown], slot.series[shown].unit)} {slot.series[shown].unit} under the profiler; "
         f"{total:.3f}s profiled time for {count:,} messages = {total / count * 1e6:.1f} µs per message",
         "",
         f"{'tottime µs/msg':>14} {'cum µs/msg':>11} {'calls/msg':>10}  function",
@@ -949,7 +1162,7 @@ def main() -> None:
     try:
         print("\n".join(machine(directory)), flush=True)
         if args.profile:
-            lines = asyncio.run(profile_slot(chosen[0], cfg, directory, args.top))
+            lines = asyncio.run(profile_slot(chosen[0], cfg, directory, args.top, args.profile))
             print("\n".join(lines))
             return
         print(
