@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from tidings.errors import ConfigurationError, MissingDependency, StoreError
+from tidings.errors import (
+    ConfigurationError,
+    StoreClosed,
+    StoreError,
+    StoreUnavailable,
+)
 from tidings.store import (
     AppendOp,
     AuditEntry,
@@ -25,8 +31,10 @@ from tidings.store import (
 from tidings.testing.contract import new_message
 
 try:
+    import psycopg
+
     from tidings.backends.postgres import PostgresStore
-except MissingDependency:
+except ImportError:
     if os.environ.get("CI") == "true":
         raise
     pytest.skip("PostgreSQL tests need psycopg: pip install -e '.[dev]'", allow_module_level=True)
@@ -41,8 +49,6 @@ async def store(postgres_url: str, pg_schema: str) -> AsyncIterator[PostgresStor
 
 
 async def sql(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    import psycopg
-
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         cur = await conn.execute(query, params)  # type: ignore[arg-type]
         return await cur.fetchall() if cur.description else []
@@ -57,6 +63,17 @@ def test_store_urls_name_the_schema_and_keep_libpq_options() -> None:
     for bad in ("Orders", "1st", "a-b", 'x"; DROP TABLE y; --', "x" * 64):
         with pytest.raises(ConfigurationError, match="schema name"):
             open_store(f"postgresql://db.example/shop?schema={bad}")
+
+
+async def test_an_unreachable_server_is_reported_as_unavailable_in_time() -> None:
+    store = PostgresStore("postgresql://nobody@127.0.0.1:1/none", retry_timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1:1/none") as caught:
+        await store.open()
+    assert time.monotonic() - started < 10
+    assert isinstance(caught.value.__cause__, psycopg.Error)
+    with pytest.raises(StoreClosed):
+        await store.read_all()
 
 
 async def test_a_transaction_a_statement_refuses_fails_alone_in_its_group(

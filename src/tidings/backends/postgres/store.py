@@ -549,7 +549,7 @@ class PostgresStore(Store):
                 if surplus:
                     await conn.execute(q["free_partitions"], (name, surplus))
                 if len(mine) < want:
-                    free = [n for n, owner, free in rows if free and owner != worker]
+                    free = [n for n, owner, expired in rows if expired and owner != worker]
                     mine.extend(free[: want - len(mine)])
                 if not mine:
                     return {}
