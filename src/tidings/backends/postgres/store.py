@@ -36,12 +36,13 @@ from typing import Any, TypeVar
 
 import msgspec
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from tidings.backends.postgres import _sql
+from tidings.backends.postgres._listen import Listener
 from tidings.backends.postgres._plan import Head, Plan, Result, plan_group
+from tidings.backends.postgres._unknown import UnknownOutcome, committed
 from tidings.errors import (
     ConfigurationError,
     StoreClosed,
@@ -83,15 +84,6 @@ _CONNECTION_DEFAULTS = {
     "keepalives_count": "3",
 }
 _history_decoder = msgspec.json.Decoder(list[Attempt])
-
-
-class _Unknown(Exception):
-    """The connection was lost while a group's COMMIT may have been in flight."""
-
-    def __init__(self, xid: int, pid: int, results: list[Result]) -> None:
-        self.xid = xid
-        self.pid = pid
-        self.results = results
 
 
 class _Rejected(Exception):
@@ -145,9 +137,7 @@ class PostgresStore(Store):
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = True
-        self._listener: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
-        self._notified = 0
+        self._listener = Listener(self._conninfo, self._channel)
         #: Test hook: awaited inside a group's transaction, after its writes, before its COMMIT
         #: (with the append lock held). Raising rolls the group back.
         self._before_commit: Callable[[], Awaitable[None]] | None = None
@@ -179,7 +169,7 @@ class PostgresStore(Store):
                     f"cannot connect to PostgreSQL at {self._where}: {exc}"
                 ) from exc
             raise
-        self._changed = asyncio.Event()
+        self._listener = Listener(self._conninfo, self._channel)
         self._closed = False
 
     async def close(self) -> None:
@@ -192,11 +182,7 @@ class PostgresStore(Store):
         for _, fut in self._pending:
             _settle(fut, None, StoreClosed())
         self._pending.clear()
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        await self._listener.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -299,8 +285,8 @@ class PostgresStore(Store):
             try:
                 async with pool.connection() as conn:
                     return await self._apply_group(conn, txs)
-            except _Unknown as unknown:
-                if await self._committed(unknown, deadline):
+            except UnknownOutcome as unknown:
+                if await committed(pool, self._q, unknown, deadline, self._where):
                     return unknown.results
                 cause = unknown.__cause__ or unknown
             except _Rejected as rejected:
@@ -371,7 +357,7 @@ class PostgresStore(Store):
         except psycopg.OperationalError as exc:
             if conn.broken or conn.closed:
                 if plan is not None:
-                    raise _Unknown(xid, pid, plan.results) from exc
+                    raise UnknownOutcome(xid, pid, plan.results) from exc
                 raise
             await _rollback(conn)
             raise
@@ -387,36 +373,6 @@ class PostgresStore(Store):
         # A method of its own so that tests can lose the connection around it.
         await conn.execute(b"COMMIT")
 
-    async def _committed(self, unknown: _Unknown, deadline: float) -> bool:
-        """Whether the transaction whose COMMIT was in flight when its connection broke committed.
-
-        A session the server has not yet seen die is ended first, so the answer is final."""
-        pool = self._pool
-        if pool is None:
-            raise StoreClosed()
-        delay = 0.02
-        while True:
-            try:
-                async with pool.connection() as conn:
-                    cur = await conn.execute(self._q["xact_status"], (str(unknown.xid),))
-                    found = await cur.fetchone()
-                    status = found[0] if found else None
-                    if status == "committed":
-                        return True
-                    if status != "in progress":
-                        return False
-                    await conn.execute(
-                        self._q["end_backend"], (unknown.pid, str(unknown.xid & 0xFFFFFFFF))
-                    )
-            except psycopg.OperationalError as exc:
-                if time.monotonic() + delay > deadline:
-                    raise StoreUnavailable(
-                        f"PostgreSQL at {self._where}: the connection was lost during a commit "
-                        f"and whether it committed cannot be told yet: {exc}"
-                    ) from exc
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-
     # --- wake-ups -----------------------------------------------------------------------------
 
     async def wait_for_change(self, timeout: float) -> None:
@@ -427,37 +383,7 @@ class PostgresStore(Store):
         have been missed meanwhile). Never raises on timeout; polling stays the safety net.
         """
         self._live_pool()
-        if self._listener is None:
-            self._listener = asyncio.get_running_loop().create_task(
-                self._listen(), name="tidings:postgres-listen"
-            )
-        changed = self._changed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout)
-
-    def _signal(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    async def _listen(self) -> None:
-        delay = 0.05
-        listen = sql.SQL("LISTEN {}").format(sql.Identifier(self._channel))
-        while not self._closed:
-            try:
-                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-                async with conn:
-                    await conn.execute(listen)
-                    self._signal()
-                    delay = 0.05
-                    async for note in conn.notifies():
-                        position = int(note.payload)
-                        if position > self._notified:
-                            self._notified = position
-                            self._signal()
-            except (psycopg.Error, OSError, ValueError) as exc:
-                log.info("PostgreSQL: listening for commits failed (%s); reconnecting", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        await self._listener.wait(timeout)
 
     # --- the log ------------------------------------------------------------------------------
 
