@@ -11,8 +11,9 @@ will ever be there; docs/concepts.md ("Ordering on PostgreSQL") has the argument
 **Group commit.** ``commit()`` queues the transaction; one flusher task per store commits
 everything queued in one database transaction (two round trips: the checks under the lock, then
 the writes and ``COMMIT``), so the append lock is taken once per group, not once per caller. A
-transaction whose check fails (expected version, fenced checkpoint) is refused alone; a group
-that a statement fails is committed again one transaction at a time.
+transaction whose check fails (expected version, fenced checkpoint) is refused alone; a group in
+which a statement fails (a row breaking a constraint) is committed again one transaction at a
+time, so that only the culprit fails.
 
 **Connection loss.** A group that fails before its ``COMMIT`` is sent is retried on another
 connection (the pool replaces broken ones) with backoff, up to ``retry_timeout``. If the connection
