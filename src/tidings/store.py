@@ -336,8 +336,9 @@ class DeadLetterStore(abc.ABC):
         self, subscription: str, partitions: Sequence[int], *, sequenced: bool = True
     ) -> list[str]:
         """Streams with a held message ready to be handled again: ``replay``, or ``retrying`` and
-        due, or ``waiting`` (its head was skipped or handled). With ``sequenced`` only a stream's
-        first held message counts; without, any of them does."""
+        due. A ``waiting`` message is never due by itself: whoever removes the message ahead of
+        it (a replay, an operator's skip) marks it ``replay`` in the same transaction. With
+        ``sequenced`` only a stream's first held message counts; without, any of them does."""
 
 
 class OutcomeStore(abc.ABC):

@@ -17,7 +17,6 @@ from tidings.store import (
     ANY,
     REPLAY,
     RETRYING,
-    WAITING,
     Appended,
     AppendOp,
     AuditEntry,
@@ -322,9 +321,7 @@ class MemoryStore(Store):
             if sequenced and h.stream in seen:
                 continue
             seen.add(h.stream)
-            ready = h.status in (REPLAY, WAITING) or (
-                h.status == RETRYING and (h.due_at or 0) <= now
-            )
+            ready = h.status == REPLAY or (h.status == RETRYING and (h.due_at or 0) <= now)
             if ready and h.stream not in due:
                 due.append(h.stream)
         return due

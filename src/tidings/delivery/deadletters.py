@@ -154,8 +154,16 @@ class DeadLetters:
         """Give up on a held message: it is not handled, and the messages waiting behind it in its
         stream are released, in order."""
         held = await self.get(id)
+        stream = await self.app.store.held(subscription=held.subscription, stream=held.stream)
+        behind = [h for h in stream if h.global_position > held.global_position][:1]
         tx = Transaction(
             unheld=[HeldDelete(held.subscription, held.global_position)],
+            # The next message in line becomes due (the worker replays it and the rest in order).
+            held=[
+                msgspec.structs.replace(h, status=REPLAY, due_in=None)
+                for h in behind
+                if h.status == WAITING
+            ],
             audit=[self._audit("dlq.skip", held, actor)],
         )
         await self.app._commit(tx)

@@ -366,6 +366,10 @@ class Runner:
             self._absorb(handled, env, row.partition, tx, alerts, None, row.history)
             if handled.ok or handled.refused is not None:
                 tx.unheld.append(HeldDelete(self.route.name, row.global_position))
+                if sequenced:
+                    # The next in line becomes due in the same transaction: if this worker stops
+                    # here, whoever takes the partition over carries on from it.
+                    tx.held.extend(_next_in_line(rows, index))
             try:
                 await self.app._commit(tx)
             except LeaseLost:
@@ -559,6 +563,14 @@ class Runner:
     async def _fire(self, alerts: list[Alert]) -> None:
         for alert in alerts:
             await self.app.alerts.fire(alert)
+
+
+def _next_in_line(rows: Sequence[Held], index: int) -> list[Held]:
+    """The waiting message after ``rows[index]``, marked for replay (none if there is none)."""
+    after = rows[index + 1 : index + 2]
+    return [
+        msgspec.structs.replace(h, status=REPLAY, due_in=None) for h in after if h.status == WAITING
+    ]
 
 
 def _describe(error: BaseException) -> str:

@@ -25,6 +25,7 @@ from tidings.store import (
     ANY,
     DEAD,
     NO_STREAM,
+    REPLAY,
     RETRYING,
     WAITING,
     AppendOp,
@@ -336,8 +337,11 @@ class DeliveryContract(abc.ABC):
         again = (await store.held(subscription="s", stream="order-1"))[0]
         assert again.id == ids[10] and again.attempts == 3
         assert await store.due_streams("s", [1, 2]) == ["order-1"]
+        # Removing the head does not make the waiting one due by itself; marking it does.
         await store.commit(Transaction(unheld=[HeldDelete("s", 10)]))
-        assert await store.due_streams("s", [1]) == ["order-1"]  # the waiting one is next
+        assert await store.due_streams("s", [1]) == []
+        await store.commit(Transaction(held=[msgspec.structs.replace(behind, status=REPLAY)]))
+        assert await store.due_streams("s", [1]) == ["order-1"]
         await store.commit(Transaction(unheld=[HeldDelete("s", 12)]))
         assert await store.held_streams("s", [1]) == set()
 

@@ -210,17 +210,21 @@ SELECT DISTINCT stream FROM {schema}.held
 WHERE subscription = %s AND partition = ANY(%s::integer[])
 
 -- name: due_streams_sequenced
+-- Only due rows can start a replay (a waiting row is marked 'replay' by whoever removes the row
+-- ahead of it), so the due index finds the few candidates before the first-in-stream check.
 SELECT h.stream, min(h.global_position) FROM {schema}.held h
-WHERE h.subscription = %s AND h.partition = ANY(%s::integer[])
+WHERE h.subscription = %s
+  AND (h.status = 'replay' OR (h.status = 'retrying' AND h.due_at <= {now}))
+  AND h.partition = ANY(%s::integer[])
   AND h.global_position = (SELECT min(global_position) FROM {schema}.held
                            WHERE subscription = h.subscription AND stream = h.stream)
-  AND (h.status IN ('replay', 'waiting') OR (h.status = 'retrying' AND h.due_at <= {now}))
 GROUP BY h.stream ORDER BY 2
 
 -- name: due_streams
 SELECT h.stream, min(h.global_position) FROM {schema}.held h
-WHERE h.subscription = %s AND h.partition = ANY(%s::integer[])
-  AND (h.status IN ('replay', 'waiting') OR (h.status = 'retrying' AND h.due_at <= {now}))
+WHERE h.subscription = %s
+  AND (h.status = 'replay' OR (h.status = 'retrying' AND h.due_at <= {now}))
+  AND h.partition = ANY(%s::integer[])
 GROUP BY h.stream ORDER BY 2
 
 -- ---------------------------------------------------------------------------------------------

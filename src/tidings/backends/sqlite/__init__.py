@@ -821,14 +821,13 @@ class SqliteStore(Store):
             if sequenced
             else ""
         )
+        # Only rows that are due can start a replay (a waiting row never does by itself: whoever
+        # removes the row ahead of it marks it for replay), so the due-index finds the few
+        # candidates, and only those are checked for being their stream's first held row.
         rows = await self._read(
             "SELECT h.stream, min(h.global_position) FROM tidings_held h WHERE h.subscription = ? "
-            "AND h.partition IN ("
-            + marks
-            + ") "
-            + head
-            + "AND (h.status IN ('replay', 'waiting') OR "
-            "(h.status = 'retrying' AND h.due_at <= " + _NOW + ")) GROUP BY h.stream ORDER BY 2",
+            "AND (h.status = 'replay' OR (h.status = 'retrying' AND h.due_at <= " + _NOW + ")) "
+            "AND h.partition IN (" + marks + ") " + head + "GROUP BY h.stream ORDER BY 2",
             (subscription, *partitions),
         )
         return [r[0] for r in rows]
