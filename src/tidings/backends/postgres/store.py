@@ -35,11 +35,11 @@ import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-import msgspec
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
+from tidings.backends._shared import held_from_row, settle
 from tidings.backends.postgres import _sql
 from tidings.backends.postgres._listen import Listener
 from tidings.backends.postgres._plan import Head, Plan, Result, plan_group
@@ -55,7 +55,6 @@ from tidings.store import (
     ANY,
     Appended,
     AppendOp,
-    Attempt,
     AuditEntry,
     Held,
     Outcome,
@@ -84,7 +83,6 @@ _CONNECTION_DEFAULTS = {
     "keepalives_interval": "10",
     "keepalives_count": "3",
 }
-_history_decoder = msgspec.json.Decoder(list[Attempt])
 
 
 class _Rejected(Exception):
@@ -181,7 +179,7 @@ class PostgresStore(Store):
             # Let the group in flight finish (it retries for at most retry_timeout).
             await asyncio.wait([self._flusher], timeout=self._retry_timeout)
         for _, fut in self._pending:
-            _settle(fut, None, StoreClosed())
+            settle(fut, None, StoreClosed())
         self._pending.clear()
         await self._listener.close()
         if self._pool is not None:
@@ -271,7 +269,7 @@ class PostgresStore(Store):
                 except Exception as exc:
                     results = [(None, exc)] * len(group)
                 for (_, fut), (result, error) in zip(group, results, strict=True):
-                    _settle(fut, result, error)
+                    settle(fut, result, error)
         finally:
             self._flusher = None
 
@@ -515,7 +513,7 @@ class PostgresStore(Store):
             "held",
             (subscription, subscription, stream, stream, status, status, id, id, limit),
         )
-        return [_held(row) for row in rows]
+        return [held_from_row(row) for row in rows]
 
     async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
         if not partitions:
@@ -563,53 +561,6 @@ class PostgresStore(Store):
 
     async def audit_entries(self, *, limit: int = 100) -> list[AuditEntry]:
         return [AuditEntry(*row) for row in await self._rows("audit_entries", (limit,))]
-
-
-def _held(row: Sequence[Any]) -> Held:
-    (
-        sub,
-        part,
-        stream,
-        gp,
-        mid,
-        type_,
-        status,
-        attempts,
-        error,
-        tb,
-        history,
-        due_at,
-        first,
-        last,
-        id_,
-    ) = row
-    return Held(
-        sub,
-        part,
-        stream,
-        gp,
-        mid,
-        type_,
-        status,
-        attempts,
-        error,
-        tb,
-        _history_decoder.decode(history) if history else [],
-        None,
-        due_at,
-        first,
-        last,
-        id_,
-    )
-
-
-def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if fut.done():
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(result)
 
 
 async def _rollback(conn: _Conn) -> None:

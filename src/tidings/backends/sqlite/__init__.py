@@ -21,6 +21,7 @@ from typing import Any, LiteralString
 
 import msgspec
 
+from tidings.backends._shared import held_from_row, settle
 from tidings.errors import (
     ConfigurationError,
     LeaseLost,
@@ -34,7 +35,6 @@ from tidings.store import (
     ANY,
     Appended,
     AppendOp,
-    Attempt,
     AuditEntry,
     Held,
     Outcome,
@@ -183,7 +183,7 @@ class SqliteStore(Store):
             self._pending.append((Transaction(), done))
             await asyncio.wait([done], timeout=self._lock_timeout)
         for fut in [fut for _, fut in self._pending]:
-            _settle(fut, None, StoreClosed())
+            settle(fut, None, StoreClosed())
         self._pending.clear()
         if self._conn is not None:
             self._conn.close()
@@ -277,7 +277,7 @@ class SqliteStore(Store):
         if conn is None:
             self._flushing = False
             for _, fut in group:
-                _settle(fut, None, StoreClosed())
+                settle(fut, None, StoreClosed())
             return
         try:
             self._commit_group(conn, group)
@@ -301,7 +301,7 @@ class SqliteStore(Store):
                     await self._retry_locked(lambda g=group: self._commit_group(conn, g))  # type: ignore[misc]
                 except Exception as exc:
                     for _, fut in group:
-                        _settle(fut, None, exc)
+                        settle(fut, None, exc)
         finally:
             self._flushing = False
 
@@ -327,7 +327,7 @@ class SqliteStore(Store):
             failure = exc if isinstance(exc, StoreError) else StoreUnavailable(f"SQLite: {exc}")
             outcomes = [(None, failure)] * len(group)
         for (_, fut), (result, error) in zip(group, outcomes, strict=True):
-            _settle(fut, result, error)
+            settle(fut, result, error)
 
     def _apply_one_by_one(
         self, conn: sqlite3.Connection, txs: list[Transaction]
@@ -795,7 +795,7 @@ class SqliteStore(Store):
             "ORDER BY subscription, global_position LIMIT ?",
             (subscription, subscription, stream, stream, status, status, id, id, limit),
         )
-        return [_held(row) for row in rows]
+        return [held_from_row(row) for row in rows]
 
     async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
         if not partitions:
@@ -884,56 +884,6 @@ class SqliteStore(Store):
             (limit,),
         )
         return [AuditEntry(*row) for row in rows]
-
-
-_history_decoder = msgspec.json.Decoder(list[Attempt])
-
-
-def _held(row: Sequence[Any]) -> Held:
-    (
-        sub,
-        part,
-        stream,
-        gp,
-        mid,
-        type_,
-        status,
-        attempts,
-        error,
-        tb,
-        history,
-        due_at,
-        first,
-        last,
-        id_,
-    ) = row
-    return Held(
-        sub,
-        part,
-        stream,
-        gp,
-        mid,
-        type_,
-        status,
-        attempts,
-        error,
-        tb,
-        _history_decoder.decode(history) if history else [],
-        None,
-        due_at,
-        first,
-        last,
-        id_,
-    )
-
-
-def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if fut.done():
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(result)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
