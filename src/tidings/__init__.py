@@ -6,6 +6,8 @@ delivery that an operator can see and repair.
 
 from __future__ import annotations
 
+import logging
+
 from tidings.app import App, Problem, Ticket
 from tidings.context import Context
 from tidings.decider import Decider
@@ -21,6 +23,10 @@ from tidings.errors import (
 )
 from tidings.messages import Command, Envelope, Event, Message
 from tidings.store import ANY, NO_STREAM
+
+# A library logs; the application decides where it goes (nothing is printed unless it configures
+# logging).
+logging.getLogger("tidings").addHandler(logging.NullHandler())
 
 __all__ = [
     "ANY",

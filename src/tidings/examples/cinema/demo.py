@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tidings import App, Event, Refused
+from tidings.delivery import Alert
 from tidings.examples.cinema.app import Cinema, build_cinema
 from tidings.examples.cinema.messages import ReserveSeat
 from tidings.examples.cinema.purchase import Purchase
@@ -51,6 +52,7 @@ class DemoResult:
     receipts: int = 0
     emails_sent_before_repair: int = 0
     dead_letters: int = 0
+    alerts: int = 0
     emails_sent_after_repair: int = 0
     dead_letter_causes: list[tuple[str, int]] = field(default_factory=list)
     invariants: dict[str, bool] = field(default_factory=dict)
@@ -110,6 +112,11 @@ async def run_demo(
     async with app:
         # A short lease: after a kill, the next run takes the dead worker's partitions over quickly.
         worker = app.worker(**{"lease_ttl": 2.0, **(worker_options or {})})
+
+        def count_alert(alert: Alert) -> None:
+            result.alerts += 1
+
+        app.on_alert(count_alert)
         running = asyncio.create_task(worker.run())
         try:
             await _buy(cinema, wishes, result, console)
@@ -284,6 +291,7 @@ def print_summary(result: DemoResult, console: Console) -> None:
         ("receipts issued", result.receipts),
         ("e-mails sent", result.emails_sent_before_repair),
         ("e-mails dead-lettered", result.dead_letters),
+        ("alerts raised (message parked)", result.alerts),
     ):
         table.add_row(label, str(value))
     console.print(table)
