@@ -1,8 +1,9 @@
 """The app the worker-crash and two-worker tests run in worker processes (``python -m tidings
 worker tests/reliability/_crash_app.py:app``).
 
-Configured by environment: ``TIDINGS_CRASH_DB`` (the SQLite file) and ``TIDINGS_CRASH_EFFECTS`` (a
-directory for side-effect files). Two subscriptions take every ``Tick``:
+Configured by environment: ``TIDINGS_CRASH_STORE`` (a store URL, e.g. ``postgresql://…?schema=…``) or
+else ``TIDINGS_CRASH_DB`` (a SQLite file), and ``TIDINGS_CRASH_EFFECTS`` (a directory for side-effect
+files). Two subscriptions take every ``Tick``:
 
 * ``projection`` keeps, per stream, the last ``n`` applied and how many were applied, through
   ``ctx.get``/``ctx.put`` (committed with the checkpoint: exactly once). An ``n`` that is not the
@@ -21,6 +22,7 @@ import os
 from pathlib import Path
 
 from tidings import App, Context, Event
+from tidings.store import Store
 
 PROJECTION = "projection"
 EFFECTS = "effects"
@@ -45,7 +47,13 @@ def _append_line(path: Path, line: str) -> None:
 
 
 def build_app(db: str, effects_dir: str, delay: float = 0.0) -> App:
-    app = App("crash", store=f"sqlite:///{db}", messages=[Tick])
+    """The app on the SQLite file ``db``."""
+    return build_app_at(f"sqlite:///{db}", effects_dir, delay)
+
+
+def build_app_at(store: str | Store, effects_dir: str, delay: float = 0.0) -> App:
+    """The app on ``store`` (a URL or a store)."""
+    app = App("crash", store=store, messages=[Tick])
     effects = Path(effects_dir)
 
     @app.subscriber(PROJECTION, partitions=PARTITIONS)
@@ -78,10 +86,13 @@ def build_app(db: str, effects_dir: str, delay: float = 0.0) -> App:
 
 
 _db = os.environ.get("TIDINGS_CRASH_DB")
+_store = os.environ.get("TIDINGS_CRASH_STORE") or (f"sqlite:///{_db}" if _db else None)
 app = (
-    build_app(
-        _db, os.environ["TIDINGS_CRASH_EFFECTS"], float(os.environ.get("TIDINGS_CRASH_DELAY", 0))
+    build_app_at(
+        _store,
+        os.environ["TIDINGS_CRASH_EFFECTS"],
+        float(os.environ.get("TIDINGS_CRASH_DELAY", 0)),
     )
-    if _db
+    if _store
     else None
 )

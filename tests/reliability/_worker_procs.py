@@ -46,20 +46,25 @@ def _open_log(path: Path) -> BinaryIO:
 
 
 async def start_worker(
-    db: Path,
+    db: Path | None,
     effects: Path,
     worker_id: str,
     *,
     lease_ttl: float,
     batch_size: int,
     delay: float,
+    store_url: str | None = None,
 ) -> WorkerProc:
-    env = dict(
-        os.environ,
-        TIDINGS_CRASH_DB=str(db),
-        TIDINGS_CRASH_EFFECTS=str(effects),
-        TIDINGS_CRASH_DELAY=str(delay),
-    )
+    """Start a worker on the SQLite file ``db``, or on the store ``store_url`` (``db`` None)."""
+    if (db is None) == (store_url is None):
+        raise ValueError("start_worker: give either db or store_url")
+    env = dict(os.environ, TIDINGS_CRASH_EFFECTS=str(effects), TIDINGS_CRASH_DELAY=str(delay))
+    env.pop("TIDINGS_CRASH_DB", None)
+    env.pop("TIDINGS_CRASH_STORE", None)
+    if store_url is not None:
+        env["TIDINGS_CRASH_STORE"] = store_url
+    else:
+        env["TIDINGS_CRASH_DB"] = str(db)
     log = effects.parent / f"worker-{worker_id}-{time.monotonic_ns()}.log"
     with _open_log(log) as out:
         proc = await asyncio.create_subprocess_exec(
