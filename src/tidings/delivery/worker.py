@@ -674,27 +674,35 @@ class Worker:
         idle = 0.005
         try:
             while not self._stopping.is_set():
-                if time.monotonic() >= runner.next_claim:
-                    await runner.claim()
                 runner.wakeup.clear()
                 try:
+                    if time.monotonic() >= runner.next_claim:
+                        await runner.claim()
                     did = await runner.step()
                 except StoreError as exc:
+                    # The store is down or refused: the subscription waits and tries again; a
+                    # worker must outlive an outage.
                     log.warning("%s: store error (%s); retrying", runner.route.name, exc)
-                    did = False
-                    idle = self.idle_poll
+                    await self._pause()
+                    continue
+                except Exception:
+                    log.exception("%s: unexpected error; retrying", runner.route.name)
+                    await self._pause()
+                    continue
                 if did:
                     idle = 0.005
                     continue
+                wait = max(0.001, min(idle, runner.next_claim - time.monotonic()))
                 try:
-                    await asyncio.wait_for(
-                        runner.wakeup.wait(),
-                        timeout=min(idle, runner.next_claim - time.monotonic()),
-                    )
+                    await asyncio.wait_for(runner.wakeup.wait(), timeout=wait)
                 except TimeoutError:
                     idle = min(idle * 2, self.idle_poll)
         finally:
             self.app._wakeups.discard(runner.wakeup)
+
+    async def _pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=self.idle_poll)
 
     async def _listen(self) -> None:
         """Wake every runner when the store says the log grew in another process (PostgreSQL's
