@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from tidings.app import App, Problem, Ticket
+from tidings.app import App, Ticket
 from tidings.context import Context
 from tidings.decider import Decider
 from tidings.errors import (
@@ -21,6 +21,7 @@ from tidings.errors import (
     TidingsError,
     WrongExpectedVersion,
 )
+from tidings.handlers import Problem
 from tidings.messages import Command, Envelope, Event, Message
 from tidings.store import ANY, NO_STREAM
 

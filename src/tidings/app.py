@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import types
-import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 
@@ -29,6 +27,7 @@ from tidings.errors import (
     Refused,
     WrongExpectedVersion,
 )
+from tidings.handlers import CommandHandler, Problem, StreamTurns, Subscriber, message_types
 from tidings.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Command,
@@ -71,52 +70,6 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class CommandHandler:
-    """The one handler of a command type."""
-
-    command: type[Command]
-    fn: Callable[[Any, Context], Any]
-    is_async: bool
-    #: how many times to re-run the handler after ``WrongExpectedVersion``
-    retry_on_conflict: int = 0
-    #: when set, handlers for the same stream run one at a time in this process
-    lock_stream: Callable[[Any], str] | None = None
-    #: retries when the command is sent (a refusal is an answer, never retried)
-    policy: RetryPolicy = RetryPolicy()
-
-    @property
-    def subscription(self) -> str:
-        """The name of the subscription that delivers sent commands of this type."""
-        return f"cmd:{self.command.__type_name__}"
-
-    @property
-    def name(self) -> str:
-        return getattr(self.fn, "__qualname__", repr(self.fn))
-
-
-@dataclass(frozen=True, slots=True)
-class Subscriber:
-    """A named, durable subscriber to one or more event types."""
-
-    name: str
-    events: tuple[type[Event], ...]
-    fn: Callable[[Any, Context], Any]
-    is_async: bool
-    policy: RetryPolicy = RetryPolicy()
-    #: where a new subscription starts: "beginning" (catch up on everything) or "now"
-    start: str = "beginning"
-    partitions: int = 8
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """A mistake in the application's wiring, found by :meth:`App.validate`."""
-
-    code: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
 class Ticket:
     """The receipt for a sent command: its id, and the way to its outcome."""
 
@@ -149,69 +102,6 @@ class Ticket:
         )
 
 
-class _StreamLocks:
-    """One-at-a-time per key, with no lock object at all while a key is uncontended."""
-
-    def __init__(self) -> None:
-        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
-
-    async def acquire(self, key: str) -> None:
-        waiters = self._waiting.get(key)
-        if waiters is None:
-            self._waiting[key] = []
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters.append(fut)
-        try:
-            await fut
-        except BaseException:
-            if fut.done() and not fut.cancelled():
-                self.release(key)  # handed over to us as we were cancelled: pass it on
-            elif fut in waiters:
-                waiters.remove(fut)
-            raise
-
-    def release(self, key: str) -> None:
-        waiters = self._waiting[key]
-        while waiters:
-            fut = waiters.pop(0)
-            if not fut.done():
-                fut.set_result(None)  # the key passes to the next in line
-                return
-        del self._waiting[key]
-
-
-def _message_types(fn: Callable[..., Any], role: str) -> tuple[type[Message], ...]:
-    """The message classes named by the annotation of ``fn``'s first parameter."""
-    params = list(inspect.signature(fn).parameters.values())
-    if not params:
-        raise ConfigurationError(
-            f"{role} {fn.__qualname__} takes no parameters: write it as (message, ctx)"
-        )
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception as exc:
-        raise ConfigurationError(
-            f"cannot read the annotations of {fn.__qualname__}: {exc}"
-        ) from exc
-    hint = hints.get(params[0].name)
-    if hint is None:
-        raise ConfigurationError(
-            f"{role} {fn.__qualname__}: annotate its first parameter with the message class it "
-            "handles, e.g. (cmd: ReserveSeat, ctx: Context)"
-        )
-    if typing.get_origin(hint) in (Union, types.UnionType):
-        found = typing.get_args(hint)
-    else:
-        found = (hint,)
-    for cls in found:
-        if not (isinstance(cls, type) and issubclass(cls, Message)):
-            raise ConfigurationError(
-                f"{role} {fn.__qualname__}: {cls!r} is not a Command or Event class"
-            )
-    return found
-
-
 class App:
     """A service: its message types, its handlers, and its store.
 
@@ -234,7 +124,7 @@ class App:
         self._commands: dict[type[Command], CommandHandler] = {}
         self._subscribers: dict[str, Subscriber] = {}
         self._sent_types: set[type[Command]] = set()
-        self._locks = _StreamLocks()
+        self._locks = StreamTurns()
         self._wakeups: set[asyncio.Event] = set()
         self._outcome_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.alerts = Alerts()
@@ -304,7 +194,7 @@ class App:
         """
 
         def decorate(fn: F) -> F:
-            found = _message_types(fn, "command handler")
+            found = message_types(fn, "command handler")
             for cls in found:
                 if not issubclass(cls, Command):
                     raise ConfigurationError(
@@ -357,7 +247,7 @@ class App:
             raise ConfigurationError(f"partitions={partitions}: use 1 to 1024")
 
         def decorate(fn: F) -> F:
-            found = _message_types(fn, "subscriber")
+            found = message_types(fn, "subscriber")
             for cls in found:
                 if issubclass(cls, Command):
                     raise ConfigurationError(

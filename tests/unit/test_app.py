@@ -313,9 +313,9 @@ async def test_a_plain_handler_conflict_reaches_the_caller_unless_retries_are_as
 async def test_stream_turns_survive_a_cancelled_waiter() -> None:
     import asyncio
 
-    from tidings.app import _StreamLocks
+    from tidings.handlers import StreamTurns
 
-    locks = _StreamLocks()
+    locks = StreamTurns()
     order: list[str] = []
     await locks.acquire("s")  # held by "first"
 

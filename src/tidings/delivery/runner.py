@@ -48,8 +48,8 @@ from tidings.store import (
 )
 
 if TYPE_CHECKING:
-    from tidings.app import CommandHandler, Subscriber
     from tidings.delivery.worker import Worker
+    from tidings.handlers import CommandHandler, Subscriber
 
 log = logging.getLogger("tidings.worker")
 _encoder = msgspec.json.Encoder()
