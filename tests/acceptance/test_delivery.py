@@ -56,10 +56,11 @@ class Backend:
     path: Path
     memory: MemoryStore | None = None
     apps: list[App] = field(default_factory=list)
+    postgres: str | None = None
 
     @property
     def url(self) -> str:
-        return f"sqlite:///{self.path}"
+        return self.postgres if self.postgres is not None else f"sqlite:///{self.path}"
 
     def app(self, name: str = "shop") -> App:
         app = App(name, store=self.memory if self.memory is not None else self.url)
@@ -67,10 +68,13 @@ class Backend:
         return app
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     kind = request.param
     found = Backend(kind, tmp_path / "shop.db", MemoryStore() if kind == "memory" else None)
+    if kind == "postgres":
+        schema = request.getfixturevalue("pg_schema")
+        found.postgres = f"{request.getfixturevalue('postgres_url')}?schema={schema}"
     yield found
     for app in found.apps:
         await app.close()

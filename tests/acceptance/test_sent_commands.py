@@ -49,9 +49,13 @@ class Ticked(Event, type_name="cmd.Ticked"):
     label: str
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    yield "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'cmd.db'}"
+    if request.param == "postgres":
+        schema = request.getfixturevalue("pg_schema")
+        yield f"{request.getfixturevalue('postgres_url')}?schema={schema}"
+    else:
+        yield "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'cmd.db'}"
 
 
 @pytest.fixture
