@@ -132,7 +132,6 @@ import asyncpg
 import procrastinate
 import psycopg
 from eventsourcing.application import Application
-from eventsourcing.domain import Aggregate, event
 from pgqueuer import PgQueuer
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.domain.types import QueueExecutionMode
@@ -142,91 +141,20 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import tidings
-from tidings import App, Command, Context, Decider, Event, Refused
+from bench_cinema import (  # the shared benchmark domain, beside this file
+    SEATS,
+    SeatReserved,
+    cinema_app,
+    es_new_screening,
+    reserve,
+)
+from tidings import App, Command, Context, Event
 from tidings.backends.postgres import _sql as tidings_sql
 
 HERE = Path(__file__).resolve()
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 # --- the cinema domain, for tidings ------------------------------------------------------------
-
-
-class ReserveSeat(Command):
-    screening_id: str
-    seat: str
-    customer: str
-
-
-class ReserveSeats(Command):
-    screening_id: str
-    seats: list[str]
-    customer: str
-
-
-class SeatReserved(Event):
-    screening_id: str
-    seat: str
-    customer: str
-
-
-Seats = frozenset[str]
-
-
-def decide(command: ReserveSeat | ReserveSeats, reserved: Seats) -> list[SeatReserved]:
-    wanted = [command.seat] if isinstance(command, ReserveSeat) else command.seats
-    taken = reserved.intersection(wanted)
-    if taken:
-        raise Refused(f"seats already reserved: {', '.join(sorted(taken))}", code="seat-taken")
-    return [
-        SeatReserved(screening_id=command.screening_id, seat=seat, customer=command.customer)
-        for seat in wanted
-    ]
-
-
-def evolve(reserved: Seats, fact: SeatReserved) -> Seats:
-    return reserved | {fact.seat}
-
-
-screening = Decider[Seats](
-    decide=decide,
-    evolve=evolve,
-    initial=frozenset(),
-    stream=lambda command: f"screening-{command.screening_id}",
-)
-
-SEATS = [f"{row}{number}" for row in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" for number in range(1, 41)]
-
-
-def cinema_app(url: str) -> App:
-    app = App("cinema", store=url)
-    app.decider(screening, ReserveSeat, ReserveSeats)
-    return app
-
-
-def reserve(screening_id: str, seats: int) -> ReserveSeat | ReserveSeats:
-    if seats == 1:
-        return ReserveSeat(screening_id=screening_id, seat="A1", customer="customer-1")
-    return ReserveSeats(screening_id=screening_id, seats=SEATS[:seats], customer="customer-1")
-
-
-# --- the same domain, for eventsourcing --------------------------------------------------------
-
-
-class EsScreening(Aggregate):
-    @event("FirstSeatReserved")
-    def __init__(self, seat: str, customer: str) -> None:
-        self.seats = {seat: customer}
-
-    @event("SeatReserved")
-    def reserve(self, seat: str, customer: str) -> None:
-        self.seats[seat] = customer
-
-
-def es_new_screening(seats: int) -> EsScreening:
-    aggregate = EsScreening(seat=SEATS[0], customer="customer-1")
-    for seat in SEATS[1:seats]:
-        aggregate.reserve(seat=seat, customer="customer-1")
-    return aggregate
 
 
 # --- messages of the command and latency slots -------------------------------------------------
