@@ -58,8 +58,8 @@ async def append(
     return done.version
 
 
-class LogContract(abc.ABC):
-    """The log: appends, optimistic concurrency, idempotency, gapless positions, reading."""
+class StoreContract(abc.ABC):
+    """What every contract suite needs: a fresh, opened store per test, closed after it."""
 
     @abc.abstractmethod
     async def make_store(self, tmp_path: Path) -> Store:
@@ -73,6 +73,10 @@ class LogContract(abc.ABC):
             yield made
         finally:
             await made.close()
+
+
+class LogContract(StoreContract):
+    """The log: appends, optimistic concurrency, idempotency, gapless positions, reading."""
 
     async def test_an_empty_store_has_nothing(self, store: Store) -> None:
         assert await store.last_position() == 0
@@ -238,21 +242,8 @@ class LogContract(abc.ABC):
         assert [e.stream_position for e in await store.read_stream("big")] == list(range(1, 2501))
 
 
-class DeliveryContract(abc.ABC):
+class DeliveryContract(StoreContract):
     """Subscriptions, held messages, outcomes, the schedule, documents and the audit trail."""
-
-    @abc.abstractmethod
-    async def make_store(self, tmp_path: Path) -> Store:
-        """A fresh, unopened store (``tmp_path`` is pytest's per-test directory)."""
-
-    @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
-        made = await self.make_store(tmp_path)
-        await made.open()
-        try:
-            yield made
-        finally:
-            await made.close()
 
     async def test_partitions_are_created_once_and_start_where_asked(self, store: Store) -> None:
         await store.setup_subscription("email", 4, 0)
