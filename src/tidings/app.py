@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import msgspec
 
 from tidings.context import Context, when
-from tidings.decider import Decider
+from tidings.decider import Decider, StreamStates
 from tidings.delivery.alerts import AlertCallback, Alerts
 from tidings.delivery.policy import RetryPolicy
 from tidings.errors import (
@@ -307,21 +307,60 @@ class App:
         *commands: type[Command],
         retry_on_conflict: int = 5,
         policy: RetryPolicy | None = None,
+        cache: int = 4096,
     ) -> Decider[S]:
         """Handle ``commands`` with a :class:`Decider`: load its stream, decide, append at the
         version loaded. In this process, commands for one stream take turns; a conflict with
-        another process is retried ``retry_on_conflict`` times."""
+        another process is re-decided up to ``retry_on_conflict`` times.
+
+        ``cache`` is how many streams' states this process keeps after committing to them (0: load
+        every time). A command on a kept stream, or on a stream this process has not seen (taken
+        to be new), is decided without reading the store: the append at that version confirms
+        the state, and when it conflicts the stream is loaded and the command decided again (not
+        counted as a retry). A refusal, or no events, decided on such an assumed state is
+        confirmed by reading what the stream holds beyond it before it is given.
+        """
         if not commands:
             raise ConfigurationError(
                 "app.decider(decider, *commands): name the command types it decides"
             )
+        if cache < 0:
+            raise ConfigurationError("app.decider: cache= is a number of streams, 0 or more")
+        states: StreamStates[S] | None = StreamStates(cache) if cache else None
 
         async def handle(command: Command, ctx: Context) -> list[Event]:
             stream = decider.stream(command)
-            state, version = await ctx.load(stream, decider.evolve, decider.initial)
-            events = list(decider.decide(command, state))
+            if states is None or not ctx._assume:
+                state, version = await ctx.load(stream, decider.evolve, decider.initial)
+                events = list(decider.decide(command, state))
+            else:
+                state, version = states.take(stream) or (decider.initial_state(), 0)
+                refusal: Refused | None = None
+                try:
+                    events = list(decider.decide(command, state))
+                except Refused as refused:
+                    events, refusal = [], refused
+                if events:
+                    ctx._assumed = True
+                else:
+                    # Only an append confirms an assumed state: read what lies beyond it first.
+                    state, newer = await self._fold_from(stream, decider.evolve, state, version)
+                    if newer != version:
+                        version = newer
+                        events = list(decider.decide(command, state))
+                    elif refusal is not None:
+                        states.put(stream, state, version)
+                        raise refusal
+                    if not events:
+                        states.put(stream, state, version)
             if events:
                 ctx.append(stream, events, expected_version=version)
+                if states is not None:
+                    ctx._after_commit(
+                        lambda: states.put(
+                            stream, decider.fold(events, state), version + len(events)
+                        )
+                    )
             return events
 
         handle.__qualname__ = f"Decider({getattr(decider.decide, '__qualname__', 'decide')})"
@@ -474,6 +513,7 @@ class App:
         headers: dict[str, str] | None,
     ) -> Any:
         attempt = 0
+        assume = True
         while True:
             ctx = Context(
                 self,
@@ -481,6 +521,7 @@ class App:
                 correlation_id=correlation_id or message_id,
                 headers=headers,
             )
+            ctx._assume = assume
             result = handler.fn(command, ctx)
             if handler.is_async:
                 result = await result
@@ -490,10 +531,16 @@ class App:
             try:
                 await self._commit(tx)
             except WrongExpectedVersion:
+                if ctx._assumed:
+                    assume = False  # decided on a state assumed, not loaded: not a retry
+                    continue
                 if attempt >= handler.retry_on_conflict:
                     raise
                 attempt += 1
                 continue
+            if ctx._after is not None:
+                for callback in ctx._after:
+                    callback()
             return result
 
     async def send(
@@ -689,8 +736,12 @@ class App:
         """Fold a stream's events with ``evolve`` from ``initial``: returns ``(state, version)``."""
         if not self._opened:
             await self.open()
-        state = initial() if callable(initial) else initial
-        version = 0
+        return await self._fold_from(stream, evolve, initial() if callable(initial) else initial, 0)
+
+    async def _fold_from(
+        self, stream: str, evolve: Callable[[S, Any], S], state: S, version: int
+    ) -> tuple[S, int]:
+        """Fold the stream's events after ``version`` into ``state``."""
         page = 1000
         while True:
             found = await self.store.read_stream(stream, from_position=version + 1, limit=page)

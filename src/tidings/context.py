@@ -53,6 +53,9 @@ class Context:
     """
 
     __slots__ = (
+        "_after",
+        "_assume",
+        "_assumed",
         "_overlay",
         "_tx",
         "app",
@@ -88,6 +91,19 @@ class Context:
         # message are measurable.
         self._tx: Transaction | None = None
         self._overlay = overlay
+        #: run after this context's transaction committed (invoke only)
+        self._after: list[Callable[[], None]] | None = None
+        #: a decider may decide on a state it keeps instead of loading (invoke's first try)
+        self._assume = False
+        #: it did, and appended at that state's version
+        self._assumed = False
+
+    def _after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this handler's transaction has committed (for invoked commands;
+        a sent command's handler commits with the worker, which does not call it)."""
+        if self._after is None:
+            self._after = []
+        self._after.append(callback)
 
     def _new(self, message: Message) -> NewMessage:
         return self.app._new_message(

@@ -44,3 +44,31 @@ class Decider(Generic[S]):
     def run(self, command: Command, events: Sequence[Event]) -> list[Event]:
         """Decide ``command`` on the state ``events`` give, without a store (for tests)."""
         return list(self.decide(command, self.fold(events)))
+
+
+class StreamStates(Generic[S]):
+    """The states of the streams a decider last committed to in this process, newest last.
+
+    An entry is *taken* (removed) when a command starts on its stream and put back only after that
+    command's commit succeeded, so a failed or conflicting commit never leaves a state behind that
+    the store does not hold — even when ``evolve`` changes states in place.
+    """
+
+    __slots__ = ("_states", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._states: dict[str, tuple[S, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def take(self, stream: str) -> tuple[S, int] | None:
+        return self._states.pop(stream, None)
+
+    def put(self, stream: str, state: S, version: int) -> None:
+        states = self._states
+        states.pop(stream, None)
+        states[stream] = (state, version)
+        if len(states) > self.limit:
+            del states[next(iter(states))]

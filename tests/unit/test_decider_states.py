@@ -1,0 +1,173 @@
+"""A decider keeps the states it committed and decides on them (or on "new stream") without reading;
+the append confirms the state, and a refusal or a no-op decided on it is confirmed by a read.
+
+Every test has a second App on the same SQLite file change the stream behind the first App's back,
+which is what another process does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tidings import App, Command, Decider, Event, Refused
+from tidings.backends.sqlite import SqliteStore
+
+
+class Reserve(Command, type_name="states.Reserve"):
+    screening: str
+    seat: str
+
+
+class Release(Command, type_name="states.Release"):
+    screening: str
+    seat: str
+
+
+class Reserved(Event, type_name="states.Reserved"):
+    seat: str
+
+
+class Released(Event, type_name="states.Released"):
+    seat: str
+
+
+def decide(command: Reserve | Release, taken: set[str]) -> list[Event]:
+    if isinstance(command, Reserve):
+        if command.seat in taken:
+            raise Refused(f"{command.seat} is taken", code="taken")
+        return [Reserved(seat=command.seat)]
+    return [Released(seat=command.seat)] if command.seat in taken else []
+
+
+def evolve(taken: set[str], event: Reserved | Released) -> set[str]:
+    # Changes the state in place, the way a careless evolve does: the kept states must survive it.
+    if isinstance(event, Reserved):
+        taken.add(event.seat)
+    else:
+        taken.discard(event.seat)
+    return taken
+
+
+screening = Decider[set[str]](
+    decide=decide, evolve=evolve, initial=set, stream=lambda c: f"screening-{c.screening}"
+)
+
+
+def cinema(path: Path, *, cache: int = 4096, retry_on_conflict: int = 5) -> App:
+    app = App("states", store=SqliteStore(path))
+    app.decider(screening, Reserve, Release, cache=cache, retry_on_conflict=retry_on_conflict)
+    return app
+
+
+@pytest.fixture
+async def apps(tmp_path: Path) -> AsyncIterator[tuple[App, App]]:
+    here, there = cinema(tmp_path / "s.db"), cinema(tmp_path / "s.db")
+    async with here, there:
+        yield here, there
+
+
+async def seats(app: App, screening_id: str) -> set[str]:
+    state, _ = await app.load(f"screening-{screening_id}", evolve, set)
+    return state
+
+
+async def versions(app: App, stream: str) -> list[int]:
+    return [e.stream_position for e in await app.read_stream(stream)]
+
+
+async def test_sequential_invokes_on_one_stream_append_at_the_right_versions(
+    apps: tuple[App, App],
+) -> None:
+    here, _ = apps
+    for seat in ("A1", "A2", "A3"):
+        await here.invoke(Reserve(screening="1", seat=seat))
+    with pytest.raises(Refused, match="A2 is taken"):
+        await here.invoke(Reserve(screening="1", seat="A2"))
+    assert await versions(here, "screening-1") == [1, 2, 3]
+    assert await seats(here, "1") == {"A1", "A2", "A3"}
+
+
+async def test_a_stream_written_elsewhere_is_loaded_when_the_append_conflicts(
+    apps: tuple[App, App],
+) -> None:
+    here, there = apps
+    await here.invoke(Reserve(screening="1", seat="A1"))  # kept: {A1} at version 1
+    await there.invoke(Reserve(screening="1", seat="B1"))  # here does not know
+    await here.invoke(Reserve(screening="1", seat="C1"))
+    with pytest.raises(Refused, match="B1 is taken"):
+        await here.invoke(Reserve(screening="1", seat="B1"))
+    assert await versions(here, "screening-1") == [1, 2, 3]
+    assert await seats(there, "1") == {"A1", "B1", "C1"}
+
+
+async def test_an_existing_stream_this_process_never_saw_is_not_taken_for_new(
+    tmp_path: Path,
+) -> None:
+    # retry_on_conflict=0: the conflict of a state assumed is not a retry of the caller's.
+    here = cinema(tmp_path / "s.db", retry_on_conflict=0)
+    there = cinema(tmp_path / "s.db")
+    async with here, there:
+        await there.invoke(Reserve(screening="1", seat="A1"))
+        with pytest.raises(Refused, match="A1 is taken"):
+            await here.invoke(Reserve(screening="1", seat="A1"))
+        await here.invoke(Reserve(screening="1", seat="A2"))
+        assert await versions(here, "screening-1") == [1, 2]
+
+
+async def test_a_refusal_decided_on_a_kept_state_is_confirmed_first(
+    apps: tuple[App, App],
+) -> None:
+    here, there = apps
+    await here.invoke(Reserve(screening="1", seat="A1"))  # kept: {A1}
+    await there.invoke(Release(screening="1", seat="A1"))  # A1 is free again
+    # The kept state says A1 is taken; the store says it is free.
+    await here.invoke(Reserve(screening="1", seat="A1"))
+    assert await versions(here, "screening-1") == [1, 2, 3]
+    assert await seats(there, "1") == {"A1"}
+
+
+async def test_a_no_op_decided_on_a_kept_state_is_confirmed_first(apps: tuple[App, App]) -> None:
+    here, there = apps
+    await here.invoke(Reserve(screening="1", seat="A1"))
+    await here.invoke(Release(screening="1", seat="A1"))  # kept: {} at version 2
+    await there.invoke(Reserve(screening="1", seat="A1"))  # taken again, elsewhere
+    # The kept state says there is nothing to release; the store says there is.
+    assert await here.invoke(Release(screening="1", seat="A1")) == [Released(seat="A1")]
+    assert await seats(there, "1") == set()
+    assert await versions(here, "screening-1") == [1, 2, 3, 4]
+
+
+async def test_a_commit_that_fails_leaves_no_state_behind(apps: tuple[App, App]) -> None:
+    here, there = apps
+    await here.invoke(Reserve(screening="1", seat="A1"))
+    await there.invoke(Reserve(screening="1", seat="B1"))
+    # Decided on {A1} at version 1, the append conflicts; the reload must not see B2 (decided on
+    # the kept state, never committed) even though evolve changes states in place.
+    await here.invoke(Reserve(screening="1", seat="B2"))
+    await here.invoke(Reserve(screening="1", seat="B3"))
+    assert await seats(here, "1") == {"A1", "B1", "B2", "B3"}
+    assert await versions(there, "screening-1") == [1, 2, 3, 4]
+
+
+async def test_cache_zero_loads_every_time(tmp_path: Path) -> None:
+    here = cinema(tmp_path / "s.db", cache=0, retry_on_conflict=0)
+    there = cinema(tmp_path / "s.db")
+    async with here, there:
+        await here.invoke(Reserve(screening="1", seat="A1"))
+        await there.invoke(Release(screening="1", seat="A1"))
+        await here.invoke(Reserve(screening="1", seat="A1"))
+        assert await versions(here, "screening-1") == [1, 2, 3]
+
+
+async def test_the_states_kept_are_bounded(tmp_path: Path) -> None:
+    app = cinema(tmp_path / "s.db", cache=2)
+    async with app:
+        for n in range(5):
+            await app.invoke(Reserve(screening=str(n), seat="A1"))
+        # The oldest were dropped: deciding on them again needs the store, and still refuses.
+        with pytest.raises(Refused):
+            await app.invoke(Reserve(screening="0", seat="A1"))
+        assert await versions(app, "screening-0") == [1]
