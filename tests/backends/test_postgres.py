@@ -20,6 +20,7 @@ from tidings.errors import (
     StoreClosed,
     StoreError,
     StoreUnavailable,
+    WrongExpectedVersion,
 )
 from tidings.store import (
     AppendOp,
@@ -189,6 +190,105 @@ async def test_a_commit_lost_before_it_reached_the_server_is_committed_again_onc
         await conn.close()
 
     await assert_applied_once(await commit_losing_the_connection(store, lose_before))
+
+
+# --- the one-round-trip append ------------------------------------------------------------------
+
+
+def only_the_short_way(store: PostgresStore) -> list[int]:
+    """Make the long way fail; return the list its calls are counted in."""
+    calls: list[int] = []
+
+    async def long_way(conn: Any, txs: list[Transaction]) -> Any:
+        calls.append(len(txs))
+        raise AssertionError("the group should have been committed in one statement")
+
+    store._apply_group = long_way  # type: ignore[method-assign]
+    return calls
+
+
+async def test_a_group_that_only_appends_is_numbered_as_the_planner_would(
+    store: PostgresStore,
+) -> None:
+    only_the_short_way(store)
+    first = [new_message() for _ in range(3)]
+    await store.commit(Transaction([AppendOp("a", first)]))
+    groups = await asyncio.gather(
+        store.commit(Transaction([AppendOp("a", [new_message()], 3)])),
+        store.commit(Transaction([AppendOp("b", [new_message(), new_message()], 0)])),
+        store.commit(
+            Transaction([AppendOp("a", [new_message()], 4), AppendOp("c", [new_message()])])
+        ),
+    )
+    assert [[(d.stream, d.version, d.global_position) for d in g] for g in groups] == [
+        [("a", 4, 4)],
+        [("b", 2, 6)],
+        [("a", 5, 7), ("c", 1, 8)],
+    ]
+    log = await store.read_all()
+    assert [(e.global_position, e.stream, e.stream_position) for e in log] == [
+        (1, "a", 1), (2, "a", 2), (3, "a", 3), (4, "a", 4), (5, "b", 1), (6, "b", 2),
+        (7, "a", 5), (8, "c", 1),
+    ]  # fmt: skip
+    assert [e.id for e in log[:3]] == [m.id for m in first]
+    assert len({e.recorded_at for e in log[3:]}) == 1  # one group, one clock reading
+
+
+async def test_a_conflict_in_a_one_statement_group_refuses_only_the_culprit(
+    store: PostgresStore,
+) -> None:
+    await store.commit(Transaction([AppendOp("a", [new_message()])]))
+    results = await asyncio.gather(
+        store.commit(Transaction([AppendOp("b", [new_message()], 0)])),
+        store.commit(Transaction([AppendOp("a", [new_message()], 0)])),  # a is at 1
+        store.commit(Transaction([AppendOp("a", [new_message()], 1)])),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], WrongExpectedVersion)
+    assert (results[1].expected, results[1].actual) == (0, 1)
+    assert [[(d.stream, d.version) for d in r] for r in (results[0], results[2])] == [
+        [("b", 1)],
+        [("a", 2)],
+    ]
+    assert [e.stream for e in await store.read_all()] == ["a", "b", "a"]
+
+
+async def test_a_one_statement_append_whose_reply_is_lost_is_not_applied_twice(
+    store: PostgresStore,
+) -> None:
+    real = store._send_append
+    calls = 0
+
+    async def lose_the_reply(conn: Any, params: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        cur = await real(conn, params)  # committed (autocommit)...
+        if calls == 1:
+            await conn.close()  # ...but as far as we know, the connection died first
+            raise psycopg.OperationalError("connection lost")
+        return cur
+
+    store._send_append = lose_the_reply  # type: ignore[method-assign]
+    message = new_message()
+    (done,) = await store.commit(Transaction([AppendOp("s", [message], 0)]))
+    assert (done.version, done.global_position) == (1, 1)
+    assert [e.id for e in await store.read_all()] == [message.id]
+
+
+async def test_a_one_statement_append_lost_before_it_was_sent_is_applied_once(
+    store: PostgresStore,
+) -> None:
+    real = store._send_append
+
+    async def lose_first(conn: Any, params: Any) -> Any:
+        store._send_append = real  # type: ignore[method-assign]
+        await conn.close()
+        return await real(conn, params)
+
+    store._send_append = lose_first  # type: ignore[method-assign]
+    (done,) = await store.commit(Transaction([AppendOp("s", [new_message()], 0)]))
+    assert (done.version, done.global_position) == (1, 1)
+    assert len(await store.read_all()) == 1
 
 
 async def test_wait_for_change_wakes_on_another_stores_commit(

@@ -249,3 +249,11 @@ SELECT key, data FROM {schema}.documents WHERE collection = %s ORDER BY key LIMI
 
 -- name: audit_entries
 SELECT actor, action, target, detail, at, id FROM {schema}.audit ORDER BY id DESC LIMIT %s
+
+-- ---------------------------------------------------------------------------------------------
+-- The one-round-trip commit of a group that only appends (migration 0004).
+
+-- name: append_group
+SELECT {schema}.append_group(%s, %s, %s, %s::text[], %s::text[], %s::bigint[], %s::integer[],
+                             %s::text[], %s::text[], %s::text[], %s::text[], %s::integer[],
+                             %s::bytea[], %s::text[], %s::text[], %s::bytea[])
