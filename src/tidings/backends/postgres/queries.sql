@@ -254,6 +254,4 @@ SELECT actor, action, target, detail, at, id FROM {schema}.audit ORDER BY id DES
 -- The one-round-trip commit of a group that only appends (migration 0004).
 
 -- name: append_group
-SELECT {schema}.append_group(%s, %s, %s, %s::text[], %s::text[], %s::bigint[], %s::integer[],
-                             %s::text[], %s::text[], %s::text[], %s::text[], %s::integer[],
-                             %s::bytea[], %s::text[], %s::text[], %s::bytea[])
+SELECT {schema}.append_group(%s, %s, %s, %s::text[], %s::json, %s::json)

@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import msgspec
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
@@ -67,6 +68,7 @@ log = logging.getLogger("tidings.postgres")
 T = TypeVar("T")
 _Conn = psycopg.AsyncConnection[Any]
 _Pending = tuple[Transaction, "asyncio.Future[list[Appended]]"]
+_json_encoder = msgspec.json.Encoder()
 
 #: The most transactions one group commit takes.
 _GROUP_LIMIT = 512
@@ -315,53 +317,37 @@ class PostgresStore(Store):
         """Commit a group that only appends in one statement (``append_group``, autocommit): the
         function checks, numbers and inserts as :func:`plan_group` would, or raises."""
         streams: dict[str, int] = {}
-        op_streams, op_expected, op_sizes = [], [], []
-        row_streams, ids, kinds, types, versions, datas, correlations, causations, headers = (
-            [],
-            [],
-            [],
-            [],
-            [],
-            [],
-            [],
-            [],
-            [],
-        )
+        ops: list[tuple[str, int, int]] = []
+        rows: list[tuple[Any, ...]] = []
         for tx in txs:
             for op in tx.appends:
                 stream = op.stream
                 streams.setdefault(stream, 0)
-                op_streams.append(stream)
-                op_expected.append(op.expected_version)
-                op_sizes.append(len(op.messages))
+                ops.append((stream, op.expected_version, len(op.messages)))
                 for m in op.messages:
-                    row_streams.append(stream)
-                    ids.append(m.id)
-                    kinds.append(m.kind)
-                    types.append(m.type)
-                    versions.append(m.version)
-                    datas.append(m.data)
-                    correlations.append(m.correlation_id)
-                    causations.append(m.causation_id)
-                    headers.append(m.headers)
+                    rows.append(
+                        (
+                            stream,
+                            m.id,
+                            m.kind,
+                            m.type,
+                            m.version,
+                            # The stored JSON goes in as itself, not as a string: no escaping.
+                            msgspec.Raw(m.data),
+                            m.correlation_id,
+                            m.causation_id,
+                            None if m.headers is None else msgspec.Raw(m.headers),
+                        )
+                    )
+        encode = _json_encoder.encode
         cur = await self._send_append(
             conn,
             (
                 *self._append_lock,
                 self._channel,
                 list(streams),
-                op_streams,
-                op_expected,
-                op_sizes,
-                row_streams,
-                ids,
-                kinds,
-                types,
-                versions,
-                datas,
-                correlations,
-                causations,
-                headers,
+                encode(ops).decode(),
+                encode(rows).decode(),
             ),
         )
         found = await cur.fetchone()

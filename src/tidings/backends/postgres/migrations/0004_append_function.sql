@@ -8,18 +8,20 @@
 -- then commits the group the long way, which refuses only the culprit. A message id stored
 -- already breaks the log's unique constraint the same way.
 CREATE FUNCTION {schema}.append_group(
-    lock_class integer, lock_key integer, channel text,
-    streams text[], op_streams text[], op_expected bigint[], op_sizes integer[],
-    row_streams text[], ids text[], kinds text[], types text[], versions integer[],
-    datas bytea[], correlation_ids text[], causation_ids text[], headers bytea[]
+    lock_class integer, lock_key integer, channel text, streams text[], ops json, rows json
 ) RETURNS bigint[]
 LANGUAGE plpgsql AS $$
+-- ops: [[stream, expected version, number of messages], ...] in commit order;
+-- rows: [[stream, id, kind, type, version, data, correlation id, causation id, headers], ...]
+-- where data and headers are the stored JSON itself (headers may be null).
 DECLARE
     top bigint;
     before bigint[];
     current bigint[];
     positions bigint[];
+    op json;
     at integer;
+    expected bigint;
     n_rows integer := 0;
     recorded double precision;
 BEGIN
@@ -32,15 +34,16 @@ BEGIN
       INTO before
       FROM unnest(streams) WITH ORDINALITY AS u(s, n);
     current := before;
-    positions := array_fill(0::bigint, ARRAY[cardinality(ids)]);
-    FOR op IN 1 .. cardinality(op_streams) LOOP
-        at := array_position(streams, op_streams[op]);
-        IF op_expected[op] <> -2 AND op_expected[op] <> current[at] THEN
+    positions := array_fill(0::bigint, ARRAY[json_array_length(rows)]);
+    FOR op IN SELECT * FROM json_array_elements(ops) LOOP
+        at := array_position(streams, op->>0);
+        expected := (op->>1)::bigint;
+        IF expected <> -2 AND expected <> current[at] THEN
             RAISE EXCEPTION USING ERRCODE = 'TD001',
-                MESSAGE = 'tidings: expected version of ' || op_streams[op] || ' is '
-                          || op_expected[op] || ', found ' || current[at];
+                MESSAGE = 'tidings: expected version of ' || (op->>0) || ' is ' || expected
+                          || ', found ' || current[at];
         END IF;
-        FOR k IN 1 .. op_sizes[op] LOOP
+        FOR k IN 1 .. (op->>2)::integer LOOP
             n_rows := n_rows + 1;
             current[at] := current[at] + 1;
             positions[n_rows] := current[at];
@@ -48,9 +51,11 @@ BEGIN
     END LOOP;
     INSERT INTO {schema}.log (global_position, stream, stream_position, id, kind, type, version,
                               data, correlation_id, causation_id, headers, recorded_at)
-    SELECT top + u.n, u.s, positions[u.n], u.i, u.k, u.t, u.v, u.d, u.c, u.ca, u.h, recorded
-      FROM unnest(row_streams, ids, kinds, types, versions, datas, correlation_ids,
-                  causation_ids, headers) WITH ORDINALITY AS u(s, i, k, t, v, d, c, ca, h, n);
+    SELECT top + u.n, r->>0, positions[u.n], r->>1, r->>2, r->>3, (r->>4)::integer,
+           convert_to((r->5)::text, 'UTF8'), r->>6, r->>7,
+           CASE WHEN json_typeof(r->8) = 'null' THEN NULL ELSE convert_to((r->8)::text, 'UTF8') END,
+           recorded
+      FROM json_array_elements(rows) WITH ORDINALITY AS u(r, n);
     PERFORM pg_notify(channel, (top + n_rows)::text);
     RETURN top || before;
 END
