@@ -223,16 +223,20 @@ async def test_a_group_that_only_appends_is_numbered_as_the_planner_would(
         store.commit(
             Transaction([AppendOp("a", [new_message()], 4), AppendOp("c", [new_message()])])
         ),
+        store.commit(Transaction([AppendOp("a", [new_message()])])),  # any version
+        store.commit(Transaction([AppendOp("c", [new_message(), new_message()])])),
     )
     assert [[(d.stream, d.version, d.global_position) for d in g] for g in groups] == [
         [("a", 4, 4)],
         [("b", 2, 6)],
         [("a", 5, 7), ("c", 1, 8)],
+        [("a", 6, 9)],
+        [("c", 3, 11)],
     ]
     log = await store.read_all()
     assert [(e.global_position, e.stream, e.stream_position) for e in log] == [
         (1, "a", 1), (2, "a", 2), (3, "a", 3), (4, "a", 4), (5, "b", 1), (6, "b", 2),
-        (7, "a", 5), (8, "c", 1),
+        (7, "a", 5), (8, "c", 1), (9, "a", 6), (10, "c", 2), (11, "c", 3),
     ]  # fmt: skip
     assert [e.id for e in log[:3]] == [m.id for m in first]
     assert [(bytes(e.data), e.headers) for e in log[:2]] == [(odd, {}), (b'{"n":1}', {"k": "v"})]
@@ -247,15 +251,31 @@ async def test_a_conflict_in_a_one_statement_group_refuses_only_the_culprit(
         store.commit(Transaction([AppendOp("b", [new_message()], 0)])),
         store.commit(Transaction([AppendOp("a", [new_message()], 0)])),  # a is at 1
         store.commit(Transaction([AppendOp("a", [new_message()], 1)])),
+        store.commit(Transaction([AppendOp("a", [new_message()], 5)])),  # ahead of a
+        store.commit(Transaction([AppendOp("b", [new_message()])])),
         return_exceptions=True,
     )
-    assert isinstance(results[1], WrongExpectedVersion)
-    assert (results[1].expected, results[1].actual) == (0, 1)
-    assert [[(d.stream, d.version) for d in r] for r in (results[0], results[2])] == [
+    for refused, expected, actual in ((results[1], 0, 1), (results[3], 5, 2)):
+        assert isinstance(refused, WrongExpectedVersion)
+        assert (refused.expected, refused.actual) == (expected, actual)
+    assert [[(d.stream, d.version) for d in r] for r in (results[0], results[2], results[4])] == [
         [("b", 1)],
         [("a", 2)],
+        [("b", 2)],
     ]
-    assert [e.stream for e in await store.read_all()] == ["a", "b", "a"]
+    assert [e.stream for e in await store.read_all()] == ["a", "b", "a", "b"]
+
+
+async def test_a_lone_append_ahead_of_its_stream_is_refused_not_numbered_with_a_gap(
+    store: PostgresStore,
+) -> None:
+    await store.commit(Transaction([AppendOp("a", [new_message()])]))
+    with pytest.raises(WrongExpectedVersion):
+        await store.commit(Transaction([AppendOp("a", [new_message()], 3)]))
+    with pytest.raises(WrongExpectedVersion):
+        await store.commit(Transaction([AppendOp("new", [new_message()], 2)]))
+    (done,) = await store.commit(Transaction([AppendOp("a", [new_message()], 1)]))
+    assert (done.version, done.global_position) == (2, 2)
 
 
 async def test_a_one_statement_append_whose_reply_is_lost_is_not_applied_twice(

@@ -1,8 +1,9 @@
 """The gap race on PostgreSQL: a catch-up reader never skips a committed event.
 
 16 writers (4 processes x 4 asyncio tasks, each with a store and connection of its own) append
-EVENTS events in small transactions that stay open for a random time after their rows are written,
-5% of them rolling back there, while a reader in this process follows the log with
+EVENTS events. Half of them hold each transaction open for a random time after its rows are
+written, 5% rolling back there; the other half commit in the store's one-statement append. Meanwhile
+a reader in this process follows the log with
 ``read_all(after=checkpoint)`` and moves its checkpoint past what it read, as a worker does. On a
 log whose positions come from a sequence the reader would see a later position while an earlier one
 is still uncommitted, move past it and never see it. Here the reader must see every committed event

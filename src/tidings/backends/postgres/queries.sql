@@ -22,14 +22,17 @@ SELECT version FROM {schema}.migrations
 INSERT INTO {schema}.migrations (version, name) VALUES (%s, %s)
 
 -- ---------------------------------------------------------------------------------------------
--- Group commit. The append lock is held from before the log's top is read until the commit.
-
--- name: lock_appends
-SELECT pg_advisory_xact_lock(%s, %s)
+-- Group commit. The append lock (the head row) is held from before the log's top is read until
+-- the commit.
 
 -- name: head
-SELECT pg_current_xact_id()::text::bigint, {now},
-       (SELECT coalesce(max(global_position), 0) FROM {schema}.log)
+SELECT pg_current_xact_id()::text::bigint, {now}, top FROM {schema}.head
+
+-- name: head_locked
+SELECT pg_current_xact_id()::text::bigint, {now}, top FROM {schema}.head FOR UPDATE
+
+-- name: move_head
+UPDATE {schema}.head SET top = %s
 
 -- name: stream_versions
 SELECT s, (SELECT coalesce(max(stream_position), 0) FROM {schema}.log WHERE stream = s)
@@ -251,7 +254,39 @@ SELECT key, data FROM {schema}.documents WHERE collection = %s ORDER BY key LIMI
 SELECT actor, action, target, detail, at, id FROM {schema}.audit ORDER BY id DESC LIMIT %s
 
 -- ---------------------------------------------------------------------------------------------
--- The one-round-trip commit of a group that only appends (migration 0004).
+-- The one-statement commit of a group that only appends (see store.py, _append_rows).
+-- %(rows)s is a JSON array of [stream, id, kind, type, version, data, correlation id, causation
+-- id, headers, base, k]: data and headers are the stored JSON itself; base is the version the
+-- stream is expected at before the group (-1: whatever it is) and k the row's place among the
+-- group's rows for that stream. An expected version ahead of the stream gives a NULL position,
+-- which the log refuses; one behind it collides with a stored position. Either way nothing is
+-- written, and the store takes the long way.
 
--- name: append_group
-SELECT {schema}.append_group(%s, %s, %s, %s::text[], %s::json, %s::json)
+-- name: append_rows
+WITH rows AS (
+    SELECT u.n, u.r->>0 AS stream, (u.r->>9)::bigint AS base, (u.r->>10)::bigint AS k, u.r
+    FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS u(r, n)
+), head AS (
+    UPDATE {schema}.head SET top = top + %(count)s RETURNING top - %(count)s AS base, {now} AS now
+), written AS (
+    INSERT INTO {schema}.log (global_position, stream, stream_position, id, kind, type, version,
+                              data, correlation_id, causation_id, headers, recorded_at)
+    SELECT head.base + rows.n, rows.stream,
+           CASE
+               WHEN rows.base < 0 THEN rows.k + (
+                   SELECT coalesce(max(l.stream_position), 0) FROM {schema}.log l
+                   WHERE l.stream = rows.stream)
+               WHEN rows.base = 0 OR EXISTS (
+                   SELECT FROM {schema}.log l
+                   WHERE l.stream = rows.stream AND l.stream_position = rows.base)
+               THEN rows.base + rows.k
+           END,
+           r->>1, r->>2, r->>3, (r->>4)::integer, convert_to((r->5)::text, 'UTF8'), r->>6, r->>7,
+           CASE WHEN json_typeof(r->8) = 'null' THEN NULL ELSE convert_to((r->8)::text, 'UTF8') END,
+           head.now
+    FROM head, rows
+    RETURNING global_position, stream_position
+)
+SELECT pg_notify(%(channel)s, max(global_position)::text), min(global_position),
+       array_agg(stream_position ORDER BY global_position)
+FROM written

@@ -72,13 +72,14 @@ _json_encoder = msgspec.json.Encoder()
 
 #: The most transactions one group commit takes.
 _GROUP_LIMIT = 512
-#: First keys of the advisory locks (the second is the schema's hash).
-_APPEND_LOCK = 7_461_001
+#: First key of the migration lock (the second is the schema's hash).
 _MIGRATE_LOCK = 7_461_002
 #: Connection defaults, unless the URL says otherwise: a dead server or network is noticed within
-#: about a minute instead of the operating system's two hours.
+#: about a minute instead of the operating system's two hours; no JIT compilation, which costs
+#: a short statement hundreds of milliseconds whenever the planner's estimates run high.
 _CONNECTION_DEFAULTS = {
     "application_name": "tidings",
+    "options": "-c jit=off",
     "connect_timeout": "10",
     "keepalives": "1",
     "keepalives_idle": "30",
@@ -130,7 +131,6 @@ class PostgresStore(Store):
         self._retry_timeout = float(retry_timeout)
         self._q = _sql.queries(schema)
         key = _signed32(zlib.crc32(schema.encode()))
-        self._append_lock = (_APPEND_LOCK, key)
         self._migrate_lock = (_MIGRATE_LOCK, key)
         self._channel = f"tidings_{schema}"[:63]
         self._pool: AsyncConnectionPool[_Conn] | None = None
@@ -282,7 +282,9 @@ class PostgresStore(Store):
         if self._before_commit is None and _appends_only(txs):
             try:
                 async with pool.connection() as conn:
-                    return await self._append_group(conn, txs)
+                    done = await self._append_group(conn, txs)
+                if done is not None:
+                    return done
             except psycopg.Error as exc:
                 # A check failed, an id is stored already, or the connection was lost (maybe
                 # after the server committed): the long way below tells each transaction's
@@ -313,18 +315,22 @@ class PostgresStore(Store):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def _append_group(self, conn: _Conn, txs: list[Transaction]) -> list[Result]:
-        """Commit a group that only appends in one statement (``append_group``, autocommit): the
-        function checks, numbers and inserts as :func:`plan_group` would, or raises."""
-        streams: dict[str, int] = {}
-        ops: list[tuple[str, int, int]] = []
+    async def _append_group(self, conn: _Conn, txs: list[Transaction]) -> list[Result] | None:
+        """Commit a group that only appends in one statement (``append_rows``, autocommit), or
+        return None when the group's own appends depend on each other in a way only the long way
+        checks. The statement numbers the rows as :func:`plan_group` would, or fails."""
+        streams: dict[str, list[int]] = {}  # stream -> [base (-1: as it is), rows so far]
         rows: list[tuple[Any, ...]] = []
         for tx in txs:
             for op in tx.appends:
-                stream = op.stream
-                streams.setdefault(stream, 0)
-                ops.append((stream, op.expected_version, len(op.messages)))
+                stream, expected = op.stream, op.expected_version
+                known = streams.get(stream)
+                if known is None:
+                    known = streams[stream] = [-1 if expected == ANY else expected, 0]
+                elif expected != ANY and (known[0] < 0 or expected != known[0] + known[1]):
+                    return None
                 for m in op.messages:
+                    known[1] += 1
                     rows.append(
                         (
                             stream,
@@ -337,37 +343,34 @@ class PostgresStore(Store):
                             m.correlation_id,
                             m.causation_id,
                             None if m.headers is None else msgspec.Raw(m.headers),
+                            known[0],
+                            known[1],
                         )
                     )
-        encode = _json_encoder.encode
         cur = await self._send_append(
             conn,
-            (
-                *self._append_lock,
-                self._channel,
-                list(streams),
-                encode(ops).decode(),
-                encode(rows).decode(),
-            ),
+            {
+                "rows": _json_encoder.encode(rows).decode(),
+                "count": len(rows),
+                "channel": self._channel,
+            },
         )
         found = await cur.fetchone()
         assert found is not None
-        top, *before = found[0]
-        for stream, version in zip(streams, before, strict=True):
-            streams[stream] = version
+        _, first, positions = found
         results: list[Result] = []
+        at = 0
         for tx in txs:
             done = []
             for op in tx.appends:
-                top += len(op.messages)
-                streams[op.stream] += len(op.messages)
-                done.append(Appended(op.stream, streams[op.stream], top))
+                at += len(op.messages)
+                done.append(Appended(op.stream, positions[at - 1], first + at - 1))
             results.append((done, None))
         return results
 
-    async def _send_append(self, conn: _Conn, params: tuple[Any, ...]) -> psycopg.AsyncCursor[Any]:
+    async def _send_append(self, conn: _Conn, params: dict[str, Any]) -> psycopg.AsyncCursor[Any]:
         # A method of its own so that tests can lose the connection around it.
-        return await conn.execute(self._q["append_group"], params)
+        return await conn.execute(self._q["append_rows"], params)
 
     async def _apply_group(self, conn: _Conn, txs: list[Transaction]) -> list[Result]:
         """Commit ``txs`` in one transaction on ``conn``: read under the append lock what the checks
@@ -382,9 +385,7 @@ class PostgresStore(Store):
             # The reads are synchronised when the pipeline ends (an error is raised there).
             async with conn.pipeline():
                 await conn.execute(b"BEGIN")
-                if streams:
-                    await conn.execute(q["lock_appends"], self._append_lock)
-                head_cur = await conn.execute(q["head"])
+                head_cur = await conn.execute(q["head_locked" if streams else "head"])
                 versions_cur = (
                     await conn.execute(q["stream_versions"], (streams,)) if streams else None
                 )
@@ -411,6 +412,7 @@ class PostgresStore(Store):
             plan = plan_group(txs, head)
             async with conn.pipeline() as pipe:
                 if plan.rows:
+                    await conn.execute(q["move_head"], (plan.top,))
                     await conn.execute(q["insert_log"], (now, *plan.log_columns()))
                 for name, params in plan.statements:
                     await conn.cursor().executemany(q[name], params)
