@@ -39,13 +39,14 @@ def _body(text: str) -> str:
     ).strip()
 
 
-def queries(schema: str) -> dict[str, sql.Composed]:
-    """Every named statement of ``queries.sql``, bound to ``schema``."""
+def queries(schema: str) -> dict[str, bytes]:
+    """Every named statement of ``queries.sql``, bound to ``schema``, as the bytes sent: composed
+    once here, not at every execution (and so cached by the driver's query conversion)."""
     text = resources.files(__package__).joinpath("queries.sql").read_text("utf-8")
     parts = _NAME.split(text)
-    found: dict[str, sql.Composed] = {}
+    found: dict[str, bytes] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        found[name] = _bind(_body(body), schema)
+        found[name] = _bind(_body(body), schema).as_bytes(None)
     return found
 
 

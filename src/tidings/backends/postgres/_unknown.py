@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from tidings.backends.postgres._plan import Result
@@ -32,7 +31,7 @@ class UnknownOutcome(Exception):
 
 async def committed(
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]],
-    queries: dict[str, sql.Composed],
+    queries: dict[str, bytes],
     unknown: UnknownOutcome,
     deadline: float,
     where: str,

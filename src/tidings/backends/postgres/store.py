@@ -32,7 +32,7 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -69,6 +69,7 @@ T = TypeVar("T")
 _Conn = psycopg.AsyncConnection[Any]
 _Pending = tuple[Transaction, "asyncio.Future[list[Appended]]"]
 _json_encoder = msgspec.json.Encoder()
+_IDLE = psycopg.pq.TransactionStatus.IDLE
 
 #: The most transactions one group commit takes.
 _GROUP_LIMIT = 512
@@ -137,6 +138,7 @@ class PostgresStore(Store):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._writer: _Conn | None = None
         self._closed = True
         self._listener = Listener(self._conninfo, self._channel)
         #: Test hook: awaited inside a group's transaction, after its writes, before its COMMIT
@@ -184,6 +186,9 @@ class PostgresStore(Store):
             settle(fut, None, StoreClosed())
         self._pending.clear()
         await self._listener.close()
+        if self._writer is not None and self._pool is not None:
+            await self._pool.putconn(self._writer)
+        self._writer = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -275,13 +280,28 @@ class PostgresStore(Store):
         finally:
             self._flusher = None
 
+    @contextlib.asynccontextmanager
+    async def _writing(self, pool: AsyncConnectionPool[_Conn]) -> AsyncIterator[_Conn]:
+        """The connection group commits go through: one (commits are serial), kept between
+        groups instead of taken from the pool each time; given back when it broke or was left
+        inside a transaction, and replaced on the next group."""
+        conn = self._writer
+        if conn is None:
+            conn = self._writer = await pool.getconn()
+        try:
+            yield conn
+        finally:
+            if conn.broken or conn.closed or conn.info.transaction_status != _IDLE:
+                self._writer = None
+                await pool.putconn(conn)
+
     async def _commit_group(self, txs: list[Transaction]) -> list[Result]:
         pool = self._pool
         if pool is None:
             raise StoreClosed()
         if self._before_commit is None and _appends_only(txs):
             try:
-                async with pool.connection() as conn:
+                async with self._writing(pool) as conn:
                     done = await self._append_group(conn, txs)
                 if done is not None:
                     return done
@@ -295,7 +315,7 @@ class PostgresStore(Store):
         while True:
             cause: BaseException
             try:
-                async with pool.connection() as conn:
+                async with self._writing(pool) as conn:
                     return await self._apply_group(conn, txs)
             except UnknownOutcome as unknown:
                 if await committed(pool, self._q, unknown, deadline, self._where):
