@@ -1,16 +1,20 @@
 """The PostgreSQL store: for production, and for many workers on many machines.
 
-**No committed message is ever skipped by a reader.** A transaction that appends to the log takes
-a transaction-scoped advisory lock (the *append lock*, one per schema) before it reads the log's
-top, assigns global positions ``top + 1, top + 2, …`` and keeps the lock until it commits.
-PostgreSQL releases a transaction's locks only after its commit is visible, so the next appender
-reads a top that includes it: positions have no gaps, and a snapshot that shows position ``n``
-shows every position below it. ``read_all(after=checkpoint)`` is therefore always a prefix of what
-will ever be there; docs/concepts.md ("Ordering on PostgreSQL") has the argument and its cost.
+**No committed message is ever skipped by a reader.** A transaction that appends to the log locks
+the one row of the ``head`` table (the log's top: the *append lock*, one per schema), assigns
+global positions ``top + 1, top + 2, …`` and keeps the lock until it commits. PostgreSQL releases a
+transaction's locks only after its commit is visible, and hands a waiter the row as it was
+committed, so the next appender numbers on from a top that includes it: positions have no gaps, and
+a snapshot that shows position ``n`` shows every position below it. ``read_all(after=checkpoint)``
+is therefore always a prefix of what will ever be there; docs/concepts.md ("Ordering on
+PostgreSQL") has the argument and its cost.
 
 **Group commit.** ``commit()`` queues the transaction; one flusher task per store commits
-everything queued in one database transaction (two round trips: the checks under the lock, then
-the writes and ``COMMIT``), so the append lock is taken once per group, not once per caller. A
+everything queued as one group, on a connection it keeps. A group that only appends is one
+statement in autocommit (``append_rows``: lock the head row, number, insert, notify): one round
+trip. Any other group — or one whose one-statement append fails: an expected version that does not
+hold, a message id stored already, a lost connection — takes the long way: one database
+transaction of two round trips (the checks under the lock, then the writes and ``COMMIT``). There a
 transaction whose check fails (expected version, fenced checkpoint) is refused alone; a group in
 which a statement fails (a row breaking a constraint) is committed again one transaction at a
 time, so that only the culprit fails.
@@ -19,7 +23,9 @@ time, so that only the culprit fails.
 connection (the pool replaces broken ones) with backoff, up to ``retry_timeout``. If the connection
 is lost while the ``COMMIT`` may be in flight, the store asks the server whether the group's
 transaction id committed (``pg_xact_status``), ending the old session first if it is still open,
-and either reports the group's results or commits it again: a group is never applied twice.
+and either reports the group's results or commits it again: a group is never applied twice. A
+one-statement append lost in flight needs no such question: the long way that follows waits for
+the head row, then finds the group's message ids stored (it committed) or not (it did not).
 
 **Wake-ups.** Every commit that appends sends ``NOTIFY`` with the new last global position;
 :meth:`PostgresStore.wait_for_change` returns when one arrives (from any process).
