@@ -408,6 +408,10 @@ class SqliteStore(Store):
                 version = versions.get(stream)
             if version is None:
                 version = self._versions.get(stream)
+            if version is None and op.expected_version == 0 and not check_ids:
+                # Expected to be new: were it not, its position 1 would break the log's unique
+                # (stream, position), and the group is planned again with every version read.
+                version = 0
             if version is None:
                 version = conn.execute(
                     "SELECT coalesce(max(stream_position), 0) FROM tidings_log WHERE stream = ?",
