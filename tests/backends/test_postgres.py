@@ -316,6 +316,39 @@ async def test_a_one_statement_append_lost_before_it_was_sent_is_applied_once(
     assert len(await store.read_all()) == 1
 
 
+async def test_commits_arriving_while_a_caller_commits_its_own_go_out_together_after_it(
+    store: PostgresStore,
+) -> None:
+    real = store._send_append
+    sent = asyncio.Event()
+    go = asyncio.Event()
+
+    async def held(conn: Any, params: Any) -> Any:
+        if not sent.is_set():
+            sent.set()
+            await go.wait()
+        return await real(conn, params)
+
+    store._send_append = held  # type: ignore[method-assign]
+    first = asyncio.create_task(store.commit(Transaction([AppendOp("a", [new_message()], 0)])))
+    await asyncio.wait_for(sent.wait(), 5)
+    later = [
+        asyncio.create_task(store.commit(Transaction([AppendOp(s, [new_message()], 0)])))
+        for s in ("b", "c")
+    ]
+    closing = asyncio.create_task(store.close())
+    await asyncio.sleep(0)
+    assert not first.done() and not closing.done()
+    go.set()
+    await asyncio.wait_for(closing, 10)  # close waited for every commit
+    done = [(d.stream, d.global_position) for t in (first, *later) for d in t.result()]
+    assert done == [("a", 1), ("b", 2), ("c", 3)]
+    await store.open()
+    log = await store.read_all()
+    assert [e.stream for e in log] == ["a", "b", "c"]
+    assert log[1].recorded_at == log[2].recorded_at != log[0].recorded_at  # b and c: one group
+
+
 async def test_wait_for_change_wakes_on_another_stores_commit(
     postgres_url: str, pg_schema: str, store: PostgresStore
 ) -> None:

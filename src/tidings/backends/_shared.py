@@ -64,3 +64,14 @@ def settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -
         fut.set_exception(error)
     else:
         fut.set_result(result)
+
+
+def others_ready(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether anything else is ready to run in ``loop`` before it waits for I/O: a commit that
+    starts now could not be joined by anyone else, so it need not wait one iteration for them.
+
+    asyncio's own loop keeps its ready callbacks in ``_ready``; any other loop (uvloop) is assumed
+    busy, which is always correct, only a little slower.
+    """
+    ready = getattr(loop, "_ready", None)
+    return ready is None or len(ready) > 0

@@ -63,14 +63,78 @@ class MemoryStore(Store):
     async def commit(self, tx: Transaction) -> list[Appended]:
         if self._closed:
             raise StoreClosed()
-        # Validate everything before changing anything, so a failed commit leaves no trace.
+        now = self._clock()
+        appends = tx.appends
+        if len(appends) != 1 or tx.checkpoints:
+            results = self._append_staged(tx, now)
+        else:
+            # The common case: one append is all there is to validate, so once it is validated
+            # it is applied directly, with nothing to stage.
+            op = appends[0]
+            stream = op.stream
+            messages = op.messages
+            by_id = self._by_id
+            found = self._streams.get(stream)
+            version = len(found) if found is not None else 0
+            fresh = messages
+            for m in messages:
+                if m.id in by_id:
+                    fresh = [m for m in messages if m.id not in by_id]
+                    break
+            if not fresh and messages:
+                results = [Appended(stream, version, by_id[messages[-1].id].global_position)]
+            else:
+                expected = op.expected_version
+                if expected != ANY and expected != version:
+                    raise WrongExpectedVersion(stream, expected, version)
+                log = self._log
+                position = len(log)
+                if fresh:
+                    if found is None:
+                        found = self._streams[stream] = []
+                    for m in fresh:
+                        version += 1
+                        position += 1
+                        env = Envelope(
+                            m.id,
+                            m.kind,
+                            m.type,
+                            m.version,
+                            stream,
+                            version,
+                            position,
+                            now,
+                            m.data,
+                            m.correlation_id,
+                            m.causation_id,
+                            m.headers,
+                        )
+                        log.append(env)
+                        found.append(env)
+                        by_id[m.id] = env
+                results = [Appended(stream, version, position)]
+        if (
+            tx.checkpoints
+            or tx.held
+            or tx.unheld
+            or tx.outcomes
+            or tx.documents
+            or tx.scheduled
+            or tx.unscheduled
+            or tx.audit
+        ):
+            self._apply_rest(tx, now)
+        return results
+
+    def _append_staged(self, tx: Transaction, now: float) -> list[Appended]:
+        """Validate every append and checkpoint before changing anything, so that a failed
+        commit leaves no trace; then apply the appends."""
         by_id = self._by_id
         streams = self._streams
         versions: dict[str, int] = {}
         position = len(self._log)
         staged: list[Envelope] = []
         results: list[Appended] = []
-        now = self._clock()
         for op in tx.appends:
             stream = op.stream
             messages = op.messages
@@ -117,17 +181,6 @@ class MemoryStore(Store):
             else:
                 found.append(env)
             by_id[env.id] = env
-        if (
-            tx.checkpoints
-            or tx.held
-            or tx.unheld
-            or tx.outcomes
-            or tx.documents
-            or tx.scheduled
-            or tx.unscheduled
-            or tx.audit
-        ):
-            self._apply_rest(tx, now)
         return results
 
     def _apply_rest(self, tx: Transaction, now: float) -> None:

@@ -46,7 +46,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from tidings.backends._shared import held_from_row, settle
+from tidings.backends._shared import held_from_row, others_ready, settle
 from tidings.backends.postgres import _sql
 from tidings.backends.postgres._listen import Listener
 from tidings.backends.postgres._plan import Head, Plan, Result, plan_group
@@ -144,6 +144,8 @@ class PostgresStore(Store):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
+        #: set while a caller commits its own group in its own task (see commit())
+        self._inline: asyncio.Future[None] | None = None
         self._writer: _Conn | None = None
         self._closed = True
         self._listener = Listener(self._conninfo, self._channel)
@@ -185,8 +187,11 @@ class PostgresStore(Store):
         if self._closed:
             return
         self._closed = True
-        if self._flusher is not None:
+        in_flight = [t for t in (self._flusher, self._inline) if t is not None]
+        if in_flight:
             # Let the group in flight finish (it retries for at most retry_timeout).
+            await asyncio.wait(in_flight, timeout=self._retry_timeout)
+        if self._flusher is not None:
             await asyncio.wait([self._flusher], timeout=self._retry_timeout)
         for _, fut in self._pending:
             settle(fut, None, StoreClosed())
@@ -264,9 +269,25 @@ class PostgresStore(Store):
             raise StoreError(
                 "this PostgreSQL store was opened in another event loop; open one App per event loop"
             )
+        if self._flusher is None and self._inline is None and not others_ready(loop):
+            # Nobody is committing and nobody else could join a group before it went out (a
+            # sequential caller's case): commit in this task, without a hand-off to the flusher.
+            # Whoever arrives meanwhile queues for the flusher, started when this one is done.
+            self._inline = done = loop.create_future()
+            try:
+                ((result, error),) = await self._commit_group([tx])
+            finally:
+                self._inline = None
+                done.set_result(None)
+                if self._pending and self._flusher is None:
+                    self._flusher = loop.create_task(self._flush(), name="tidings:postgres-commit")
+            if error is not None:
+                raise error
+            assert result is not None
+            return result
         fut: asyncio.Future[list[Appended]] = loop.create_future()
         self._pending.append((tx, fut))
-        if self._flusher is None:
+        if self._flusher is None and self._inline is None:
             # The flusher starts on the loop's next iteration: every caller that reaches
             # commit() meanwhile, and while a group is in flight, joins the next group.
             self._flusher = loop.create_task(self._flush(), name="tidings:postgres-commit")

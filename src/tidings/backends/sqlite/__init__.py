@@ -21,7 +21,7 @@ from typing import Any, LiteralString
 
 import msgspec
 
-from tidings.backends._shared import held_from_row, settle
+from tidings.backends._shared import held_from_row, others_ready, settle
 from tidings.errors import (
     ConfigurationError,
     LeaseLost,
@@ -254,7 +254,7 @@ class SqliteStore(Store):
         self._pending.append((tx, fut))
         if not self._flushing:
             self._flushing = True
-            if not self._others_ready(loop):
+            if not others_ready(loop):
                 # Nothing else can run before a flush would: nobody could join this group, so
                 # commit now rather than one loop iteration later (a sequential caller's case).
                 self._flush()
@@ -263,13 +263,6 @@ class SqliteStore(Store):
                 # iteration: all callers that reach commit() meanwhile share one disk sync.
                 loop.call_soon(self._flush)
         return await fut
-
-    @staticmethod
-    def _others_ready(loop: asyncio.AbstractEventLoop) -> bool:
-        # asyncio's own loop keeps its ready callbacks in ``_ready``; any other loop (uvloop)
-        # is assumed busy, which is always correct, only a little slower.
-        ready = getattr(loop, "_ready", None)
-        return ready is None or len(ready) > 0
 
     def _flush(self) -> None:
         group, self._pending = self._pending, []
