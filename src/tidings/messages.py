@@ -184,42 +184,63 @@ class Envelope(msgspec.Struct, frozen=True, gc=False):
 # --- ids -------------------------------------------------------------------------------------
 
 _uuid_lock = threading.Lock()
-_uuid_last_ms = 0
-_uuid_seq = 0
-_uuid_prefix = ""
+_uuid_last_ms = -1
+_uuid_next = 0
+_uuid_ms_text = ""
+_uuid_head = ""
+_uuid_time_ns = time.time_ns
+_UUID_COUNTER_MAX = 0xFFFF_FFFF_FFFF  # the counter is the last 48 bits (12 hex digits)
+_UUID_HEX2 = [f"{b:02x}" for b in range(256)]
 # Not a secret, only a spread: a Mersenne Twister seeded from the OS, re-seeded in a forked child
-# so that parent and child never draw the same tails.
+# so that parent and child never draw the same bits.
 _uuid_random = random.Random(os.urandom(32))
 os.register_at_fork(after_in_child=lambda: _uuid_random.seed(os.urandom(32)))
 
 
 def uuid7() -> str:
-    """A new UUIDv7 as text: time-ordered (millisecond clock, then a counter), unique, random tail.
+    """A new UUIDv7 as text: time-ordered (millisecond clock, then a counter), unique.
 
-    Ids made in one process are strictly increasing (RFC 9562, method 3: the 12-bit ``rand_a`` is a
-    counter within one millisecond, started at random so that processes do not collide).
+    Ids made in one process are strictly increasing. This is RFC 9562's method 2 ("monotonic
+    random"): in each millisecond the 74 bits after the timestamp start at random, and the ids of
+    that millisecond count up by one from there. The counting happens in the last 48 bits, which
+    start below 2**47 (the rollover guard); should a millisecond ever use them up, the next ids
+    borrow the following millisecond, as RFC 9562 allows. A clock that steps back does not make
+    ids go back: they stay in the last millisecond seen.
+
+    Formatting is what costs, so it is done as rarely as possible: the text up to the counter once
+    per millisecond, the counter's first ten hex digits when its last byte wraps, and each id only
+    looks its last two digits up.
     """
-    global _uuid_last_ms, _uuid_seq, _uuid_prefix
-    ms = time.time_ns() // 1_000_000
-    with _uuid_lock:
+    global _uuid_last_ms, _uuid_next, _uuid_ms_text, _uuid_head
+    ms = _uuid_time_ns() // 1_000_000
+    _uuid_lock.acquire()
+    try:
         if ms > _uuid_last_ms:
             _uuid_last_ms = ms
-            _uuid_seq = seq = _uuid_random.getrandbits(11)
-            _uuid_prefix = _ms_prefix(ms)
+            _uuid_ms_text = _uuid_ms_prefix(ms)
+            n = _uuid_random.getrandbits(47)
+            _uuid_head = _uuid_ms_text + f"{n >> 8:010x}"
         else:
-            _uuid_seq = seq = _uuid_seq + 1
-            if seq > 0xFFF:
-                _uuid_last_ms += 1
-                _uuid_seq = seq = 0
-                _uuid_prefix = _ms_prefix(_uuid_last_ms)
-        prefix = _uuid_prefix
-    tail = _uuid_random.getrandbits(62)
-    return "%s%03x-%04x-%012x" % (prefix, seq, 0x8000 | (tail >> 48), tail & 0xFFFF_FFFF_FFFF)  # noqa: UP031 (the fastest here)
+            n = _uuid_next
+            if not n & 0xFF:  # the last byte wrapped: the digits before it changed
+                if n > _UUID_COUNTER_MAX:
+                    _uuid_last_ms += 1
+                    _uuid_ms_text = _uuid_ms_prefix(_uuid_last_ms)
+                    n = _uuid_random.getrandbits(47)
+                _uuid_head = _uuid_ms_text + f"{n >> 8:010x}"
+        _uuid_next = n + 1
+        head = _uuid_head
+    finally:
+        _uuid_lock.release()
+    return head + _UUID_HEX2[n & 0xFF]
 
 
-def _ms_prefix(ms: int) -> str:
+def _uuid_ms_prefix(ms: int) -> str:
+    """The first 24 characters of a millisecond's ids: the timestamp, the version nibble, 12
+    random bits (``rand_a``), the variant and the top 14 of ``rand_b``'s 62 bits, also random."""
     h = f"{ms:012x}"
-    return f"{h[:8]}-{h[8:]}-7"
+    r = _uuid_random.getrandbits(26)
+    return f"{h[:8]}-{h[8:]}-7{r >> 14:03x}-{0x8000 | (r & 0x3FFF):04x}-"
 
 
 # --- the codec and the registry --------------------------------------------------------------

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import threading
+import time
+import uuid
 from typing import Any
 
 import msgspec
 import pytest
 
-from tidings import App, Command, Event, MessageDecodeError
+from tidings import App, Command, Event, MessageDecodeError, messages
 from tidings.errors import ConfigurationError, UnknownMessageType
 from tidings.messages import Envelope, TypeRegistry, uuid7
 
@@ -51,6 +55,59 @@ def test_uuid7_ids_are_unique_time_ordered_and_well_formed() -> None:
     for text in ids[:50]:
         assert text[14] == "7"  # version nibble
         assert text[19] in "89ab"  # RFC 9562 variant
+
+
+_UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+def test_uuid7_ids_carry_the_millisecond_version_and_variant() -> None:
+    before = time.time_ns() // 1_000_000
+    text = uuid7()
+    after = time.time_ns() // 1_000_000
+    assert _UUID7.fullmatch(text)
+    parsed = uuid.UUID(text)
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert before <= parsed.int >> 80 <= after  # the first 48 bits are the Unix time in ms
+
+
+def test_uuid7_ids_keep_increasing_when_the_clock_steps_back_or_a_millisecond_runs_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The generator's state is put back afterwards, or later ids would stay in this test's future.
+    for name in ("_uuid_last_ms", "_uuid_next", "_uuid_ms_text", "_uuid_head"):
+        monkeypatch.setattr(messages, name, getattr(messages, name))
+    now = [5_000_000_000_000 * 1_000_000]  # ns: a millisecond after any the process has seen
+    monkeypatch.setattr(messages, "_uuid_time_ns", lambda: now[0])
+    # within a millisecond the last 48 bits count up by one (past a wrap of their last byte)
+    ids = [uuid7() for _ in range(300)]
+    counters = [int(i[-12:], 16) for i in ids]
+    assert counters == list(range(counters[0], counters[0] + 300))
+    now[0] -= 10_000_000  # the clock steps back 10 ms: ids stay in the last millisecond seen
+    ids += [uuid7() for _ in range(3)]
+    # a millisecond whose counter is used up: the next id borrows the following millisecond
+    monkeypatch.setattr(messages, "_uuid_next", messages._UUID_COUNTER_MAX + 1)
+    ids.append(uuid7())
+    now[0] += 20_000_000
+    ids += [uuid7() for _ in range(3)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(_UUID7.fullmatch(i) for i in ids)
+    ms = [uuid.UUID(i).int >> 80 for i in ids]
+    assert ms == [5_000_000_000_000] * 303 + [5_000_000_000_001] + [5_000_000_000_010] * 3
+
+
+def test_uuid7_ids_from_many_threads_are_unique_and_each_thread_s_increase() -> None:
+    made: list[list[str]] = [[] for _ in range(4)]
+
+    def make(out: list[str]) -> None:
+        out.extend(uuid7() for _ in range(5_000))
+
+    threads = [threading.Thread(target=make, args=(out,)) for out in made]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(out == sorted(out) for out in made)
+    assert len({i for out in made for i in out}) == 20_000
 
 
 def test_decode_round_trip() -> None:
