@@ -120,10 +120,10 @@ async def test_wrong_field_type_says_which_field(db: Path) -> None:
 
 async def test_decider_on_damaged_stream_raises_decode_error_and_appends_nothing(db: Path) -> None:
     damage(db, "data", "?", ("{not json",))
-    decided: list[CorruptibleDeposit] = []
+    decided_on: list[int] = []
 
     def decide(cmd: CorruptibleDeposit, balance: int) -> list[Event]:
-        decided.append(cmd)
+        decided_on.append(balance)
         return [CorruptibleDeposited(account=cmd.account, amount=cmd.amount)]
 
     async with make_app(db) as app:
@@ -139,7 +139,9 @@ async def test_decider_on_damaged_stream_raises_decode_error_and_appends_nothing
         with pytest.raises(MessageDecodeError) as raised:
             await app.invoke(CorruptibleDeposit(account=STREAM, amount=10))
         assert_names_the_row(raised.value, "CorruptibleDeposited")
-        assert decided == []
+        # Decided at most on the state assumed for a stream this App never saw (empty: 0), whose
+        # append conflicted; never on a state folded from the damaged stream.
+        assert decided_on in ([], [0])
         assert await app.store.stream_version(STREAM) == 4
 
 
