@@ -194,7 +194,23 @@ _UUID_HEX2 = [f"{b:02x}" for b in range(256)]
 # Not a secret, only a spread: a Mersenne Twister seeded from the OS, re-seeded in a forked child
 # so that parent and child never draw the same bits.
 _uuid_random = random.Random(os.urandom(32))
-os.register_at_fork(after_in_child=lambda: _uuid_random.seed(os.urandom(32)))
+
+
+def _uuid_after_fork_in_child() -> None:
+    """A forked child would count on from the parent's counter, as the parent does: it draws its
+    own instead, in the millisecond after the last one seen, so that its ids still come after
+    every id made before the fork. The lock is new too (a thread of the parent may have held it)."""
+    global _uuid_lock, _uuid_last_ms, _uuid_next, _uuid_ms_text, _uuid_head
+    _uuid_lock = threading.Lock()
+    _uuid_random.seed(os.urandom(32))
+    if _uuid_last_ms >= 0:
+        _uuid_last_ms += 1
+        _uuid_ms_text = _uuid_ms_prefix(_uuid_last_ms)
+        _uuid_next = _uuid_random.getrandbits(47)
+        _uuid_head = _uuid_ms_text + f"{_uuid_next >> 8:010x}"
+
+
+os.register_at_fork(after_in_child=_uuid_after_fork_in_child)
 
 
 def uuid7() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -108,6 +109,31 @@ def test_uuid7_ids_from_many_threads_are_unique_and_each_thread_s_increase() -> 
         t.join()
     assert all(out == sorted(out) for out in made)
     assert len({i for out in made for i in out}) == 20_000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_makes_ids_of_its_own_after_the_parent_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("_uuid_last_ms", "_uuid_next", "_uuid_ms_text", "_uuid_head"):
+        monkeypatch.setattr(messages, name, getattr(messages, name))
+    now = 5_000_000_000_000 * 1_000_000  # one millisecond for parent and child alike
+    monkeypatch.setattr(messages, "_uuid_time_ns", lambda: now)
+    before = uuid7()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids, then out without pytest's clean-up
+        try:
+            os.write(write, " ".join(uuid7() for _ in range(1_000)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    parent = [uuid7() for _ in range(1_000)]
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    assert len(child) == 1_000 and child == sorted(child) and child[0] > before
+    assert not set(child) & set(parent)
 
 
 def test_decode_round_trip() -> None:
