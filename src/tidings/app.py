@@ -43,6 +43,7 @@ from tidings.messages import (
     validate_stream,
     validate_subscription_name,
 )
+from tidings.messages import _encoder as _message_encoder
 from tidings.store import (
     ANY,
     DEAD,
@@ -434,7 +435,6 @@ class App:
     def _new_message(
         self,
         message: Message,
-        *,
         correlation_id: str | None = None,
         causation_id: str | None = None,
         headers: dict[str, str] | None = None,
@@ -443,15 +443,18 @@ class App:
         if cls not in self._known:
             self.register(cls)
         message_id = uuid7()
+        data = _message_encoder.encode(message)
+        if len(data) > self.max_message_bytes:
+            encode(message, self.max_message_bytes)  # raises MessageTooLarge, with advice
         return NewMessage(
             message_id,
             cls.__kind__,
             cls.__type_name__,
             cls.__version__,
-            encode(message, self.max_message_bytes),
+            data,
             correlation_id or message_id,
             causation_id,
-            encode_headers(headers),
+            encode_headers(headers) if headers else None,
         )
 
     @staticmethod
@@ -495,53 +498,41 @@ class App:
         if not self._opened:
             await self.open()
         message_id = uuid7()
-        if handler.lock_stream is None:
-            return await self._run_command(handler, command, message_id, correlation_id, headers)
-        key = handler.lock_stream(command)
-        await self._locks.acquire(key)
+        correlation_id = correlation_id or message_id
+        key = None
+        if handler.lock_stream is not None:
+            key = handler.lock_stream(command)
+            await self._locks.acquire(key)
         try:
-            return await self._run_command(handler, command, message_id, correlation_id, headers)
-        finally:
-            self._locks.release(key)
-
-    async def _run_command(
-        self,
-        handler: CommandHandler,
-        command: Command,
-        message_id: str,
-        correlation_id: str | None,
-        headers: dict[str, str] | None,
-    ) -> Any:
-        attempt = 0
-        assume = True
-        while True:
-            ctx = Context(
-                self,
-                message_id=message_id,
-                correlation_id=correlation_id or message_id,
-                headers=headers,
-            )
-            ctx._assume = assume
-            result = handler.fn(command, ctx)
-            if handler.is_async:
-                result = await result
-            tx = ctx._tx
-            if tx is None or not tx:
-                return result
-            try:
-                await self._commit(tx)
-            except WrongExpectedVersion:
-                if ctx._assumed:
-                    assume = False  # decided on a state assumed, not loaded: not a retry
+            attempt = 0
+            assume = True
+            while True:
+                ctx = Context(self, message_id, correlation_id, None, headers)
+                ctx._assume = assume
+                result = handler.fn(command, ctx)
+                if handler.is_async:
+                    result = await result
+                tx = ctx._tx
+                if tx is None or (not tx.appends and not tx):
+                    return result
+                try:
+                    await self.store.commit(tx)
+                except WrongExpectedVersion:
+                    if ctx._assumed:
+                        assume = False  # decided on a state assumed, not loaded: not a retry
+                        continue
+                    if attempt >= handler.retry_on_conflict:
+                        raise
+                    attempt += 1
                     continue
-                if attempt >= handler.retry_on_conflict:
-                    raise
-                attempt += 1
-                continue
-            if ctx._after is not None:
-                for callback in ctx._after:
-                    callback()
-            return result
+                self._committed(tx)
+                if ctx._after is not None:
+                    for callback in ctx._after:
+                        callback()
+                return result
+        finally:
+            if key is not None:
+                self._locks.release(key)
 
     async def send(
         self,
@@ -631,14 +622,19 @@ class App:
     async def _commit(self, tx: Transaction) -> list[Appended]:
         """Commit through the store, then wake this process's workers and outcome waiters."""
         done = await self.store.commit(tx)
-        if tx.appends or tx.scheduled or tx.held:
+        self._committed(tx)
+        return done
+
+    def _committed(self, tx: Transaction) -> None:
+        """Wake this process's workers and outcome waiters after ``tx`` committed."""
+        if self._wakeups and (tx.appends or tx.scheduled or tx.held):
             for wakeup in self._wakeups:
                 wakeup.set()
-        for outcome in tx.outcomes:
-            for fut in self._outcome_waiters.pop(outcome.message_id, ()):
-                if not fut.done():
-                    fut.set_result(None)
-        return done
+        if tx.outcomes:
+            for outcome in tx.outcomes:
+                for fut in self._outcome_waiters.pop(outcome.message_id, ()):
+                    if not fut.done():
+                        fut.set_result(None)
 
     # --- outcomes and documents ---------------------------------------------------------------
 

@@ -70,7 +70,6 @@ class Context:
     def __init__(
         self,
         app: App,
-        *,
         message_id: str,
         correlation_id: str,
         causation_id: str | None = None,
@@ -106,9 +105,7 @@ class Context:
         self._after.append(callback)
 
     def _new(self, message: Message) -> NewMessage:
-        return self.app._new_message(
-            message, correlation_id=self.correlation_id, causation_id=self.message_id
-        )
+        return self.app._new_message(message, self.correlation_id, self.message_id)
 
     def _add(self, stream: str, messages: list[NewMessage], expected_version: int) -> None:
         appends = self.transaction.appends
@@ -147,8 +144,14 @@ class Context:
                 f"ctx.publish takes an Event, got {type(event).__name__}: a command is sent "
                 "(ctx.send) so that exactly one handler carries it out"
             )
-        new = self._new(event)
-        self._record(new, validate_stream(stream) if stream is not None else new.type, delay, at)
+        new = self.app._new_message(event, self.correlation_id, self.message_id)
+        target = validate_stream(stream) if stream is not None else new.type
+        if delay is not None or at is not None:
+            self._record(new, target, delay, at)
+        elif self._tx is None:
+            self._tx = Transaction([AppendOp(target, [new], ANY)])
+        else:
+            self._add(target, [new], ANY)
         return new.id
 
     def send(

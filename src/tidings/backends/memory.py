@@ -65,6 +65,16 @@ class MemoryStore(Store):
             raise StoreClosed()
         now = self._clock()
         appends = tx.appends
+        rest = (
+            tx.checkpoints
+            or tx.held
+            or tx.unheld
+            or tx.outcomes
+            or tx.documents
+            or tx.scheduled
+            or tx.unscheduled
+            or tx.audit
+        )
         if len(appends) != 1 or tx.checkpoints:
             results = self._append_staged(tx, now)
         else:
@@ -113,16 +123,7 @@ class MemoryStore(Store):
                         found.append(env)
                         by_id[m.id] = env
                 results = [Appended(stream, version, position)]
-        if (
-            tx.checkpoints
-            or tx.held
-            or tx.unheld
-            or tx.outcomes
-            or tx.documents
-            or tx.scheduled
-            or tx.unscheduled
-            or tx.audit
-        ):
+        if rest:
             self._apply_rest(tx, now)
         return results
 
