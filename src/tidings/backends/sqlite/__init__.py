@@ -250,18 +250,25 @@ class SqliteStore(Store):
             raise StoreError(
                 "this SQLite store was opened in another event loop; open one App per event loop"
             )
+        if not self._flushing and not others_ready(loop) and self._conn is not None:
+            # Nothing else can run before a flush would: nobody could join this group, so commit
+            # now, in this call, rather than one loop iteration later (a sequential caller's case).
+            try:
+                ((result, error),) = self._commit_txs(self._conn, [tx])
+            except _Locked:
+                pass  # another process writes: queue, and wait for it below
+            else:
+                if error is not None:
+                    raise error
+                assert result is not None
+                return result
         fut: asyncio.Future[list[Appended]] = loop.create_future()
         self._pending.append((tx, fut))
         if not self._flushing:
             self._flushing = True
-            if not others_ready(loop):
-                # Nothing else can run before a flush would: nobody could join this group, so
-                # commit now rather than one loop iteration later (a sequential caller's case).
-                self._flush()
-            else:
-                # call_soon runs the flush after every callback already ready in this loop
-                # iteration: all callers that reach commit() meanwhile share one disk sync.
-                loop.call_soon(self._flush)
+            # call_soon runs the flush after every callback already ready in this loop iteration:
+            # all callers that reach commit() meanwhile share one disk sync.
+            loop.call_soon(self._flush)
         return await fut
 
     def _flush(self) -> None:
@@ -300,27 +307,33 @@ class SqliteStore(Store):
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Pending]) -> None:
         """Commit a group of transactions in one SQLite transaction and settle their futures.
+        Raises ``_Locked`` (with nothing settled) when another process holds the write lock."""
+        outcomes = self._commit_txs(conn, [tx for tx, _ in group])
+        for (_, fut), (result, error) in zip(group, outcomes, strict=True):
+            settle(fut, result, error)
+
+    def _commit_txs(
+        self, conn: sqlite3.Connection, txs: list[Transaction]
+    ) -> list[tuple[list[Appended] | None, Exception | None]]:
+        """Commit ``txs`` in one SQLite transaction: each one's result or why it was refused.
 
         The fast path does not look up message ids: a duplicate id makes the insert fail, and the
         group is planned again, this time skipping ids already stored. A transaction whose expected
-        version does not hold is refused alone; the others commit. Raises ``_Locked`` (with
-        nothing settled) when another process holds the write lock.
+        version does not hold is refused alone; the others commit. Raises ``_Locked`` when another
+        process holds the write lock.
         """
-        txs = [tx for tx, _ in group]
         try:
-            outcomes = self._apply_group(conn, txs, False)
+            return self._apply_group(conn, txs, False)
         except sqlite3.IntegrityError:
             try:
-                outcomes = self._apply_group(conn, txs, True)
+                return self._apply_group(conn, txs, True)
             except sqlite3.IntegrityError:
-                outcomes = self._apply_one_by_one(conn, txs)
+                return self._apply_one_by_one(conn, txs)
         except _Locked:
             raise
         except Exception as exc:
             failure = exc if isinstance(exc, StoreError) else StoreUnavailable(f"SQLite: {exc}")
-            outcomes = [(None, failure)] * len(group)
-        for (_, fut), (result, error) in zip(group, outcomes, strict=True):
-            settle(fut, result, error)
+            return [(None, failure)] * len(txs)
 
     def _apply_one_by_one(
         self, conn: sqlite3.Connection, txs: list[Transaction]
@@ -351,9 +364,11 @@ class SqliteStore(Store):
             stored: dict[str, int] = {}  # id -> global position, for ids seen in this group
             rows: list[tuple[Any, ...]] = []
             outcomes: list[tuple[list[Appended] | None, Exception | None]] = []
-            if any(tx.scheduled or tx.held for tx in txs):
-                # Due times are compared with SQLite's clock, so they are computed on it too.
-                now = conn.execute("SELECT " + _NOW).fetchone()[0]
+            for tx in txs:
+                if tx.scheduled or tx.held:
+                    # Due times are compared with SQLite's clock, so they are computed on it too.
+                    now = conn.execute("SELECT " + _NOW).fetchone()[0]
+                    break
             else:
                 now = time.time()
             for tx in txs:
@@ -455,7 +470,17 @@ class SqliteStore(Store):
             if found is None or found[0] != move.owner or found[1] != move.expected:
                 raise _Refused(LeaseLost())
         # Every check passed: from here on nothing refuses this transaction.
-        self._apply_rest(conn, tx, now)
+        if (
+            tx.checkpoints
+            or tx.held
+            or tx.unheld
+            or tx.outcomes
+            or tx.documents
+            or tx.scheduled
+            or tx.unscheduled
+            or tx.audit
+        ):
+            self._apply_rest(conn, tx, now)
         versions.update(local_versions)
         stored.update(local_ids)
         return top, rows, results
