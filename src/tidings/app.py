@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
@@ -327,7 +328,7 @@ class App:
             )
         if cache < 0:
             raise ConfigurationError("app.decider: cache= is a number of streams, 0 or more")
-        states: StreamStates[S] | None = StreamStates(cache) if cache else None
+        states: StreamStates[S] | None = StreamStates(cache, decider.fold) if cache else None
 
         async def handle(command: Command, ctx: Context) -> list[Event]:
             stream = decider.stream(command)
@@ -357,11 +358,7 @@ class App:
             if events:
                 ctx.append(stream, events, expected_version=version)
                 if states is not None:
-                    ctx._after_commit(
-                        lambda: states.put(
-                            stream, decider.fold(events, state), version + len(events)
-                        )
-                    )
+                    ctx._after_commit(partial(states.put, stream, state, version, events))
             return events
 
         handle.__qualname__ = f"Decider({getattr(decider.decide, '__qualname__', 'decide')})"
@@ -502,7 +499,8 @@ class App:
         key = None
         if handler.lock_stream is not None:
             key = handler.lock_stream(command)
-            await self._locks.acquire(key)
+            if not self._locks.try_acquire(key):
+                await self._locks.acquire(key)
         try:
             attempt = 0
             assume = True

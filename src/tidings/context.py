@@ -180,14 +180,19 @@ class Context:
     ) -> list[str]:
         """Append ``events`` to ``stream`` when this handler commits; with ``expected_version``
         the commit fails with ``WrongExpectedVersion`` unless the stream is at that version."""
+        new_message = self.app._new_message
         new = []
         for event in events:
             if not isinstance(event, Event):
                 raise TypeError(
                     f"ctx.append takes events, got {type(event).__name__}: send commands with ctx.send"
                 )
-            new.append(self._new(event))
-        self._add(validate_stream(stream), new, expected_version)
+            new.append(new_message(event, self.correlation_id, self.message_id))
+        stream = validate_stream(stream)
+        if self._tx is None:
+            self._tx = Transaction([AppendOp(stream, new, expected_version)])
+        else:
+            self._add(stream, new, expected_version)
         return [m.id for m in new]
 
     async def load(

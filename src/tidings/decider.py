@@ -51,24 +51,33 @@ class StreamStates(Generic[S]):
 
     An entry is *taken* (removed) when a command starts on its stream and put back only after that
     command's commit succeeded, so a failed or conflicting commit never leaves a state behind that
-    the store does not hold — even when ``evolve`` changes states in place.
+    the store does not hold — even when ``evolve`` changes states in place. A state is put back
+    with the events just committed and folded when it is next taken (most streams a busy process
+    writes are not written again soon, and some never).
     """
 
-    __slots__ = ("_states", "limit")
+    __slots__ = ("_fold", "_states", "limit")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, fold: Callable[[Sequence[Event], S], S]) -> None:
         self.limit = limit
-        self._states: dict[str, tuple[S, int]] = {}
+        self._fold = fold
+        self._states: dict[str, tuple[S, int, Sequence[Event]]] = {}
 
     def __len__(self) -> int:
         return len(self._states)
 
     def take(self, stream: str) -> tuple[S, int] | None:
-        return self._states.pop(stream, None)
+        found = self._states.pop(stream, None)
+        if found is None:
+            return None
+        state, version, events = found
+        return (self._fold(events, state) if events else state), version
 
-    def put(self, stream: str, state: S, version: int) -> None:
+    def put(self, stream: str, state: S, version: int, events: Sequence[Event] = ()) -> None:
+        """Keep ``state`` at ``version`` — or, with ``events`` appended after it, the state they
+        lead to, at ``version + len(events)``."""
         states = self._states
         states.pop(stream, None)
-        states[stream] = (state, version)
+        states[stream] = (state, version + len(events), events)
         if len(states) > self.limit:
             del states[next(iter(states))]

@@ -69,6 +69,13 @@ class StreamTurns:
     def __init__(self) -> None:
         self._waiting: dict[str, list[asyncio.Future[None]]] = {}
 
+    def try_acquire(self, key: str) -> bool:
+        """Take the key's turn now if nobody has it (no await needed)."""
+        if key in self._waiting:
+            return False
+        self._waiting[key] = []
+        return True
+
     async def acquire(self, key: str) -> None:
         waiters = self._waiting.get(key)
         if waiters is None:
