@@ -243,6 +243,29 @@ async def test_a_group_that_only_appends_is_numbered_as_the_planner_would(
     assert len({e.recorded_at for e in log[3:]}) == 1  # one group, one clock reading
 
 
+async def test_groups_of_new_streams_and_of_known_versions_are_numbered_in_one_statement(
+    store: PostgresStore,
+) -> None:
+    only_the_short_way(store)
+    (new,) = await store.commit(Transaction([AppendOp("x", [new_message(), new_message()], 0)]))
+    assert (new.version, new.global_position) == (2, 2)
+    known = await asyncio.gather(
+        store.commit(Transaction([AppendOp("x", [new_message()], 2)])),
+        store.commit(Transaction([AppendOp("y", [new_message()], 0)])),
+        store.commit(
+            Transaction([AppendOp("x", [new_message()], 3), AppendOp("x", [new_message()], 4)])
+        ),
+    )
+    assert [[(d.stream, d.version, d.global_position) for d in g] for g in known] == [
+        [("x", 3, 3)],
+        [("y", 1, 4)],
+        [("x", 4, 5), ("x", 5, 6)],
+    ]
+    assert [(e.stream, e.stream_position) for e in await store.read_all()] == [
+        ("x", 1), ("x", 2), ("x", 3), ("y", 1), ("x", 4), ("x", 5),
+    ]  # fmt: skip
+
+
 async def test_a_conflict_in_a_one_statement_group_refuses_only_the_culprit(
     store: PostgresStore,
 ) -> None:
@@ -284,10 +307,10 @@ async def test_a_one_statement_append_whose_reply_is_lost_is_not_applied_twice(
     real = store._send_append
     calls = 0
 
-    async def lose_the_reply(conn: Any, params: Any) -> Any:
+    async def lose_the_reply(conn: Any, query: str, params: Any) -> Any:
         nonlocal calls
         calls += 1
-        cur = await real(conn, params)  # committed (autocommit)...
+        cur = await real(conn, query, params)  # committed (autocommit)...
         if calls == 1:
             await conn.close()  # ...but as far as we know, the connection died first
             raise psycopg.OperationalError("connection lost")
@@ -305,10 +328,10 @@ async def test_a_one_statement_append_lost_before_it_was_sent_is_applied_once(
 ) -> None:
     real = store._send_append
 
-    async def lose_first(conn: Any, params: Any) -> Any:
+    async def lose_first(conn: Any, query: str, params: Any) -> Any:
         store._send_append = real  # type: ignore[method-assign]
         await conn.close()
-        return await real(conn, params)
+        return await real(conn, query, params)
 
     store._send_append = lose_first  # type: ignore[method-assign]
     (done,) = await store.commit(Transaction([AppendOp("s", [new_message()], 0)]))
@@ -323,11 +346,11 @@ async def test_commits_arriving_while_a_caller_commits_its_own_go_out_together_a
     sent = asyncio.Event()
     go = asyncio.Event()
 
-    async def held(conn: Any, params: Any) -> Any:
+    async def held(conn: Any, query: str, params: Any) -> Any:
         if not sent.is_set():
             sent.set()
             await go.wait()
-        return await real(conn, params)
+        return await real(conn, query, params)
 
     store._send_append = held  # type: ignore[method-assign]
     first = asyncio.create_task(store.commit(Transaction([AppendOp("a", [new_message()], 0)])))

@@ -11,8 +11,8 @@ PostgreSQL") has the argument and its cost.
 
 **Group commit.** ``commit()`` queues the transaction; one flusher task per store commits
 everything queued as one group, on a connection it keeps. A group that only appends is one
-statement in autocommit (``append_rows``: lock the head row, number, insert, notify): one round
-trip. Any other group — or one whose one-statement append fails: an expected version that does not
+statement in autocommit (``append_new``, ``append_known`` or ``append_rows``, by what is known of
+the streams: lock the head row, number, insert, notify): one round trip. Any other group — or one whose one-statement append fails: an expected version that does not
 hold, a message id stored already, a lost connection — takes the long way: one database
 transaction of two round trips (the checks under the lock, then the writes and ``COMMIT``). There a
 transaction whose check fails (expected version, fenced checkpoint) is refused alone; a group in
@@ -363,9 +363,10 @@ class PostgresStore(Store):
             delay = min(delay * 2, 1.0)
 
     async def _append_group(self, conn: _Conn, txs: list[Transaction]) -> list[Result] | None:
-        """Commit a group that only appends in one statement (``append_rows``, autocommit), or
-        return None when the group's own appends depend on each other in a way only the long way
-        checks. The statement numbers the rows as :func:`plan_group` would, or fails."""
+        """Commit a group that only appends in one statement (``append_new``, ``append_known`` or
+        ``append_rows``, by what is known of the streams; autocommit), or return None when the
+        group's own appends depend on each other in a way only the long way checks. The statement
+        numbers the rows as :func:`plan_group` would, or fails."""
         streams: dict[str, list[int]] = {}  # stream -> [base (-1: as it is), rows so far]
         rows: list[tuple[Any, ...]] = []
         for tx in txs:
@@ -394,8 +395,13 @@ class PostgresStore(Store):
                             known[1],
                         )
                     )
+        bases = [known[0] for known in streams.values()]
+        query = (
+            "append_new" if not any(bases) else "append_known" if min(bases) >= 0 else "append_rows"
+        )
         cur = await self._send_append(
             conn,
+            query,
             {
                 "rows": _json_encoder.encode(rows).decode(),
                 "count": len(rows),
@@ -404,20 +410,24 @@ class PostgresStore(Store):
         )
         found = await cur.fetchone()
         assert found is not None
-        _, first, positions = found
+        top = found[0]
+        # The stream positions: as numbered here, or (any version) as the statement found them.
+        positions = found[2] if query == "append_rows" else [row[9] + row[10] for row in rows]
         results: list[Result] = []
         at = 0
         for tx in txs:
             done = []
             for op in tx.appends:
                 at += len(op.messages)
-                done.append(Appended(op.stream, positions[at - 1], first + at - 1))
+                done.append(Appended(op.stream, positions[at - 1], top + at))
             results.append((done, None))
         return results
 
-    async def _send_append(self, conn: _Conn, params: dict[str, Any]) -> psycopg.AsyncCursor[Any]:
+    async def _send_append(
+        self, conn: _Conn, query: str, params: dict[str, Any]
+    ) -> psycopg.AsyncCursor[Any]:
         # A method of its own so that tests can lose the connection around it.
-        return await conn.execute(self._q["append_rows"], params)
+        return await conn.execute(self._q[query], params)
 
     async def _apply_group(self, conn: _Conn, txs: list[Transaction]) -> list[Result]:
         """Commit ``txs`` in one transaction on ``conn``: read under the append lock what the checks
