@@ -80,4 +80,7 @@ class StreamStates(Generic[S]):
         states.pop(stream, None)
         states[stream] = (state, version + len(events), events)
         if len(states) > self.limit:
-            del states[next(iter(states))]
+            # Drop the oldest eighth at once: popping a dict's first entry one at a time makes
+            # every later lookup of the first entry walk the holes left before it.
+            keep = self.limit - self.limit // 8
+            self._states = dict(list(states.items())[-keep:]) if keep else {}

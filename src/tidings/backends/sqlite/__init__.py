@@ -381,7 +381,9 @@ class SqliteStore(Store):
                     continue
                 rows.extend(tx_rows)
                 outcomes.append((results, None))
-            if rows:
+            if len(rows) == 1:
+                conn.execute(_INSERT, rows[0])
+            elif rows:
                 conn.executemany(_INSERT, rows)
             conn.execute("COMMIT")
         except BaseException:
