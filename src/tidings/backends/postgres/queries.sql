@@ -282,52 +282,61 @@ WITH rows AS (
 SELECT base, pg_notify(%(channel)s, (base + %(count)s)::text) FROM head
 
 -- name: append_known
--- Every stream's expected version is known: a stream must have reached it.
+-- Every stream's expected version is known: a stream must have reached it (checked once per
+-- stream, MATERIALIZED so that it is not re-run for every row).
 WITH rows AS (
     SELECT u.n, u.r->>0 AS stream, (u.r->>9)::bigint AS base, (u.r->>10)::bigint AS k, u.r
     FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS u(r, n)
+), starts AS MATERIALIZED (
+    SELECT s.stream,
+           CASE WHEN s.base = 0 OR EXISTS (
+                    SELECT FROM {schema}.log l
+                    WHERE l.stream = s.stream AND l.stream_position = s.base)
+                THEN s.base
+           END AS version
+    FROM (SELECT DISTINCT stream, base FROM rows) AS s
 ), head AS (
     UPDATE {schema}.head SET top = top + %(count)s RETURNING top - %(count)s AS base, {now} AS now
 ), written AS (
     INSERT INTO {schema}.log (global_position, stream, stream_position, id, kind, type, version,
                               data, correlation_id, causation_id, headers, recorded_at)
-    SELECT head.base + rows.n, rows.stream,
-           CASE WHEN rows.base = 0 OR EXISTS (
-                    SELECT FROM {schema}.log l
-                    WHERE l.stream = rows.stream AND l.stream_position = rows.base)
-                THEN rows.base + rows.k
-           END,
+    SELECT head.base + rows.n, rows.stream, starts.version + rows.k,
            r->>1, r->>2, r->>3, (r->>4)::integer, convert_to((r->5)::text, 'UTF8'), r->>6, r->>7,
            CASE WHEN json_typeof(r->8) = 'null' THEN NULL ELSE convert_to((r->8)::text, 'UTF8') END,
            head.now
-    FROM head, rows
+    FROM head, rows JOIN starts USING (stream)
 )
 SELECT base, pg_notify(%(channel)s, (base + %(count)s)::text) FROM head
 
 -- name: append_rows
--- Some stream is appended to at whatever version it is: its positions are read here, and returned.
+-- Some stream is appended to at whatever version it is: its version is read here, once per stream
+-- and before any of the rows goes in (MATERIALIZED: per row, each read would walk the index
+-- entries of the rows this statement has just inserted), and the positions are returned.
 WITH rows AS (
     SELECT u.n, u.r->>0 AS stream, (u.r->>9)::bigint AS base, (u.r->>10)::bigint AS k, u.r
     FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS u(r, n)
+), starts AS MATERIALIZED (
+    SELECT s.stream,
+           CASE
+               WHEN s.base < 0 THEN (
+                   SELECT coalesce(max(l.stream_position), 0) FROM {schema}.log l
+                   WHERE l.stream = s.stream)
+               WHEN s.base = 0 OR EXISTS (
+                   SELECT FROM {schema}.log l
+                   WHERE l.stream = s.stream AND l.stream_position = s.base)
+               THEN s.base
+           END AS version
+    FROM (SELECT DISTINCT stream, base FROM rows) AS s
 ), head AS (
     UPDATE {schema}.head SET top = top + %(count)s RETURNING top - %(count)s AS base, {now} AS now
 ), written AS (
     INSERT INTO {schema}.log (global_position, stream, stream_position, id, kind, type, version,
                               data, correlation_id, causation_id, headers, recorded_at)
-    SELECT head.base + rows.n, rows.stream,
-           CASE
-               WHEN rows.base < 0 THEN rows.k + (
-                   SELECT coalesce(max(l.stream_position), 0) FROM {schema}.log l
-                   WHERE l.stream = rows.stream)
-               WHEN rows.base = 0 OR EXISTS (
-                   SELECT FROM {schema}.log l
-                   WHERE l.stream = rows.stream AND l.stream_position = rows.base)
-               THEN rows.base + rows.k
-           END,
+    SELECT head.base + rows.n, rows.stream, starts.version + rows.k,
            r->>1, r->>2, r->>3, (r->>4)::integer, convert_to((r->5)::text, 'UTF8'), r->>6, r->>7,
            CASE WHEN json_typeof(r->8) = 'null' THEN NULL ELSE convert_to((r->8)::text, 'UTF8') END,
            head.now
-    FROM head, rows
+    FROM head, rows JOIN starts USING (stream)
     RETURNING global_position, stream_position
 )
 SELECT min(global_position) - 1, pg_notify(%(channel)s, max(global_position)::text),
