@@ -552,8 +552,13 @@ class App:
             )
         new = self._new_message(command, correlation_id=correlation_id, headers=headers)
         self._sent_types.add(type(command))
-        target = validate_stream(stream) if stream is not None else self._command_stream(new)
-        await self._record(new, target, delay, at)
+        if stream is None:
+            # A stream of its own, named by the new id: it is new (which spares the store a
+            # look-up), unless this very message was recorded before, which the store recognises.
+            target, expected = self._command_stream(new), 0
+        else:
+            target, expected = validate_stream(stream), ANY
+        await self._record(new, target, delay, at, expected)
         return Ticket(self, new.id, target)
 
     async def publish(
@@ -584,10 +589,11 @@ class App:
         stream: str,
         delay: float | timedelta | None,
         at: datetime | float | None,
+        expected_version: int = ANY,
     ) -> None:
         due_at, due_in = when(delay, at)
         if due_at is None and due_in is None:
-            await self._commit_one(AppendOp(stream, [new], ANY))
+            await self._commit_one(AppendOp(stream, [new], expected_version))
         else:
             if not self._opened:
                 await self.open()
