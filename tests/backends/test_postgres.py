@@ -266,6 +266,23 @@ async def test_groups_of_new_streams_and_of_known_versions_are_numbered_in_one_s
     ]  # fmt: skip
 
 
+async def test_rows_written_past_the_head_row_are_numbered_after_not_collided_with(
+    store: PostgresStore, postgres_url: str, pg_schema: str
+) -> None:
+    # As a process of a version before the head row (advisory lock, max + 1) would have done.
+    await store.commit(Transaction([AppendOp("a", [new_message()])]))
+    await sql(
+        postgres_url,
+        f"INSERT INTO {pg_schema}.log (global_position, stream, stream_position, id, kind, type, "
+        "version, data, recorded_at) VALUES (2, 'old', 1, 'old-1', 'event', 'T', 1, '{}', 0)",
+    )
+    (done,) = await store.commit(Transaction([AppendOp("a", [new_message()], 1)]))
+    assert (done.version, done.global_position) == (2, 3)
+    (later,) = await store.commit(Transaction([AppendOp("b", [new_message()], 0)]))
+    assert later.global_position == 4  # and the one-statement way numbers on from there
+    assert [e.global_position for e in await store.read_all()] == [1, 2, 3, 4]
+
+
 async def test_a_conflict_in_a_one_statement_group_refuses_only_the_culprit(
     store: PostgresStore,
 ) -> None:

@@ -29,7 +29,11 @@ INSERT INTO {schema}.migrations (version, name) VALUES (%s, %s)
 SELECT pg_current_xact_id()::text::bigint, {now}, top FROM {schema}.head
 
 -- name: head_locked
-SELECT pg_current_xact_id()::text::bigint, {now}, top FROM {schema}.head FOR UPDATE
+-- The log's own last position wins should the head row ever lag it (rows written by a process of
+-- a version before migration 0004): the long way then numbers on after it, and moves the head.
+SELECT pg_current_xact_id()::text::bigint, {now},
+       greatest(top, (SELECT coalesce(max(global_position), 0) FROM {schema}.log))
+FROM {schema}.head FOR UPDATE
 
 -- name: move_head
 UPDATE {schema}.head SET top = %s

@@ -17,3 +17,7 @@ SELECT true, coalesce(max(global_position), 0) FROM {schema}.log;
 
 -- The planner must know the table has one row, or it over-estimates every statement that joins it.
 ANALYZE {schema}.head;
+
+-- Processes of an earlier version take the advisory lock instead of this row: stop them before
+-- this migration runs, as the two locks do not exclude each other. Should rows be appended past
+-- the head anyway, the store's long way numbers on after the log's own last position.
