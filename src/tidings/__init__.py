@@ -22,7 +22,7 @@ from tidings.errors import (
     WrongExpectedVersion,
 )
 from tidings.handlers import Problem
-from tidings.messages import Command, Envelope, Event, Message
+from tidings.messages import Command, Envelope, Event, Message, uuid7
 from tidings.store import ANY, NO_STREAM
 
 # A library logs; the application decides where it goes (nothing is printed unless it configures
@@ -49,4 +49,5 @@ __all__ = [
     "Ticket",
     "TidingsError",
     "WrongExpectedVersion",
+    "uuid7",
 ]

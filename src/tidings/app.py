@@ -41,6 +41,7 @@ from tidings.messages import (
     encode,
     encode_headers,
     uuid7,
+    validate_message_id,
     validate_stream,
     validate_subscription_name,
 )
@@ -435,11 +436,15 @@ class App:
         correlation_id: str | None = None,
         causation_id: str | None = None,
         headers: dict[str, str] | None = None,
+        message_id: str | None = None,
     ) -> NewMessage:
         cls = type(message)
         if cls not in self._known:
             self.register(cls)
-        message_id = uuid7()
+        if message_id is None:
+            message_id = uuid7()
+        else:
+            validate_message_id(message_id)
         data = _message_encoder.encode(message)
         if len(data) > self.max_message_bytes:
             encode(message, self.max_message_bytes)  # raises MessageTooLarge, with advice
@@ -541,16 +546,21 @@ class App:
         at: datetime | float | None = None,
         correlation_id: str | None = None,
         headers: dict[str, str] | None = None,
+        id: str | None = None,
     ) -> Ticket:
         """Record ``command`` durably for its one handler to carry out later (at once, or after
         ``delay`` seconds / at ``at``, on the store's clock). ``await ticket.outcome()`` tells
-        what became of it."""
+        what became of it.
+
+        ``id`` names the message (default: a new UUIDv7). Sending again with the same id — after
+        a timeout, say — records nothing new and returns the first send's ticket: the command is
+        carried out once. (The content of a repeat is not compared: the id is the message.)"""
         if not isinstance(command, Command):
             raise TypeError(
                 f"{type(command).__name__} is not a Command: events are published with "
                 "app.publish, so that every subscriber sees them"
             )
-        new = self._new_message(command, correlation_id=correlation_id, headers=headers)
+        new = self._new_message(command, correlation_id, None, headers, id)
         self._sent_types.add(type(command))
         if stream is None:
             # A stream of its own, named by the new id: it is new (which spares the store a
@@ -570,15 +580,19 @@ class App:
         at: datetime | float | None = None,
         correlation_id: str | None = None,
         headers: dict[str, str] | None = None,
+        id: str | None = None,
     ) -> str:
         """Record ``event`` durably for every subscriber (default stream: the event's type name),
-        now or when due (``delay``/``at``). Returns the event's id."""
+        now or when due (``delay``/``at``). Returns the event's id.
+
+        ``id`` names the event (default: a new UUIDv7); publishing again with an id that is in the
+        log already records nothing: every subscriber sees it once."""
         if not isinstance(event, Event):
             raise TypeError(
                 f"{type(event).__name__} is a Command, not an Event: a command has one recipient — "
                 "use app.send (durable, later) or app.invoke (now, with its result)"
             )
-        new = self._new_message(event, correlation_id=correlation_id, headers=headers)
+        new = self._new_message(event, correlation_id, None, headers, id)
         target = validate_stream(stream) if stream is not None else new.type
         await self._record(new, target, delay, at)
         return new.id
@@ -606,15 +620,27 @@ class App:
         *,
         expected_version: int = ANY,
         correlation_id: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> Appended:
-        """Append events to a stream atomically, optionally at an expected version."""
+        """Append events to a stream atomically, optionally at an expected version.
+
+        ``ids`` names the events (default: new UUIDv7s). Appending again with ids that are all in
+        the log already records nothing and returns where they are — a writer unsure whether its
+        append went through can append again. (Their content is not compared.)"""
+        events = list(events)
+        if ids is not None and len(ids) != len(events):
+            raise ValueError(f"app.append: {len(ids)} ids for {len(events)} events")
         new = []
-        for event in events:
+        for n, event in enumerate(events):
             if not isinstance(event, Event):
                 raise TypeError(
                     f"app.append takes events, got {type(event).__name__}: send commands with app.send"
                 )
-            new.append(self._new_message(event, correlation_id=correlation_id))
+            new.append(
+                self._new_message(
+                    event, correlation_id, None, None, None if ids is None else ids[n]
+                )
+            )
         (done,) = await self._commit_one(AppendOp(validate_stream(stream), new, expected_version))
         return done
 

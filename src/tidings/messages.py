@@ -60,6 +60,25 @@ def validate_subscription_name(name: str) -> str:
     return name
 
 
+MAX_ID_LENGTH = 100
+
+
+def validate_message_id(message_id: str) -> str:
+    """Check a message id chosen by the caller: 1 to 100 printable characters, no spaces."""
+    if (
+        not isinstance(message_id, str)
+        or not message_id
+        or len(message_id) > MAX_ID_LENGTH
+        or not message_id.isprintable()
+        or " " in message_id
+    ):
+        raise InvalidName(
+            f"message id {message_id!r} is not allowed: use 1 to {MAX_ID_LENGTH} printable "
+            "characters without spaces, for example tidings.uuid7() or an order number"
+        )
+    return message_id
+
+
 def validate_stream(stream: str) -> str:
     """Check a stream name: 1 to 256 printable characters."""
     if (

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tidings import App, Command, Context, Event, Refused
+from tidings import App, Command, Context, Event, Refused, uuid7
 from tidings.delivery.alerts import Alert
 from tidings.delivery.policy import RetryPolicy
 from tidings.delivery.worker import Worker
-from tidings.errors import CommandDead
+from tidings.errors import CommandDead, InvalidName
 from tidings.messages import CommandFailed
 
 
@@ -294,3 +294,67 @@ async def test_delayed_and_scheduled_messages_are_delivered_when_due_not_before(
         ["delayed", "at"],
         ["at", "delayed"],
     )
+
+
+# --- ids chosen by the caller: a repeat is the same message ------------------------------------
+
+
+async def test_sending_again_with_the_same_id_carries_the_command_out_once(app: App) -> None:
+    calls = 0
+
+    @app.command
+    def quote(cmd: Quote, ctx: Context) -> int:
+        nonlocal calls
+        calls += 1
+        return 250 * cmd.quantity
+
+    order = uuid7()
+    first = await app.send(Quote(sku="tea", quantity=2), id=order)
+    worker = app.worker()
+    await worker.drain()
+    # The sender timed out and sends again; so does a retry after the first was handled.
+    again = await app.send(Quote(sku="tea", quantity=2), id=order)
+    await worker.drain()
+    assert (again.message_id, again.stream) == (first.message_id, first.stream)
+    assert await again.result(timeout=0) == 500
+    assert calls == 1
+    assert [e.id for e in await app.read_stream(first.stream)] == [order]
+
+
+async def test_publishing_again_with_the_same_id_reaches_each_subscriber_once(app: App) -> None:
+    seen: list[str] = []
+
+    @app.subscriber("ticks")
+    def tick(event: Ticked, ctx: Context) -> None:
+        seen.append(ctx.message_id)
+
+    for _ in range(3):
+        assert await app.publish(Ticked(label="once"), id="tick-2026-11-27") == "tick-2026-11-27"
+    await app.worker().drain()
+    assert seen == ["tick-2026-11-27"]
+    assert len(await app.read_stream("cmd.Ticked")) == 1
+
+
+async def test_appending_again_with_the_same_ids_records_nothing_new(app: App) -> None:
+    ids = [uuid7(), uuid7()]
+    events = [Ticked(label="a"), Ticked(label="b")]
+    first = await app.append("ledger-1", events, expected_version=0, ids=ids)
+    again = await app.append("ledger-1", events, expected_version=0, ids=ids)
+    assert (
+        (again.version, again.global_position)
+        == (first.version, first.global_position)
+        == (
+            2,
+            2,
+        )
+    )
+    assert [e.id for e in await app.read_stream("ledger-1")] == ids
+    with pytest.raises(ValueError, match="2 ids for 1 events"):
+        await app.append("ledger-1", [Ticked(label="c")], ids=ids)
+
+
+async def test_an_id_that_cannot_be_one_is_refused_with_advice(app: App) -> None:
+    with pytest.raises(InvalidName, match="message id 'two words' is not allowed"):
+        await app.send(Quote(sku="tea", quantity=1), id="two words")
+    with pytest.raises(InvalidName, match=r"tidings\.uuid7\(\)"):
+        await app.publish(Ticked(label="x"), id="")
