@@ -200,9 +200,12 @@ class Transaction(msgspec.Struct):
     audit: list[AuditEntry] = msgspec.field(default_factory=list)
 
     def __bool__(self) -> bool:
+        return bool(self.appends) or self.beyond_appends()
+
+    def beyond_appends(self) -> bool:
+        """Whether it holds anything besides appends (a store's cheap path takes only appends)."""
         return bool(
-            self.appends
-            or self.checkpoints
+            self.checkpoints
             or self.held
             or self.unheld
             or self.outcomes

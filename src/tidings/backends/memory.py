@@ -65,21 +65,13 @@ class MemoryStore(Store):
             raise StoreClosed()
         now = self._clock()
         appends = tx.appends
-        rest = (
-            tx.checkpoints
-            or tx.held
-            or tx.unheld
-            or tx.outcomes
-            or tx.documents
-            or tx.scheduled
-            or tx.unscheduled
-            or tx.audit
-        )
+        rest = tx.beyond_appends()
         if len(appends) != 1 or tx.checkpoints:
             results = self._append_staged(tx, now)
         else:
             # The common case: one append is all there is to validate, so once it is validated
-            # it is applied directly, with nothing to stage.
+            # it is applied directly, with nothing to stage. (The envelopes are built here as in
+            # _append_staged, written out rather than shared: a call per message shows here.)
             op = appends[0]
             stream = op.stream
             messages = op.messages

@@ -692,17 +692,7 @@ class PostgresStore(Store):
 def _appends_only(txs: list[Transaction]) -> bool:
     """Whether every transaction of the group only appends (each append with messages)."""
     for tx in txs:
-        if (
-            not tx.appends
-            or tx.checkpoints
-            or tx.held
-            or tx.unheld
-            or tx.outcomes
-            or tx.documents
-            or tx.scheduled
-            or tx.unscheduled
-            or tx.audit
-        ):
+        if not tx.appends or tx.beyond_appends():
             return False
         for op in tx.appends:
             if not op.messages:

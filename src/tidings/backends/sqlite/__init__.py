@@ -472,16 +472,7 @@ class SqliteStore(Store):
             if found is None or found[0] != move.owner or found[1] != move.expected:
                 raise _Refused(LeaseLost())
         # Every check passed: from here on nothing refuses this transaction.
-        if (
-            tx.checkpoints
-            or tx.held
-            or tx.unheld
-            or tx.outcomes
-            or tx.documents
-            or tx.scheduled
-            or tx.unscheduled
-            or tx.audit
-        ):
+        if tx.beyond_appends():
             self._apply_rest(conn, tx, now)
         versions.update(local_versions)
         stored.update(local_ids)
