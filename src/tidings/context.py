@@ -122,9 +122,10 @@ class Context:
         stream: str,
         delay: float | timedelta | None,
         at: datetime | float | None,
+        expected_version: int = ANY,
     ) -> None:
         if delay is None and at is None:
-            self._add(stream, [new], ANY)
+            self._add(stream, [new], expected_version)
         else:
             due_at, due_in = when(delay, at)
             self.transaction.scheduled.append(Scheduled(stream, new, due_at, due_in))
@@ -171,8 +172,11 @@ class Context:
             )
         new = self._new(command)
         self.app._sent_types.add(type(command))
-        target = validate_stream(stream) if stream is not None else self.app._command_stream(new)
-        self._record(new, target, delay, at)
+        if stream is None:
+            # A stream of its own, named by the new id, and so new (as app.send).
+            self._record(new, self.app._command_stream(new), delay, at, 0)
+        else:
+            self._record(new, validate_stream(stream), delay, at)
         return new.id
 
     def append(
