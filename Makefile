@@ -27,6 +27,8 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/append.py
+	$(BIN)/python benchmarks/delivery.py
+	$(BIN)/python benchmarks/postgres.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
