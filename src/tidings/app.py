@@ -320,8 +320,8 @@ class App:
         every time). A command on a kept stream, or on a stream this process has not seen (taken
         to be new), is decided without reading the store: the append at that version confirms
         the state, and when it conflicts the stream is loaded and the command decided again (not
-        counted as a retry). A refusal, or no events, decided on such an assumed state is
-        confirmed by reading what the stream holds beyond it before it is given.
+        counted as a retry). A refusal, no events, or an exception, decided on such an assumed
+        state is confirmed by reading what the stream holds beyond it before it is given.
         """
         if not commands:
             raise ConfigurationError(
@@ -338,11 +338,11 @@ class App:
                 events = list(decider.decide(command, state))
             else:
                 state, version = states.take(stream) or (decider.initial_state(), 0)
-                refusal: Refused | None = None
+                failure: Exception | None = None
                 try:
                     events = list(decider.decide(command, state))
-                except Refused as refused:
-                    events, refusal = [], refused
+                except Exception as exc:  # a refusal, or decide not expecting this state
+                    events, failure = [], exc
                 if events:
                     ctx._assumed = True
                 else:
@@ -351,9 +351,9 @@ class App:
                     if newer != version:
                         version = newer
                         events = list(decider.decide(command, state))
-                    elif refusal is not None:
+                    elif failure is not None:
                         states.put(stream, state, version)
-                        raise refusal
+                        raise failure
                     if not events:
                         states.put(stream, state, version)
             if events:

@@ -171,3 +171,55 @@ async def test_the_states_kept_are_bounded(tmp_path: Path) -> None:
         with pytest.raises(Refused):
             await app.invoke(Reserve(screening="0", seat="A1"))
         assert await versions(app, "screening-0") == [1]
+
+
+class Open(Command, type_name="states.Open"):
+    account: str
+
+
+class Deposit(Command, type_name="states.Deposit"):
+    account: str
+    amount: int
+
+
+class Opened(Event, type_name="states.Opened"):
+    account: str
+
+
+class Deposited(Event, type_name="states.Deposited"):
+    amount: int
+
+
+def decide_account(command: Open | Deposit, balance: int | None) -> list[Event]:
+    if isinstance(command, Open):
+        return [] if balance is not None else [Opened(account=command.account)]
+    # Written for accounts that exist: on the empty state this fails, and not with Refused.
+    return [Deposited(amount=command.amount)] if balance + command.amount >= 0 else []  # type: ignore[operator]
+
+
+def evolve_account(balance: int | None, event: Opened | Deposited) -> int:
+    return 0 if isinstance(event, Opened) else (balance or 0) + event.amount
+
+
+account = Decider[int | None](
+    decide=decide_account, evolve=evolve_account, initial=None, stream=lambda c: c.account
+)
+
+
+async def test_an_error_decided_on_an_assumed_state_is_not_given_before_the_stream_is_read(
+    tmp_path: Path,
+) -> None:
+    def bank(path: Path) -> App:
+        app = App("bank", store=SqliteStore(path))
+        app.decider(account, Open, Deposit)
+        return app
+
+    here, there = bank(tmp_path / "b.db"), bank(tmp_path / "b.db")
+    async with here, there:
+        await there.invoke(Open(account="acct-1"))
+        # `here` never saw acct-1: the empty state it assumes makes decide raise TypeError.
+        assert await here.invoke(Deposit(account="acct-1", amount=5)) == [Deposited(amount=5)]
+        # On a stream that really is empty, the same error is the answer.
+        with pytest.raises(TypeError):
+            await here.invoke(Deposit(account="acct-2", amount=5))
+        assert [e.stream_position for e in await here.read_stream("acct-2")] == []
