@@ -76,5 +76,7 @@ def others_ready(loop: asyncio.AbstractEventLoop) -> bool:
     ready = getattr(loop, "_ready", None)
     if ready is None:
         return True
+    if not ready:
+        return False
     # A cancelled handle waits there too until the loop drops it: it runs nothing.
     return any(not handle.cancelled() for handle in ready)
