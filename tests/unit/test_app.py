@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tidings import (
@@ -16,6 +18,7 @@ from tidings import (
     Refused,
     WrongExpectedVersion,
 )
+from tidings.backends._shared import others_ready
 from tidings.errors import InvalidName, MessageTooLarge
 
 
@@ -334,3 +337,15 @@ async def test_stream_turns_survive_a_cancelled_waiter() -> None:
     await locks.acquire("s")  # free again: taken at once
     locks.release("s")
     assert locks._waiting == {}
+
+
+async def test_a_commit_joins_no_group_when_only_cancelled_callbacks_are_ready() -> None:
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0)  # start from an empty ready queue
+    assert not others_ready(loop)
+    cancelled = loop.call_soon(lambda: None)
+    cancelled.cancel()
+    assert not others_ready(loop)  # it runs nothing: a lone caller may commit at once
+    live = loop.call_soon(lambda: None)
+    assert others_ready(loop)  # someone may yet join the group
+    live.cancel()
