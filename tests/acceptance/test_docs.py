@@ -35,5 +35,6 @@ def test_the_code_blocks_run(doc: str, tmp_path: Path) -> None:
         assert "{'guest': 'ada'}" in done.stdout
         assert "cmd:SendTicket 3 ConnectionError: mail server unreachable" in done.stdout
         assert "succeeded ticket for A1 sent to ada" in done.stdout
+        assert "True ticket for A2 sent to ada" in done.stdout
     else:
         assert done.stdout.split() == ["seat", "taken", "succeeded", "taken"]
