@@ -389,6 +389,46 @@ async def test_commits_arriving_while_a_caller_commits_its_own_go_out_together_a
     assert log[1].recorded_at == log[2].recorded_at != log[0].recorded_at  # b and c: one group
 
 
+@pytest.mark.parametrize("path", ["own task", "flusher"])
+async def test_a_caller_cancelled_while_it_commits_leaves_the_store_working(
+    store: PostgresStore, path: str
+) -> None:
+    real = store._send_append
+    sent, gate = asyncio.Event(), asyncio.Event()
+    paths: list[str] = []
+
+    async def held(conn: Any, query: str, params: Any) -> Any:
+        if not sent.is_set():
+            sent.set()
+            paths.append("own task" if store._inline is not None else "flusher")
+            await gate.wait()  # cancelled here if the caller commits its own group
+        return await real(conn, query, params)
+
+    store._send_append = held  # type: ignore[method-assign]
+    stuck = asyncio.create_task(store.commit(Transaction([AppendOp("a", [new_message()])])))
+    if path == "own task":
+        async with asyncio.timeout(5):  # a timer: nothing in the ready queue, the caller commits
+            await sent.wait()
+    else:
+        await asyncio.wait_for(sent.wait(), 5)  # its task is ready: the commit is handed over
+    assert paths == [path]
+    stuck.cancel()
+    gate.set()  # a group the flusher commits goes on without the cancelled caller
+    with pytest.raises(asyncio.CancelledError):
+        await stuck
+    (done,) = await asyncio.wait_for(
+        store.commit(Transaction([AppendOp("a", [new_message()])])), 10
+    )
+    (after,) = await asyncio.wait_for(
+        store.commit(Transaction([AppendOp("b", [new_message()])])), 10
+    )
+    # The cancelled commit went in whole or not at all; either way the log stays gapless.
+    log = await store.read_all()
+    assert [e.global_position for e in log] == list(range(1, len(log) + 1))
+    assert len(log) in (2, 3) and after.global_position == len(log)
+    assert done.version == len(log) - 1
+
+
 async def test_wait_for_change_wakes_on_another_stores_commit(
     postgres_url: str, pg_schema: str, store: PostgresStore
 ) -> None:
