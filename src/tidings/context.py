@@ -108,7 +108,11 @@ class Context:
         return self.app._new_message(message, self.correlation_id, self.message_id)
 
     def _add(self, stream: str, messages: list[NewMessage], expected_version: int) -> None:
-        appends = self.transaction.appends
+        if self._tx is None:
+            # The first write makes the transaction, holding just this append.
+            self._tx = Transaction([AppendOp(stream, messages, expected_version)])
+            return
+        appends = self._tx.appends
         if expected_version == ANY and appends:
             last = appends[-1]
             if last.stream == stream and last.expected_version == ANY:
@@ -145,14 +149,8 @@ class Context:
                 f"ctx.publish takes an Event, got {type(event).__name__}: a command is sent "
                 "(ctx.send) so that exactly one handler carries it out"
             )
-        new = self.app._new_message(event, self.correlation_id, self.message_id)
-        target = validate_stream(stream) if stream is not None else new.type
-        if delay is not None or at is not None:
-            self._record(new, target, delay, at)
-        elif self._tx is None:
-            self._tx = Transaction([AppendOp(target, [new], ANY)])
-        else:
-            self._add(target, [new], ANY)
+        new = self._new(event)
+        self._record(new, validate_stream(stream) if stream is not None else new.type, delay, at)
         return new.id
 
     def send(
@@ -184,19 +182,14 @@ class Context:
     ) -> list[str]:
         """Append ``events`` to ``stream`` when this handler commits; with ``expected_version``
         the commit fails with ``WrongExpectedVersion`` unless the stream is at that version."""
-        new_message = self.app._new_message
         new = []
         for event in events:
             if not isinstance(event, Event):
                 raise TypeError(
                     f"ctx.append takes events, got {type(event).__name__}: send commands with ctx.send"
                 )
-            new.append(new_message(event, self.correlation_id, self.message_id))
-        stream = validate_stream(stream)
-        if self._tx is None:
-            self._tx = Transaction([AppendOp(stream, new, expected_version)])
-        else:
-            self._add(stream, new, expected_version)
+            new.append(self._new(event))
+        self._add(validate_stream(stream), new, expected_version)
         return [m.id for m in new]
 
     async def load(

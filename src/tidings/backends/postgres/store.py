@@ -189,10 +189,10 @@ class PostgresStore(Store):
         if self._closed:
             return
         self._closed = True
-        in_flight = [t for t in (self._flusher, self._inline) if t is not None]
-        if in_flight:
-            # Let the group in flight finish (it retries for at most retry_timeout).
-            await asyncio.wait(in_flight, timeout=self._retry_timeout)
+        # Let the groups in flight finish (each retries for at most retry_timeout): a caller's
+        # own first, as its end may start the flusher for those who queued meanwhile.
+        if self._inline is not None:
+            await asyncio.wait([self._inline], timeout=self._retry_timeout)
         if self._flusher is not None:
             await asyncio.wait([self._flusher], timeout=self._retry_timeout)
         for _, fut in self._pending:
