@@ -510,8 +510,11 @@ class App:
             attempt = 0
             assume = True
             while True:
-                ctx = Context(self, message_id, correlation_id, None, headers)
-                ctx._assume = assume
+                ctx = (
+                    Context(self, message_id, correlation_id, _assume=assume)
+                    if headers is None
+                    else Context(self, message_id, correlation_id, None, headers, _assume=assume)
+                )
                 result = handler.fn(command, ctx)
                 if handler.is_async:
                     result = await result
@@ -528,7 +531,8 @@ class App:
                         raise
                     attempt += 1
                     continue
-                self._committed(tx)
+                if self._wakeups or tx.outcomes:
+                    self._committed(tx)
                 if ctx._after is not None:
                     for callback in ctx._after:
                         callback()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import msgspec
 
 from tidings.messages import Command, Event, Message, NewMessage, validate_stream
-from tidings.store import ANY, AppendOp, DocumentWrite, Scheduled, Transaction
+from tidings.store import ANY, AppendOp, DocumentWrite, Scheduled, Transaction, grow
 
 if TYPE_CHECKING:
     from tidings.app import App
@@ -45,57 +45,40 @@ def when(
     return at, delay
 
 
-class Context:
+class Context(msgspec.Struct, repr_omit_defaults=True):
     """What a handler knows about the message it handles, and where it writes.
 
     ``message_id`` is the id of the message being handled: use it to make side effects outside the
-    store (an e-mail, a payment) idempotent.
+    store (an e-mail, a payment) idempotent. ``attempt`` is 1 on the first delivery of this
+    message, then 2, 3… on retries.
+
+    (A msgspec Struct, so that making one for every message costs little: the fields that start
+    with an underscore are the framework's.)
     """
 
-    __slots__ = (
-        "_after",
-        "_assume",
-        "_assumed",
-        "_overlay",
-        "_tx",
-        "app",
-        "attempt",
-        "causation_id",
-        "correlation_id",
-        "headers",
-        "message_id",
-        "stream",
-    )
+    app: App
+    message_id: str
+    correlation_id: str
+    causation_id: str | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    stream: str | None = None
+    attempt: int = 1
+    _overlay: Overlay | None = None
+    # Made on first write: most handlers of a batch write little.
+    _tx: Transaction | None = None
+    #: run after this context's transaction committed (invoke only)
+    _after: list[Callable[[], None]] | None = None
+    #: a decider may decide on a state it keeps instead of loading (invoke's first try)
+    _assume: bool = False
+    #: it did, and appended at that state's version
+    _assumed: bool = False
 
-    def __init__(
-        self,
-        app: App,
-        message_id: str,
-        correlation_id: str,
-        causation_id: str | None = None,
-        headers: dict[str, str] | None = None,
-        stream: str | None = None,
-        attempt: int = 1,
-        overlay: Overlay | None = None,
-    ) -> None:
-        self.app = app
-        self.message_id = message_id
-        self.correlation_id = correlation_id
-        self.causation_id = causation_id
-        self.headers = headers or {}
-        self.stream = stream
-        #: 1 on the first delivery of this message, then 2, 3… on retries
-        self.attempt = attempt
-        # Made on first write: most handlers of a batch write little, and nine empty lists per
-        # message are measurable.
-        self._tx: Transaction | None = None
-        self._overlay = overlay
-        #: run after this context's transaction committed (invoke only)
-        self._after: list[Callable[[], None]] | None = None
-        #: a decider may decide on a state it keeps instead of loading (invoke's first try)
-        self._assume = False
-        #: it did, and appended at that state's version
-        self._assumed = False
+    def __repr__(self) -> str:
+        return (
+            f"Context(message_id={self.message_id!r}, correlation_id={self.correlation_id!r}, "
+            f"causation_id={self.causation_id!r}, stream={self.stream!r}, "
+            f"attempt={self.attempt})"
+        )
 
     def _after_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once this handler's transaction has committed (for invoked commands;
@@ -132,7 +115,8 @@ class Context:
             self._add(stream, [new], expected_version)
         else:
             due_at, due_in = when(delay, at)
-            self.transaction.scheduled.append(Scheduled(stream, new, due_at, due_in))
+            tx = self.transaction
+            tx.scheduled = grow(tx.scheduled, Scheduled(stream, new, due_at, due_in))
 
     def publish(
         self,
@@ -149,8 +133,11 @@ class Context:
                 f"ctx.publish takes an Event, got {type(event).__name__}: a command is sent "
                 "(ctx.send) so that exactly one handler carries it out"
             )
-        new = self._new(event)
-        self._record(new, validate_stream(stream) if stream is not None else new.type, delay, at)
+        new = self.app._new_message(event, self.correlation_id, self.message_id)
+        if stream is None and delay is None and at is None:
+            self._add(new.type, [new], ANY)  # the usual case, without the calls in between
+        else:
+            self._record(new, new.type if stream is None else validate_stream(stream), delay, at)
         return new.id
 
     def send(
@@ -206,11 +193,13 @@ class Context:
 
     def put(self, collection: str, key: str, value: Any) -> None:
         """Write a JSON document (any msgspec-encodable value) when this handler commits."""
-        self.transaction.documents.append(DocumentWrite(collection, key, _encoder.encode(value)))
+        tx = self.transaction
+        tx.documents = grow(tx.documents, DocumentWrite(collection, key, _encoder.encode(value)))
 
     def delete(self, collection: str, key: str) -> None:
         """Delete a document when this handler commits."""
-        self.transaction.documents.append(DocumentWrite(collection, key, None))
+        tx = self.transaction
+        tx.documents = grow(tx.documents, DocumentWrite(collection, key, None))
 
     @overload
     async def get(self, collection: str, key: str) -> Any: ...

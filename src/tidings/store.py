@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
@@ -18,6 +18,8 @@ from tidings.errors import ConfigurationError
 from tidings.messages import Envelope, NewMessage
 
 #: ``expected_version``: append whatever the stream's version is.
+T = TypeVar("T")
+
 ANY: Final = -2
 #: ``expected_version``: the stream must not exist yet (the same as expecting version 0).
 NO_STREAM: Final = 0
@@ -185,19 +187,20 @@ class Transaction(msgspec.Struct):
     """Everything one unit of work commits at once, or not at all.
 
     Appends are applied in order, so two appends to one stream in one transaction see each other.
-    (A msgspec Struct: the nine empty lists of a new one are made in C, which a unit of work that
-    only publishes notices.)
+    Everything but the appends is empty (a shared empty tuple) until given a list: most units of
+    work only append, and eight empty lists for each are measurable. Build the lists, then pass
+    them (``Transaction(held=[...])``) or assign them; :meth:`extend` joins two transactions.
     """
 
     appends: list[AppendOp] = msgspec.field(default_factory=list)
-    checkpoints: list[CheckpointMove] = msgspec.field(default_factory=list)
-    held: list[Held] = msgspec.field(default_factory=list)
-    unheld: list[HeldDelete] = msgspec.field(default_factory=list)
-    outcomes: list[Outcome] = msgspec.field(default_factory=list)
-    documents: list[DocumentWrite] = msgspec.field(default_factory=list)
-    scheduled: list[Scheduled] = msgspec.field(default_factory=list)
-    unscheduled: list[str] = msgspec.field(default_factory=list)
-    audit: list[AuditEntry] = msgspec.field(default_factory=list)
+    checkpoints: Sequence[CheckpointMove] = ()
+    held: Sequence[Held] = ()
+    unheld: Sequence[HeldDelete] = ()
+    outcomes: Sequence[Outcome] = ()
+    documents: Sequence[DocumentWrite] = ()
+    scheduled: Sequence[Scheduled] = ()
+    unscheduled: Sequence[str] = ()
+    audit: Sequence[AuditEntry] = ()
 
     def __bool__(self) -> bool:
         return bool(self.appends) or self.beyond_appends()
@@ -218,14 +221,24 @@ class Transaction(msgspec.Struct):
     def extend(self, other: Transaction) -> None:
         """Add everything ``other`` holds after what this one holds."""
         self.appends.extend(other.appends)
-        self.checkpoints.extend(other.checkpoints)
-        self.held.extend(other.held)
-        self.unheld.extend(other.unheld)
-        self.outcomes.extend(other.outcomes)
-        self.documents.extend(other.documents)
-        self.scheduled.extend(other.scheduled)
-        self.unscheduled.extend(other.unscheduled)
-        self.audit.extend(other.audit)
+        if other.beyond_appends():
+            self.checkpoints = grow(self.checkpoints, *other.checkpoints)
+            self.held = grow(self.held, *other.held)
+            self.unheld = grow(self.unheld, *other.unheld)
+            self.outcomes = grow(self.outcomes, *other.outcomes)
+            self.documents = grow(self.documents, *other.documents)
+            self.scheduled = grow(self.scheduled, *other.scheduled)
+            self.unscheduled = grow(self.unscheduled, *other.unscheduled)
+            self.audit = grow(self.audit, *other.audit)
+
+
+def grow(items: Sequence[T], *more: T) -> list[T]:
+    """``items`` with ``more`` added, as a list: the same list when it is one, so that adding to
+    a transaction's lists one item at a time stays linear."""
+    if isinstance(items, list):
+        items.extend(more)
+        return items
+    return [*items, *more]
 
 
 class EventLog(abc.ABC):

@@ -66,7 +66,7 @@ class MemoryStore(Store):
         now = self._clock()
         appends = tx.appends
         rest = tx.beyond_appends()
-        if len(appends) != 1 or tx.checkpoints:
+        if len(appends) != 1 or (rest and tx.checkpoints):
             results = self._append_staged(tx, now)
         else:
             # The common case: one append is all there is to validate, so once it is validated
@@ -78,11 +78,11 @@ class MemoryStore(Store):
             by_id = self._by_id
             found = self._streams.get(stream)
             version = len(found) if found is not None else 0
-            fresh = messages
-            for m in messages:
-                if m.id in by_id:
-                    fresh = [m for m in messages if m.id not in by_id]
-                    break
+            if len(messages) == 1:
+                seen = by_id.get(messages[0].id)
+                fresh = messages if seen is None else ()
+            else:
+                fresh = [m for m in messages if m.id not in by_id]
             if not fresh and messages:
                 results = [Appended(stream, version, by_id[messages[-1].id].global_position)]
             else:
@@ -384,11 +384,10 @@ class MemoryStore(Store):
         due = sorted((at, mid) for mid, (at, _) in self._scheduled.items() if at <= now)[:limit]
         if not due:
             return 0
-        tx = Transaction()
+        tx = Transaction(unscheduled=[mid for _, mid in due])
         for _, mid in due:
             item = self._scheduled[mid][1]
             tx.appends.append(AppendOp(item.stream, [item.message], ANY))
-            tx.unscheduled.append(mid)
         await self.commit(tx)
         return len(due)
 

@@ -45,6 +45,7 @@ from tidings.store import (
     HeldDelete,
     Outcome,
     Transaction,
+    grow,
 )
 
 if TYPE_CHECKING:
@@ -191,12 +192,12 @@ class Runner:
         overlay: Overlay = {}
         for env, partition in mine:
             if self.route.policy.sequenced and env.stream in self.blocked:
-                tx.held.append(self._waiting(env, partition))
+                tx.held = grow(tx.held, self._waiting(env, partition))
                 continue
             handled = await self.handle(env, 0, immediate=True, overlay=overlay)
             self._absorb(handled, env, partition, tx, alerts, overlay, [])
         moves = self._moves(last)
-        tx.checkpoints.extend(moves)
+        tx.checkpoints = grow(tx.checkpoints, *moves)
         try:
             await self.app._commit(tx)
         except LeaseLost:
@@ -258,7 +259,7 @@ class Runner:
                 tx = Transaction()
                 alerts: list[Alert] = []
                 if self.route.policy.sequenced and env.stream in self.blocked:
-                    tx.held.append(self._waiting(env, partition))
+                    tx.held = grow(tx.held, self._waiting(env, partition))
                     handled = None
                 else:
                     handled = await self.handle(env, attempts, immediate=True, overlay=None)
@@ -270,7 +271,7 @@ class Runner:
                     self.positions[partition],
                     env.global_position,
                 )
-                tx.checkpoints.append(move)
+                tx.checkpoints = grow(tx.checkpoints, move)
                 try:
                     await self.app._commit(tx)
                 except LeaseLost:
@@ -345,16 +346,17 @@ class Runner:
             tx = Transaction()
             alerts: list[Alert] = []
             position = self.positions[row.partition]
-            tx.checkpoints.append(
-                CheckpointMove(self.route.name, row.partition, self.worker.id, position, position)
+            tx.checkpoints = grow(
+                tx.checkpoints,
+                CheckpointMove(self.route.name, row.partition, self.worker.id, position, position),
             )
             self._absorb(handled, env, row.partition, tx, alerts, None, row.history)
             if handled.ok or handled.refused is not None:
-                tx.unheld.append(HeldDelete(self.route.name, row.global_position))
+                tx.unheld = grow(tx.unheld, HeldDelete(self.route.name, row.global_position))
                 if sequenced:
                     # The next in line becomes due in the same transaction: if this worker stops
                     # here, whoever takes the partition over carries on from it.
-                    tx.held.extend(_next_in_line(rows, index))
+                    tx.held = grow(tx.held, *_next_in_line(rows, index))
             try:
                 await self.app._commit(tx)
             except LeaseLost:
@@ -409,7 +411,7 @@ class Runner:
                 headers=headers,
                 stream=env.stream,
                 attempt=attempt,
-                overlay=overlay,
+                _overlay=overlay,
             )
             error: Exception
             try:
@@ -476,12 +478,14 @@ class Runner:
                 for doc in handled.tx.documents:
                     overlay[(doc.collection, doc.key)] = doc.data
             if command is not None:
-                tx.outcomes.append(
-                    Outcome(env.id, env.type, SUCCEEDED, handled.result, attempts=handled.attempts)
+                tx.outcomes = grow(
+                    tx.outcomes,
+                    Outcome(env.id, env.type, SUCCEEDED, handled.result, attempts=handled.attempts),
                 )
             return
         if handled.refused is not None:
-            tx.outcomes.append(
+            tx.outcomes = grow(
+                tx.outcomes,
                 Outcome(
                     env.id,
                     env.type,
@@ -489,11 +493,12 @@ class Runner:
                     reason=handled.refused.reason,
                     code=handled.refused.code,
                     attempts=handled.attempts,
-                )
+                ),
             )
             return
         now = time.time()
-        tx.held.append(
+        tx.held = grow(
+            tx.held,
             Held(
                 route.name,
                 partition,
@@ -509,14 +514,15 @@ class Runner:
                 due_in=handled.due_in,
                 first_failed_at=now,
                 last_failed_at=now,
-            )
+            ),
         )
         if route.policy.sequenced:
             self.blocked.add(env.stream)
         if command is not None:
             status = DEAD if handled.final else FAILED
-            tx.outcomes.append(
-                Outcome(env.id, env.type, status, error=handled.error, attempts=handled.attempts)
+            tx.outcomes = grow(
+                tx.outcomes,
+                Outcome(env.id, env.type, status, error=handled.error, attempts=handled.attempts),
             )
             if handled.final:
                 failed = CommandFailed(

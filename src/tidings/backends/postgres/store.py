@@ -667,11 +667,10 @@ class PostgresStore(Store):
         rows = await self._rows("due_scheduled", (limit,))
         if not rows:
             return 0
-        tx = Transaction()
+        tx = Transaction(unscheduled=[row[0] for row in rows])
         for mid, stream, kind, type_, version, data, corr, cause, headers in rows:
             message = NewMessage(mid, kind, type_, version, data, corr, cause, headers)
             tx.appends.append(AppendOp(stream, [message], ANY))
-            tx.unscheduled.append(mid)
         # Two workers releasing the same rows at once append each message once: its id is known.
         await self.commit(tx)
         return len(rows)

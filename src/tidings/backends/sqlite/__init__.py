@@ -865,14 +865,13 @@ class SqliteStore(Store):
         )
         if not rows:
             return 0
-        tx = Transaction()
+        tx = Transaction(unscheduled=[row[0] for row in rows])
         for mid, stream, kind, type_, version, data, corr, cause, headers in rows:
             tx.appends.append(
                 AppendOp(
                     stream, [NewMessage(mid, kind, type_, version, data, corr, cause, headers)], ANY
                 )
             )
-            tx.unscheduled.append(mid)
         await self.commit(tx)
         return len(rows)
 
