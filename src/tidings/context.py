@@ -175,7 +175,7 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
                 raise TypeError(
                     f"ctx.append takes events, got {type(event).__name__}: send commands with ctx.send"
                 )
-            new.append(self._new(event))
+            new.append(self.app._new_message(event, self.correlation_id, self.message_id))
         self._add(validate_stream(stream), new, expected_version)
         return [m.id for m in new]
 

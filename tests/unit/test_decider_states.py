@@ -14,6 +14,7 @@ import pytest
 
 from tidings import App, Command, Decider, Event, Refused
 from tidings.backends.sqlite import SqliteStore
+from tidings.decider import StreamStates
 
 
 class Reserve(Command, type_name="states.Reserve"):
@@ -223,3 +224,20 @@ async def test_an_error_decided_on_an_assumed_state_is_not_given_before_the_stre
         with pytest.raises(TypeError):
             await here.invoke(Deposit(account="acct-2", amount=5))
         assert [e.stream_position for e in await here.read_stream("acct-2")] == []
+
+
+def test_kept_states_stay_within_the_limit_dropping_the_oldest_first() -> None:
+    states: StreamStates[int] = StreamStates(16, lambda events, state: state + len(events))
+    for n in range(100):
+        assert states.take(f"s-{n}") is None
+        states.put(f"s-{n}", 0, 0, ["e"] * n)
+        assert len(states) <= 16
+    assert states.take("s-99") == (99, 99)  # the newest is kept, folded when taken
+    assert states.take("s-50") is None  # an old one is gone
+    states.put("s-98", 7, 3)  # put again: now the newest, so it outlives older ones
+    n = 100
+    while "s-97" in states._states:
+        states.put(f"s-{n}", 0, 0)
+        n += 1
+        assert n < 120
+    assert states.take("s-98") == (7, 3)

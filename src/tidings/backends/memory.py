@@ -7,6 +7,7 @@ on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 import msgspec
@@ -29,6 +30,49 @@ from tidings.store import (
 )
 
 
+class _IdIndex:
+    """Message id to envelope, for an append to find the ids already stored.
+
+    Ids made by :func:`~tidings.uuid7` arrive in increasing order, and those are kept in two lists
+    (appended to, searched by bisection) instead of a dict: hashing a hundred thousand new ids into
+    a dict costs an append more than everything else it does. An id that arrives out of order (one
+    chosen by the caller, say) goes to a dict. Either way an id newer than every id stored is known
+    to be new without a search.
+    """
+
+    __slots__ = ("_envs", "_ids", "_last", "_others")
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+        self._envs: list[Envelope] = []
+        self._last = ""
+        self._others: dict[str, Envelope] = {}
+
+    def get(self, message_id: str) -> Envelope | None:
+        if message_id > self._last:
+            return None
+        found = self._others.get(message_id)
+        if found is None:
+            ids = self._ids
+            i = bisect_left(ids, message_id)
+            if i < len(ids) and ids[i] == message_id:
+                found = self._envs[i]
+        return found
+
+    def __contains__(self, message_id: str) -> bool:
+        return self.get(message_id) is not None
+
+    def add(self, env: Envelope) -> None:
+        """Index ``env``, whose id is not stored yet."""
+        message_id = env.id
+        if message_id > self._last:
+            self._ids.append(message_id)
+            self._envs.append(env)
+            self._last = message_id
+        else:
+            self._others[message_id] = env
+
+
 class MemoryStore(Store):
     """A store that lives in this process's memory and is gone when it ends."""
 
@@ -39,7 +83,7 @@ class MemoryStore(Store):
         self._clock = clock
         self._log: list[Envelope] = []
         self._streams: dict[str, list[Envelope]] = {}
-        self._by_id: dict[str, Envelope] = {}
+        self._by_id = _IdIndex()
         self._partitions: dict[tuple[str, int], PartitionInfo] = {}
         self._workers: dict[str, float] = {}
         self._held: dict[tuple[str, int], Held] = {}
@@ -79,12 +123,15 @@ class MemoryStore(Store):
             found = self._streams.get(stream)
             version = len(found) if found is not None else 0
             if len(messages) == 1:
-                seen = by_id.get(messages[0].id)
-                fresh = messages if seen is None else ()
+                first = messages[0].id
+                new = first > by_id._last or first not in by_id  # the first test is the usual
+                fresh = messages if new else ()
             else:
                 fresh = [m for m in messages if m.id not in by_id]
             if not fresh and messages:
-                results = [Appended(stream, version, by_id[messages[-1].id].global_position)]
+                known = by_id.get(messages[-1].id)
+                assert known is not None
+                results = [Appended(stream, version, known.global_position)]
             else:
                 expected = op.expected_version
                 if expected != ANY and expected != version:
@@ -113,7 +160,7 @@ class MemoryStore(Store):
                         )
                         log.append(env)
                         found.append(env)
-                        by_id[m.id] = env
+                        by_id.add(env)
                 results = [Appended(stream, version, position)]
         if rest:
             self._apply_rest(tx, now)
@@ -134,9 +181,16 @@ class MemoryStore(Store):
             version = versions.get(stream)
             if version is None:
                 version = len(streams.get(stream, ()))
-            fresh = [m for m in messages if m.id not in by_id]
+            if len(messages) == 1:
+                first = messages[0].id
+                new = first > by_id._last or first not in by_id  # the first test is the usual
+                fresh = messages if new else ()
+            else:
+                fresh = [m for m in messages if m.id not in by_id]
             if not fresh and messages:
-                results.append(Appended(stream, version, by_id[messages[-1].id].global_position))
+                known = by_id.get(messages[-1].id)
+                assert known is not None
+                results.append(Appended(stream, version, known.global_position))
                 continue
             if op.expected_version != ANY and op.expected_version != version:
                 raise WrongExpectedVersion(stream, op.expected_version, version)
@@ -173,7 +227,7 @@ class MemoryStore(Store):
                 streams[env.stream] = [env]
             else:
                 found.append(env)
-            by_id[env.id] = env
+            by_id.add(env)
         return results
 
     def _apply_rest(self, tx: Transaction, now: float) -> None:

@@ -180,6 +180,19 @@ class LogContract(StoreContract):
         assert len(envs) == 2
         assert len({e.id for e in envs}) == 2
 
+    async def test_ids_in_any_order_are_each_stored_once(self, store: Store) -> None:
+        # Ids made by uuid7 come in increasing order; ones chosen by callers come in any order.
+        # Each is found again, whichever order it came in and wherever it lies.
+        ids = ["order-5", "order-2", "order-9", "order-1", uuid7(), "order-7"]
+        for n, message_id in enumerate(ids, 1):
+            assert await append(store, "ids", new_message(id=message_id)) == n
+        for message_id in [*reversed(ids), ids[2], ids[4]]:
+            assert await append(store, "ids", new_message(id=message_id)) == len(ids)
+        assert [e.id for e in await store.read_stream("ids")] == ids
+        later = uuid7()
+        assert await append(store, "ids", new_message(id=later), new_message(id="order-3")) == 8
+        assert await append(store, "ids", new_message(id="order-3"), new_message(id=later)) == 8
+
     async def test_read_stream_forwards_backwards_from_and_limit(self, store: Store) -> None:
         await append(store, "r", *[new_message(f'{{"n":{i}}}'.encode()) for i in range(1, 11)])
         assert [
