@@ -135,7 +135,11 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
             )
         new = self.app._new_message(event, self.correlation_id, self.message_id)
         if stream is None and delay is None and at is None:
-            self._add(new.type, [new], ANY)  # the usual case, without the calls in between
+            # The usual case, written out: a call more shows in an invoke's time.
+            if self._tx is None:
+                self._tx = Transaction([AppendOp(new.type, [new], ANY)])
+            else:
+                self._add(new.type, [new], ANY)
         else:
             self._record(new, new.type if stream is None else validate_stream(stream), delay, at)
         return new.id

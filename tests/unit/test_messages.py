@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -75,7 +76,7 @@ def test_uuid7_ids_keep_increasing_when_the_clock_steps_back_or_a_millisecond_ru
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The generator's state is put back afterwards, or later ids would stay in this test's future.
-    for name in ("_uuid_last_ms", "_uuid_next", "_uuid_ms_text", "_uuid_head"):
+    for name in ("_uuid_state", "_uuid_head"):
         monkeypatch.setattr(messages, name, getattr(messages, name))
     now = [5_000_000_000_000 * 1_000_000]  # ns: a millisecond after any the process has seen
     monkeypatch.setattr(messages, "_uuid_time_ns", lambda: now[0])
@@ -86,14 +87,18 @@ def test_uuid7_ids_keep_increasing_when_the_clock_steps_back_or_a_millisecond_ru
     now[0] -= 10_000_000  # the clock steps back 10 ms: ids stay in the last millisecond seen
     ids += [uuid7() for _ in range(3)]
     # a millisecond whose counter is used up: the next id borrows the following millisecond
-    monkeypatch.setattr(messages, "_uuid_next", messages._UUID_COUNTER_MAX + 1)
+    millisecond, prefix, _ = messages._uuid_state
+    counter = itertools.count(messages._UUID_COUNTER_MAX)
+    monkeypatch.setattr(messages, "_uuid_state", (millisecond, prefix, counter))
+    ids.append(uuid7())  # the counter's last value
     ids.append(uuid7())
     now[0] += 20_000_000
     ids += [uuid7() for _ in range(3)]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert all(_UUID7.fullmatch(i) for i in ids)
     ms = [uuid.UUID(i).int >> 80 for i in ids]
-    assert ms == [5_000_000_000_000] * 303 + [5_000_000_000_001] + [5_000_000_000_010] * 3
+    assert ms == [5_000_000_000_000] * 304 + [5_000_000_000_001] + [5_000_000_000_010] * 3
+    assert int(ids[303][-12:], 16) == messages._UUID_COUNTER_MAX
 
 
 def test_uuid7_ids_from_many_threads_are_unique_and_each_thread_s_increase() -> None:
@@ -115,7 +120,7 @@ def test_uuid7_ids_from_many_threads_are_unique_and_each_thread_s_increase() -> 
 def test_a_forked_child_makes_ids_of_its_own_after_the_parent_s(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in ("_uuid_last_ms", "_uuid_next", "_uuid_ms_text", "_uuid_head"):
+    for name in ("_uuid_state", "_uuid_head"):
         monkeypatch.setattr(messages, name, getattr(messages, name))
     now = 5_000_000_000_000 * 1_000_000  # one millisecond for parent and child alike
     monkeypatch.setattr(messages, "_uuid_time_ns", lambda: now)
