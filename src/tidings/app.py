@@ -123,7 +123,8 @@ class App:
         self.store: Store = open_store(store) if isinstance(store, str) else store
         self.registry = TypeRegistry()
         self.max_message_bytes = max_message_bytes
-        self._known: set[type[Message]] = set()
+        #: message classes known here, with what an envelope says of each: kind, type, version
+        self._known: dict[type[Message], tuple[str, str, int]] = {}
         self._commands: dict[type[Command], CommandHandler] = {}
         self._subscribers: dict[str, Subscriber] = {}
         self._sent_types: set[type[Command]] = set()
@@ -168,7 +169,7 @@ class App:
         """Make message classes known (for decoding, validation and the advisor)."""
         for cls in classes:
             self.registry.register(cls)
-            self._known.add(cls)
+            self._known[cls] = (cls.__kind__, cls.__type_name__, cls.__version__)
 
     def _ensure_known(self, cls: type[Message]) -> None:
         if cls not in self._known:
@@ -395,7 +396,7 @@ class App:
     def validate(self) -> list[Problem]:
         """Mistakes in the wiring that would otherwise surface only in production."""
         problems = []
-        for cls in sorted(self._known | self._sent_types, key=lambda c: c.__type_name__):
+        for cls in sorted(self._known.keys() | self._sent_types, key=lambda c: c.__type_name__):
             if issubclass(cls, Command) and cls not in self._commands:
                 problems.append(
                     Problem(
@@ -439,8 +440,10 @@ class App:
         message_id: str | None = None,
     ) -> NewMessage:
         cls = type(message)
-        if cls not in self._known:
+        meta = self._known.get(cls)
+        if meta is None:
             self.register(cls)
+            meta = self._known[cls]
         if message_id is None:
             message_id = uuid7()
         else:
@@ -448,11 +451,12 @@ class App:
         data = _message_encoder.encode(message)
         if len(data) > self.max_message_bytes:
             encode(message, self.max_message_bytes)  # raises MessageTooLarge, with advice
+        kind, type_name, version = meta
         return NewMessage(
             message_id,
-            cls.__kind__,
-            cls.__type_name__,
-            cls.__version__,
+            kind,
+            type_name,
+            version,
             data,
             correlation_id or message_id,
             causation_id,
@@ -522,7 +526,8 @@ class App:
                 if tx is None or (not tx.appends and not tx):
                     return result
                 try:
-                    await self.store.commit(tx)
+                    if self.store.commit_now(tx) is None:
+                        await self.store.commit(tx)
                 except WrongExpectedVersion:
                     if ctx._assumed:
                         assume = False  # decided on a state assumed, not loaded: not a retry
@@ -655,7 +660,9 @@ class App:
 
     async def _commit(self, tx: Transaction) -> list[Appended]:
         """Commit through the store, then wake this process's workers and outcome waiters."""
-        done = await self.store.commit(tx)
+        done = self.store.commit_now(tx)
+        if done is None:
+            done = await self.store.commit(tx)
         self._committed(tx)
         return done
 

@@ -8,8 +8,9 @@ committed together with its checkpoint, so what it writes through ``ctx`` takes 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
@@ -25,6 +26,9 @@ S = TypeVar("S")
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
+
+#: The headers of a message that has none (read-only, shared).
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 #: Pending document writes of a batch, visible to the handlers that run after them in it.
 Overlay = dict[tuple[str, str], bytes | None]
@@ -60,7 +64,7 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
     message_id: str
     correlation_id: str
     causation_id: str | None = None
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    headers: Mapping[str, str] = _NO_HEADERS
     stream: str | None = None
     attempt: int = 1
     _overlay: Overlay | None = None

@@ -261,6 +261,14 @@ class EventLog(abc.ABC):
         messages are all there already succeeds without checking the expected version.
         """
 
+    def commit_now(self, tx: Transaction) -> list[Appended] | None:
+        """Commit ``tx`` within this call when the store can do so without waiting (nothing to
+        await, no group it should join), with ``commit``'s results and errors; otherwise return
+        None without doing anything, and the caller awaits :meth:`commit`. A sequential caller on
+        an embedded store is spared a coroutine per commit this way. The default never can.
+        """
+        return None
+
     @abc.abstractmethod
     async def read_stream(
         self,

@@ -166,9 +166,12 @@ async def test_a_failing_command_is_retried_with_backoff_then_dead_and_reported(
     assert (outcome.status, outcome.attempts) == ("dead", 3)
     assert outcome.error == "ValueError: gateway down for o-9"
     assert len(attempts_at) == 3
-    # immediate=0: every retry waited its backoff (backoff, then twice that; no jitter).
-    assert attempts_at[1] - attempts_at[0] >= backoff
-    assert attempts_at[2] - attempts_at[1] >= 2 * backoff
+    # immediate=0: every retry waited its backoff (backoff, then twice that; no jitter). Due
+    # times are on the store's clock, which SQLite reads to the millisecond: a retry may come up
+    # to a millisecond before the backoff has passed on this process's finer clock.
+    resolution = 0.0015
+    assert attempts_at[1] - attempts_at[0] >= backoff - resolution
+    assert attempts_at[2] - attempts_at[1] >= 2 * backoff - resolution
     with pytest.raises(CommandDead, match="dead after 3 attempt"):
         await ticket.result(timeout=0)
 

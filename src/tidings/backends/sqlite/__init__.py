@@ -242,7 +242,7 @@ class SqliteStore(Store):
             _rollback(conn)
             raise
 
-    async def commit(self, tx: Transaction) -> list[Appended]:
+    def commit_now(self, tx: Transaction) -> list[Appended] | None:
         if self._closed:
             raise StoreClosed()
         loop = asyncio.get_running_loop()
@@ -250,18 +250,24 @@ class SqliteStore(Store):
             raise StoreError(
                 "this SQLite store was opened in another event loop; open one App per event loop"
             )
-        if not self._flushing and not others_ready(loop) and self._conn is not None:
-            # Nothing else can run before a flush would: nobody could join this group, so commit
-            # now, in this call, rather than one loop iteration later (a sequential caller's case).
-            try:
-                ((result, error),) = self._commit_txs(self._conn, [tx])
-            except _Locked:
-                pass  # another process writes: queue, and wait for it below
-            else:
-                if error is not None:
-                    raise error
-                assert result is not None
-                return result
+        if self._flushing or others_ready(loop) or self._conn is None:
+            return None
+        # Nothing else can run before a flush would: nobody could join this group, so commit
+        # now, in this call, rather than one loop iteration later (a sequential caller's case).
+        try:
+            ((result, error),) = self._commit_txs(self._conn, [tx])
+        except _Locked:
+            return None  # another process writes: queue, and wait for it
+        if error is not None:
+            raise error
+        assert result is not None
+        return result
+
+    async def commit(self, tx: Transaction) -> list[Appended]:
+        done = self.commit_now(tx)
+        if done is not None:
+            return done
+        loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[Appended]] = loop.create_future()
         self._pending.append((tx, fut))
         if not self._flushing:
