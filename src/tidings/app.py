@@ -358,7 +358,7 @@ class App:
                     if not events:
                         states.put(stream, state, version)
             if events:
-                ctx.append(stream, events, expected_version=version)
+                ctx._append(stream, events, version)
                 if states is not None:
                     ctx._after_commit(partial(states.put, stream, state, version, events))
             return events

@@ -177,6 +177,11 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
     ) -> list[str]:
         """Append ``events`` to ``stream`` when this handler commits; with ``expected_version``
         the commit fails with ``WrongExpectedVersion`` unless the stream is at that version."""
+        return [m.id for m in self._append(stream, events, expected_version)]
+
+    def _append(
+        self, stream: str, events: Iterable[Event], expected_version: int
+    ) -> list[NewMessage]:
         new = []
         for event in events:
             if not isinstance(event, Event):
@@ -185,7 +190,7 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
                 )
             new.append(self.app._new_message(event, self.correlation_id, self.message_id))
         self._add(validate_stream(stream), new, expected_version)
-        return [m.id for m in new]
+        return new
 
     async def load(
         self, stream: str, evolve: Callable[[S, Any], S], initial: S | Callable[[], S]
