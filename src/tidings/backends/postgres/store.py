@@ -365,12 +365,14 @@ class PostgresStore(Store):
             delay = min(delay * 2, 1.0)
 
     async def _append_group(self, conn: _Conn, txs: list[Transaction]) -> list[Result] | None:
-        """Commit a group that only appends in one statement (``append_new``, ``append_known`` or
-        ``append_rows``, by what is known of the streams; autocommit), or return None when the
-        group's own appends depend on each other in a way only the long way checks. The statement
-        numbers the rows as :func:`plan_group` would, or fails."""
+        """Commit a group that only appends in one statement (``append_one`` for one message;
+        else ``append_new``, ``append_known`` or ``append_rows``, by what is known of the streams;
+        autocommit), or return None when the group's own appends depend on each other in a way
+        only the long way checks. The statement numbers the rows as :func:`plan_group` would, or
+        fails."""
         streams: dict[str, list[int]] = {}  # stream -> [base (-1: as it is), rows so far]
         rows: list[tuple[Any, ...]] = []
+        m: NewMessage | None = None
         for tx in txs:
             for op in tx.appends:
                 stream, expected = op.stream, op.expected_version
@@ -397,24 +399,48 @@ class PostgresStore(Store):
                             known[1],
                         )
                     )
-        bases = [known[0] for known in streams.values()]
-        query = (
-            "append_new" if not any(bases) else "append_known" if min(bases) >= 0 else "append_rows"
-        )
-        cur = await self._send_append(
-            conn,
-            query,
-            {
+        if len(rows) == 1:
+            assert m is not None  # the one message
+            query = "append_one"
+            params: dict[str, Any] = {
+                "stream": rows[0][0],
+                "base": rows[0][9],
+                "id": m.id,
+                "kind": m.kind,
+                "type": m.type,
+                "version": m.version,
+                "data": m.data,
+                "correlation_id": m.correlation_id,
+                "causation_id": m.causation_id,
+                "headers": m.headers,
+                "channel": self._channel,
+            }
+        else:
+            bases = [known[0] for known in streams.values()]
+            query = (
+                "append_new"
+                if not any(bases)
+                else "append_known"
+                if min(bases) >= 0
+                else "append_rows"
+            )
+            params = {
                 "rows": _json_encoder.encode(rows).decode(),
                 "count": len(rows),
                 "channel": self._channel,
-            },
-        )
+            }
+        cur = await self._send_append(conn, query, params)
         found = await cur.fetchone()
         assert found is not None
         top = found[0]
         # The stream positions: as numbered here, or (any version) as the statement found them.
-        positions = found[2] if query == "append_rows" else [row[9] + row[10] for row in rows]
+        positions = (
+            [found[2]]
+            if query == "append_one"
+            else found[2]
+            if query == "append_rows"
+            else [row[9] + row[10] for row in rows]
+        )
         results: list[Result] = []
         at = 0
         for tx in txs:
