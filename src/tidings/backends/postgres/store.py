@@ -12,11 +12,11 @@ PostgreSQL") has the argument and its cost.
 **Group commit.** ``commit()`` queues the transaction; one flusher task per store commits
 everything queued as one group, on a connection it keeps (a lone caller, whom nobody could join,
 commits its own group in its own task). A group that only appends is one statement in autocommit
-(``append_new``, ``append_known`` or ``append_rows``, by what is known of the streams: lock the
-head row, number, insert, notify): one round trip. Any other group — or one whose one-statement
-append fails: an expected version that does not hold, a message id stored already, a lost
-connection — takes the long way: one database transaction of two round trips (the checks under
-the lock, then the writes and ``COMMIT``). There a
+(``append_one`` for one message, else ``append_new``, ``append_known`` or ``append_rows``, by
+what is known of the streams: lock the head row, number, insert, notify): one round trip. Any
+other group — or one whose one-statement append fails: an expected version that does not hold, a
+message id stored already, a lost connection — takes the long way: one database transaction of
+two round trips (the checks under the lock, then the writes and ``COMMIT``). There a
 transaction whose check fails (expected version, fenced checkpoint) is refused alone; a group in
 which a statement fails (a row breaking a constraint) is committed again one transaction at a
 time, so that only the culprit fails.
