@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from types import CoroutineType as Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
@@ -332,36 +333,60 @@ class App:
             raise ConfigurationError("app.decider: cache= is a number of streams, 0 or more")
         states: StreamStates[S] | None = StreamStates(cache, decider.fold) if cache else None
 
-        async def handle(command: Command, ctx: Context) -> list[Event]:
-            stream = decider.stream(command)
-            if states is None or not ctx._assume:
-                state, version = await ctx.load(stream, decider.evolve, decider.initial)
-                events = list(decider.decide(command, state))
-            else:
-                state, version = states.take(stream) or (decider.initial_state(), 0)
-                failure: Exception | None = None
-                try:
-                    events = list(decider.decide(command, state))
-                except Exception as exc:  # a refusal, or decide not expecting this state
-                    events, failure = [], exc
-                if events:
-                    ctx._assumed = True
-                else:
-                    # Only an append confirms an assumed state: read what lies beyond it first.
-                    state, newer = await self._fold_from(stream, decider.evolve, state, version)
-                    if newer != version:
-                        version = newer
-                        events = list(decider.decide(command, state))
-                    elif failure is not None:
-                        states.put(stream, state, version)
-                        raise failure
-                    if not events:
-                        states.put(stream, state, version)
-            if events:
-                ctx._append(stream, events, version)
-                if states is not None:
-                    ctx._after_commit(partial(states.put, stream, state, version, events))
+        def keep(
+            ctx: Context, stream: str, state: S, version: int, events: list[Event]
+        ) -> list[Event]:
+            """Append the decided events at ``version``; keep the state they lead to once they
+            are committed."""
+            ctx._append(stream, events, version)
+            if states is not None:
+                ctx._after_commit(partial(states.put, stream, state, version, events))
             return events
+
+        async def load_and_decide(command: Command, ctx: Context) -> list[Event]:
+            stream = decider.stream(command)
+            state, version = await ctx.load(stream, decider.evolve, decider.initial)
+            events = list(decider.decide(command, state))
+            return keep(ctx, stream, state, version, events) if events else events
+
+        async def confirm_and_decide(
+            command: Command,
+            ctx: Context,
+            stream: str,
+            state: S,
+            version: int,
+            failure: Exception | None,
+        ) -> list[Event]:
+            # Only an append confirms an assumed state: read what lies beyond it first.
+            assert states is not None
+            state, newer = await self._fold_from(stream, decider.evolve, state, version)
+            events: list[Event] = []
+            if newer != version:
+                version = newer
+                events = list(decider.decide(command, state))
+            elif failure is not None:
+                states.put(stream, state, version)
+                raise failure
+            if not events:
+                states.put(stream, state, version)
+                return events
+            return keep(ctx, stream, state, version, events)
+
+        def handle(command: Command, ctx: Context) -> list[Event] | Awaitable[list[Event]]:
+            # Synchronous when the command is decided on a kept (or assumed new) state and gives
+            # events, an invoke's usual case; a coroutine when the store must be read first.
+            if states is None or not ctx._assume:
+                return load_and_decide(command, ctx)
+            stream = decider.stream(command)
+            state, version = states.take(stream) or (decider.initial_state(), 0)
+            try:
+                events = list(decider.decide(command, state))
+            except Exception as exc:  # a refusal, or decide not expecting this state
+                return confirm_and_decide(command, ctx, stream, state, version, exc)
+            if not events:
+                return confirm_and_decide(command, ctx, stream, state, version, None)
+            ctx._assumed = True
+            return keep(ctx, stream, state, version, events)
 
         handle.__qualname__ = f"Decider({getattr(decider.decide, '__qualname__', 'decide')})"
         for cls in commands:
@@ -369,7 +394,7 @@ class App:
                 raise ConfigurationError(f"app.decider: {cls!r} is not a Command class")
             self._add_command_handler(
                 CommandHandler(
-                    cls, handle, True, retry_on_conflict, decider.stream, policy or RetryPolicy()
+                    cls, handle, None, retry_on_conflict, decider.stream, policy or RetryPolicy()
                 )
             )
         return decider
@@ -520,7 +545,7 @@ class App:
                     else Context(self, message_id, correlation_id, None, headers, _assume=assume)
                 )
                 result = handler.fn(command, ctx)
-                if handler.is_async:
+                if handler.is_async or (handler.is_async is None and type(result) is Coroutine):
                     result = await result
                 tx = ctx._tx
                 if tx is None or (not tx.appends and not tx):

@@ -23,7 +23,8 @@ class CommandHandler:
 
     command: type[Command]
     fn: Callable[[Any, Context], Any]
-    is_async: bool
+    #: True: ``fn`` returns an awaitable; False: its result; None: either (a coroutine is awaited)
+    is_async: bool | None
     #: how many times to re-run the handler after ``WrongExpectedVersion``
     retry_on_conflict: int = 0
     #: when set, handlers for the same stream run one at a time in this process

@@ -241,3 +241,24 @@ def test_kept_states_stay_within_the_limit_dropping_the_oldest_first() -> None:
         n += 1
         assert n < 120
     assert states.take("s-98") == (7, 3)
+
+
+async def test_sent_decider_commands_are_decided_by_the_worker_on_the_stream_as_stored(
+    apps: tuple[App, App],
+) -> None:
+    here, there = apps
+    await here.invoke(Reserve(screening="1", seat="A1"))  # here keeps {A1}
+    first = await there.send(Reserve(screening="1", seat="B1"))
+    taken = await there.send(Reserve(screening="1", seat="A1"))
+    nothing = await there.send(Release(screening="1", seat="Z9"))
+    await there.worker(seed=1).drain()
+    assert await first.result(timeout=0) == [{"seat": "B1"}]  # the events, as JSON
+    with pytest.raises(Refused, match="A1 is taken"):
+        await taken.result(timeout=0)
+    assert await nothing.result(timeout=0) == []
+    # Here still keeps {A1} at version 1: its next invoke conflicts, loads, and sees B1.
+    with pytest.raises(Refused, match="B1 is taken"):
+        await here.invoke(Reserve(screening="1", seat="B1"))
+    await here.invoke(Reserve(screening="1", seat="C1"))
+    assert await versions(here, "screening-1") == [1, 2, 3]
+    assert await seats(here, "1") == {"A1", "B1", "C1"}

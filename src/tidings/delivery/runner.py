@@ -13,6 +13,7 @@ import traceback
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import CoroutineType as Coroutine
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -70,7 +71,8 @@ class Route:
     name: str
     types: tuple[str, ...]
     fn: Any
-    is_async: bool
+    #: as CommandHandler.is_async
+    is_async: bool | None
     policy: RetryPolicy
     start: str
     partitions: int
@@ -416,7 +418,7 @@ class Runner:
             error: Exception
             try:
                 result = route.fn(message, ctx)
-                if route.is_async:
+                if route.is_async or (route.is_async is None and type(result) is Coroutine):
                     result = await result
             except Refused as refused:
                 if route.command is not None:
