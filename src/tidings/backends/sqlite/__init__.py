@@ -133,6 +133,8 @@ class SqliteStore(Store):
         self._synchronous = _SYNCHRONOUS[synchronous.lower()]
         self._lock_timeout = float(lock_timeout)
         self._conn: sqlite3.Connection | None = None
+        #: a cursor of _conn for group commits' statements: conn.execute makes one per statement
+        self._cursor: sqlite3.Cursor | None = None
         # What the last commit left, valid while no other connection has written (data_version).
         self._data_version = -1
         self._top: int | None = None
@@ -171,6 +173,7 @@ class SqliteStore(Store):
             conn.close()
             raise
         self._conn = conn
+        self._cursor = conn.cursor()
         self._closed = False
 
     async def close(self) -> None:
@@ -188,6 +191,7 @@ class SqliteStore(Store):
         if self._conn is not None:
             self._conn.close()
         self._conn = None
+        self._cursor = None
 
     async def _retry_locked(self, step: Callable[[], Any]) -> Any:
         deadline = time.monotonic() + self._lock_timeout
@@ -214,7 +218,7 @@ class SqliteStore(Store):
 
     # --- writing: group commit on the event loop ----------------------------------------------
 
-    def _begin(self, conn: sqlite3.Connection) -> None:
+    def _begin(self, conn: sqlite3.Connection | sqlite3.Cursor) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -357,9 +361,10 @@ class SqliteStore(Store):
     def _apply_group(
         self, conn: sqlite3.Connection, txs: list[Transaction], check_ids: bool
     ) -> list[tuple[list[Appended] | None, Exception | None]]:
-        self._begin(conn)
+        cur = self._cursor if conn is self._conn and self._cursor is not None else conn.cursor()
+        self._begin(cur)
         try:
-            data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+            data_version = cur.execute("PRAGMA data_version").fetchone()[0]
             if data_version != self._data_version or self._top is None:
                 # Another process wrote since our last commit: forget what we knew.
                 self._versions.clear()
@@ -369,7 +374,7 @@ class SqliteStore(Store):
                 self._data_version = data_version
             top = self._top
             if len(txs) == 1 and not check_ids:
-                done = self._apply_alone(conn, txs[0], top)
+                done = self._apply_alone(cur, txs[0], top)
                 if done is not None:
                     return done
             versions: dict[str, int] = {}
@@ -394,10 +399,10 @@ class SqliteStore(Store):
                 rows.extend(tx_rows)
                 outcomes.append((results, None))
             if len(rows) == 1:
-                conn.execute(_INSERT, rows[0])
+                cur.execute(_INSERT, rows[0])
             elif rows:
-                conn.executemany(_INSERT, rows)
-            conn.execute("COMMIT")
+                cur.executemany(_INSERT, rows)
+            cur.execute("COMMIT")
         except BaseException:
             self._top = None
             _rollback(conn)
@@ -409,7 +414,7 @@ class SqliteStore(Store):
         return outcomes
 
     def _apply_alone(
-        self, conn: sqlite3.Connection, tx: Transaction, top: int
+        self, cur: sqlite3.Cursor, tx: Transaction, top: int
     ) -> list[tuple[list[Appended] | None, Exception | None]] | None:
         """A group of one transaction with one append whose stream's version is known here (or
         expected to be new) and as expected: inserted and committed without the planning a group
@@ -431,10 +436,10 @@ class SqliteStore(Store):
             top += 1
             rows.append(_row(top, stream, version, m, now))
         if len(rows) == 1:
-            conn.execute(_INSERT, rows[0])
+            cur.execute(_INSERT, rows[0])
         elif rows:
-            conn.executemany(_INSERT, rows)
-        conn.execute("COMMIT")
+            cur.executemany(_INSERT, rows)
+        cur.execute("COMMIT")
         self._top = top
         if len(self._versions) > 100_000:
             self._versions.clear()
