@@ -122,6 +122,7 @@ class App:
     ) -> None:
         self.name = validate_subscription_name(name)
         self.store: Store = open_store(store) if isinstance(store, str) else store
+        self._commit_now = _commit_now_of(self.store)
         self.registry = TypeRegistry()
         self.max_message_bytes = max_message_bytes
         #: message classes known here, with what an envelope says of each: kind, type, version
@@ -148,6 +149,7 @@ class App:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
             if not self._opened:
+                self._commit_now = _commit_now_of(self.store)
                 await self.store.open()
                 self._opened = True
         return self
@@ -551,7 +553,7 @@ class App:
                 if tx is None or (not tx.appends and not tx):
                     return result
                 try:
-                    if self.store.commit_now(tx) is None:
+                    if self._commit_now(tx) is None:
                         await self.store.commit(tx)
                 except WrongExpectedVersion:
                     if ctx._assumed:
@@ -685,7 +687,7 @@ class App:
 
     async def _commit(self, tx: Transaction) -> list[Appended]:
         """Commit through the store, then wake this process's workers and outcome waiters."""
-        done = self.store.commit_now(tx)
+        done = self._commit_now(tx)
         if done is None:
             done = await self.store.commit(tx)
         self._committed(tx)
@@ -814,6 +816,24 @@ class App:
                 version = env.stream_position
             if len(found) < page:
                 return state, version
+
+
+def _commit_now_of(store: Store) -> Callable[[Transaction], list[Appended] | None]:
+    """``store.commit_now`` — unless a subclass overrides ``commit`` below the class that wrote
+    ``commit_now`` (a store that injects faults or records, say): every commit must then go
+    through the override, and the App always awaits ``commit``."""
+
+    def written_by(name: str) -> type:
+        return next(cls for cls in type(store).__mro__ if name in vars(cls))
+
+    commit, commit_now = written_by("commit"), written_by("commit_now")
+    if commit is not commit_now and issubclass(commit, commit_now):
+        return _cannot_commit_now
+    return store.commit_now
+
+
+def _cannot_commit_now(tx: Transaction) -> None:
+    return None
 
 
 def _with_message(envelope: Envelope, message: Message) -> Envelope:

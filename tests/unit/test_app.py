@@ -19,7 +19,9 @@ from tidings import (
     WrongExpectedVersion,
 )
 from tidings.backends._shared import others_ready
+from tidings.backends.memory import MemoryStore
 from tidings.errors import InvalidName, MessageTooLarge
+from tidings.store import Appended, Transaction
 
 
 class ReserveSeat(Command):
@@ -349,3 +351,39 @@ async def test_a_commit_joins_no_group_when_only_cancelled_callbacks_are_ready()
     live = loop.call_soon(lambda: None)
     assert others_ready(loop)  # someone may yet join the group
     live.cancel()
+
+
+class Recording(MemoryStore):
+    """A store that overrides commit, as a user's fault-injecting or recording store would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.committed: list[Transaction] = []
+
+    async def commit(self, tx: Transaction) -> list[Appended]:
+        self.committed.append(tx)
+        return await super().commit(tx)
+
+
+async def test_a_store_subclass_that_overrides_commit_sees_every_commit() -> None:
+    # The built-in stores commit at once when they can (commit_now), without commit(): a
+    # subclass's override of commit() must still see every commit of invoke, publish and send.
+    store = Recording()
+    app = make_app()
+    app.store = store
+    app.decider(
+        Decider[int](
+            decide=lambda cmd, n: [SeatReserved(screening_id="d", seat="X", reservation_id="d")],
+            evolve=lambda n, e: n + 1,
+            initial=0,
+            stream=lambda cmd: f"receipts-{cmd.reservation_id}",
+        ),
+        IssueReceipt,
+    )
+    async with app:
+        await app.invoke(ReserveSeat(screening_id="1", seat="A"))
+        await app.invoke(IssueReceipt(reservation_id="r"))
+        await app.publish(SeatReserved(screening_id="2", seat="B", reservation_id="x"))
+        await app.send(ReserveSeat(screening_id="3", seat="C"))
+        assert len(store.committed) == 4
+        assert await store.last_position() == 4
