@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from types import CoroutineType as Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import msgspec
 
@@ -374,13 +374,21 @@ class App:
                 return events
             return keep(ctx, stream, state, version, events)
 
+        initial, initial_is_made = decider.initial, callable(decider.initial)
+
         def handle(command: Command, ctx: Context) -> list[Event] | Awaitable[list[Event]]:
             # Synchronous when the command is decided on a kept (or assumed new) state and gives
             # events, an invoke's usual case; a coroutine when the store must be read first.
+            # Written out, as an invoke's every call shows in its time.
             if states is None or not ctx._assume:
                 return load_and_decide(command, ctx)
-            stream = decider.stream(command)
-            state, version = states.take(stream) or (decider.initial_state(), 0)
+            stream = ctx.stream or decider.stream(command)  # invoke's turn key is this stream
+            kept = states.take(stream)
+            if kept is None:  # a stream not seen here: assumed new (decider.initial_state())
+                state = cast(S, initial() if initial_is_made else initial)  # type: ignore[operator]
+                version = 0
+            else:
+                state, version = kept
             try:
                 events = list(decider.decide(command, state))
             except Exception as exc:  # a refusal, or decide not expecting this state
@@ -388,7 +396,10 @@ class App:
             if not events:
                 return confirm_and_decide(command, ctx, stream, state, version, None)
             ctx._assumed = True
-            return keep(ctx, stream, state, version, events)
+            ctx._append(stream, events, version)
+            # keep(), written out; the context is new for every attempt, so nothing is pending
+            ctx._after = [partial(states.put, stream, state, version, events)]
+            return events
 
         handle.__qualname__ = f"Decider({getattr(decider.decide, '__qualname__', 'decide')})"
         for cls in commands:
@@ -541,10 +552,13 @@ class App:
             attempt = 0
             assume = True
             while True:
+                # A decider's context carries the stream its command acts on (the turn's key).
                 ctx = (
-                    Context(self, message_id, correlation_id, _assume=assume)
+                    Context(self, message_id, correlation_id, stream=key, _assume=assume)
                     if headers is None
-                    else Context(self, message_id, correlation_id, None, headers, _assume=assume)
+                    else Context(
+                        self, message_id, correlation_id, None, headers, key, _assume=assume
+                    )
                 )
                 result = handler.fn(command, ctx)
                 if handler.is_async or (handler.is_async is None and type(result) is Coroutine):

@@ -68,20 +68,23 @@ class StreamTurns:
     """One-at-a-time per key, with no lock object at all while a key is uncontended."""
 
     def __init__(self) -> None:
-        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
+        #: key -> who waits for it (None while nobody does)
+        self._waiting: dict[str, list[asyncio.Future[None]] | None] = {}
 
     def try_acquire(self, key: str) -> bool:
         """Take the key's turn now if nobody has it (no await needed)."""
         if key in self._waiting:
             return False
-        self._waiting[key] = []
+        self._waiting[key] = None
         return True
 
     async def acquire(self, key: str) -> None:
-        waiters = self._waiting.get(key)
-        if waiters is None:
-            self._waiting[key] = []
+        if key not in self._waiting:
+            self._waiting[key] = None
             return
+        waiters = self._waiting[key]
+        if waiters is None:
+            waiters = self._waiting[key] = []
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters.append(fut)
         try:
