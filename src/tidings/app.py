@@ -390,7 +390,9 @@ class App:
             else:
                 state, version = kept
             try:
-                events = list(decider.decide(command, state))
+                events = decider.decide(command, state)
+                if type(events) is not list:
+                    events = list(events)
             except Exception as exc:  # a refusal, or decide not expecting this state
                 return confirm_and_decide(command, ctx, stream, state, version, exc)
             if not events:
