@@ -42,6 +42,7 @@ from tidings.messages import (
     encode,
     encode_headers,
     uuid7,
+    uuid7_pair,
     validate_message_id,
     validate_stream,
     validate_subscription_name,
@@ -478,14 +479,17 @@ class App:
         causation_id: str | None = None,
         headers: dict[str, str] | None = None,
         message_id: str | None = None,
+        made_id: str | None = None,
     ) -> NewMessage:
+        """The message encoded, with its id: ``message_id`` as the caller chose it (validated), or
+        ``made_id`` made here earlier by uuid7, or a new one."""
         cls = type(message)
         meta = self._known.get(cls)
         if meta is None:
             self.register(cls)
             meta = self._known[cls]
         if message_id is None:
-            message_id = uuid7()
+            message_id = made_id or uuid7()
         else:
             validate_message_id(message_id)
         data = _message_encoder.encode(message)
@@ -543,7 +547,9 @@ class App:
             )
         if not self._opened:
             await self.open()
-        message_id = uuid7()
+        # The command's id, and one for the first message its handler records (nearly always one).
+        spare_id: str | None
+        message_id, spare_id = uuid7_pair()
         correlation_id = correlation_id or message_id
         key = None
         if handler.lock_stream is not None:
@@ -562,6 +568,7 @@ class App:
                         self, message_id, correlation_id, None, headers, key, _assume=assume
                     )
                 )
+                ctx._spare_id, spare_id = spare_id, None  # the first attempt's only
                 result = handler.fn(command, ctx)
                 if handler.is_async or (handler.is_async is None and type(result) is Coroutine):
                     result = await result

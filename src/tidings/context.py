@@ -77,6 +77,8 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
     _assume: bool = False
     #: it did, and appended at that state's version
     _assumed: bool = False
+    #: an id made with the message's own, for the first message this handler records
+    _spare_id: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -93,7 +95,10 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
         self._after.append(callback)
 
     def _new(self, message: Message) -> NewMessage:
-        return self.app._new_message(message, self.correlation_id, self.message_id)
+        spare, self._spare_id = self._spare_id, None
+        return self.app._new_message(
+            message, self.correlation_id, self.message_id, None, None, spare
+        )
 
     def _add(self, stream: str, messages: list[NewMessage], expected_version: int) -> None:
         if self._tx is None:
@@ -138,7 +143,8 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
                 f"ctx.publish takes an Event, got {type(event).__name__}: a command is sent "
                 "(ctx.send) so that exactly one handler carries it out"
             )
-        new = self.app._new_message(event, self.correlation_id, self.message_id)
+        spare, self._spare_id = self._spare_id, None  # self._new(event), written out
+        new = self.app._new_message(event, self.correlation_id, self.message_id, None, None, spare)
         if stream is None and delay is None and at is None:
             # The usual case, written out: a call more shows in an invoke's time.
             if self._tx is None:
@@ -184,12 +190,18 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
         self, stream: str, events: Iterable[Event], expected_version: int
     ) -> list[NewMessage]:
         new = []
+        spare, self._spare_id = self._spare_id, None
         for event in events:
             if not isinstance(event, Event):
                 raise TypeError(
                     f"ctx.append takes events, got {type(event).__name__}: send commands with ctx.send"
                 )
-            new.append(self.app._new_message(event, self.correlation_id, self.message_id))
+            new.append(
+                self.app._new_message(
+                    event, self.correlation_id, self.message_id, None, None, spare
+                )
+            )
+            spare = None
         self._add(validate_stream(stream), new, expected_version)
         return new
 

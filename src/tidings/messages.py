@@ -262,6 +262,26 @@ def uuid7() -> str:
     return head[2] + _UUID_HEX2[n & 0xFF]
 
 
+def uuid7_pair() -> tuple[str, str]:
+    """Two new ids, the second after the first: for an invoked command and the first message it
+    records, which nearly every invoke makes. One clock reading and (255 times in 256) no
+    formatting beyond the last two digits of each, instead of a :func:`uuid7` call for each."""
+    ms = _uuid_time_ns() // 1_000_000
+    state = _uuid_state
+    if ms > state[0]:
+        state = _uuid_advance(ms)
+    counter = state[2]
+    n = next(counter)
+    m = next(counter)
+    head = _uuid_head
+    if head[0] is not state or head[1] != n >> 8 or m >> 8 != n >> 8:
+        # A new head (or a used-up counter) is uuid7's to make: n and m go unused.
+        first = uuid7()
+        return first, uuid7()
+    text = head[2]
+    return text + _UUID_HEX2[n & 0xFF], text + _UUID_HEX2[m & 0xFF]
+
+
 def _uuid_advance(ms: int) -> _Millisecond:
     """The state of millisecond ``ms``, or of a later one that another thread made meanwhile."""
     global _uuid_state

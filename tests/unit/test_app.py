@@ -387,3 +387,25 @@ async def test_a_store_subclass_that_overrides_commit_sees_every_commit() -> Non
         await app.send(ReserveSeat(screening_id="3", seat="C"))
         assert len(store.committed) == 4
         assert await store.last_position() == 4
+
+
+async def test_what_an_invoke_records_has_ids_after_the_command_s_in_order() -> None:
+    app = App("ids", store="memory://")
+
+    @app.command
+    def reserve(cmd: ReserveSeat, ctx: Context) -> None:
+        for n in range(3):
+            ctx.publish(
+                SeatReserved(screening_id=cmd.screening_id, seat=f"{n}", reservation_id="r")
+            )
+        ctx.send(IssueReceipt(reservation_id="r"))
+
+    async with app:
+        for _ in range(300):
+            await app.invoke(ReserveSeat(screening_id="1", seat="A"))
+        recorded = await app.read_all(limit=5000)
+    assert len(recorded) == 1200
+    ids = [e.id for e in recorded]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    for e in recorded:
+        assert e.causation_id is not None and e.causation_id < e.id  # caused by the command
