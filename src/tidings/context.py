@@ -55,7 +55,8 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
     ``message_id`` is the id of the message being handled: use it to make side effects outside the
     store (an e-mail, a payment) idempotent. ``stream`` is the stream the message was recorded in
     (an invoked command is not recorded: for a decider's, the stream it decides on, else None).
-    ``attempt`` is 1 on the first delivery of this message, then 2, 3… on retries.
+    ``headers`` are the message's (read-only). ``attempt`` is 1 on the first delivery of this
+    message, then 2, 3… on retries.
 
     (A msgspec Struct, so that making one for every message costs little: the fields that start
     with an underscore are the framework's.)
