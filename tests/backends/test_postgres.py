@@ -243,6 +243,43 @@ async def test_a_group_that_only_appends_is_numbered_as_the_planner_would(
     assert len({e.recorded_at for e in log[3:]}) == 1  # one group, one clock reading
 
 
+async def test_a_lone_message_goes_in_byte_for_byte_through_the_prepared_statement(
+    store: PostgresStore,
+) -> None:
+    only_the_short_way(store)
+    # Binary parameters: a backslash or a \x in the JSON is not read as a bytea escape.
+    odd = b'{"path":"C:\\\\x41\\\\","quote":"\\"","e":"\xc3\xa9\xf0\x9f\x8e\xac"}'
+    message = msgspec.structs.replace(new_message(odd), headers=b'{"k":"\\\\x00"}')
+    (done,) = await store.commit(Transaction([AppendOp("caf\u00e9-1", [message], 0)]))
+    assert (done.stream, done.version, done.global_position) == ("caf\u00e9-1", 1, 1)
+    (stored,) = await store.read_all()
+    assert (stored.id, stored.stream, bytes(stored.data)) == (message.id, "caf\u00e9-1", odd)
+    assert stored.headers == {"k": "\\x00"}
+
+
+async def test_a_session_reset_under_the_store_prepares_its_statement_again(
+    store: PostgresStore,
+) -> None:
+    calls = only_the_short_way(store)
+    await store.commit(Transaction([AppendOp("a", [new_message()], 0)]))
+    writer = store._writer
+    assert writer is not None
+    await writer.execute("DISCARD ALL")  # what a pooler or an admin may do: prepared ones gone
+    (done,) = await store.commit(Transaction([AppendOp("a", [new_message()], 1)]))
+    assert (done.version, done.global_position) == (2, 2) and store._writer is writer
+    assert calls == []
+
+
+def test_a_prepared_statement_placeholder_must_say_its_type() -> None:
+    from tidings.backends.postgres._lean import Statement
+
+    made = Statement("t", b"SELECT %(a)s::text, %(b)s::bigint, %(a)s")
+    assert (made.text, made.names) == (b"SELECT $1::text, $2::bigint, $1", ["a", "b"])
+    assert made.values({"a": "\u00e9", "b": 7}) == [b"\xc3\xa9", (7).to_bytes(8, "big")]
+    with pytest.raises(ValueError, match="placeholder b needs a cast"):
+        Statement("t", b"SELECT %(b)s + 1")
+
+
 async def test_groups_of_new_streams_and_of_known_versions_are_numbered_in_one_statement(
     store: PostgresStore,
 ) -> None:

@@ -273,7 +273,7 @@ WITH rows AS (
     SELECT u.n, u.r
     FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS u(r, n)
 ), head AS (
-    UPDATE {schema}.head SET top = top + %(count)s RETURNING top - %(count)s AS base, {now} AS now
+    UPDATE {schema}.head SET top = top + %(count)s::bigint RETURNING top - %(count)s AS base, {now} AS now
 ), written AS (
     INSERT INTO {schema}.log (global_position, stream, stream_position, id, kind, type, version,
                               data, correlation_id, causation_id, headers, recorded_at)
@@ -283,7 +283,7 @@ WITH rows AS (
            head.now
     FROM head, rows
 )
-SELECT base, pg_notify(%(channel)s, (base + %(count)s)::text) FROM head
+SELECT base, pg_notify(%(channel)s::text, (base + %(count)s)::text) FROM head
 
 -- name: append_known
 -- Every stream's expected version is known: a stream must have reached it (checked once per
@@ -300,7 +300,7 @@ WITH rows AS (
            END AS version
     FROM (SELECT DISTINCT stream, base FROM rows) AS s
 ), head AS (
-    UPDATE {schema}.head SET top = top + %(count)s RETURNING top - %(count)s AS base, {now} AS now
+    UPDATE {schema}.head SET top = top + %(count)s::bigint RETURNING top - %(count)s AS base, {now} AS now
 ), written AS (
     INSERT INTO {schema}.log (global_position, stream, stream_position, id, kind, type, version,
                               data, correlation_id, causation_id, headers, recorded_at)
@@ -310,7 +310,7 @@ WITH rows AS (
            head.now
     FROM head, rows JOIN starts USING (stream)
 )
-SELECT base, pg_notify(%(channel)s, (base + %(count)s)::text) FROM head
+SELECT base, pg_notify(%(channel)s::text, (base + %(count)s)::text) FROM head
 
 -- name: append_one
 -- A group of one message (a sequential caller's every commit): what the shapes above do, with the
@@ -337,7 +337,7 @@ WITH head AS (
     FROM head
     RETURNING stream_position
 )
-SELECT head.top - 1, pg_notify(%(channel)s, head.top::text), written.stream_position
+SELECT head.top - 1, pg_notify(%(channel)s::text, head.top::text), written.stream_position
 FROM head, written
 
 -- name: append_rows
@@ -360,7 +360,7 @@ WITH rows AS (
            END AS version
     FROM (SELECT DISTINCT stream, base FROM rows) AS s
 ), head AS (
-    UPDATE {schema}.head SET top = top + %(count)s RETURNING top - %(count)s AS base, {now} AS now
+    UPDATE {schema}.head SET top = top + %(count)s::bigint RETURNING top - %(count)s AS base, {now} AS now
 ), written AS (
     INSERT INTO {schema}.log (global_position, stream, stream_position, id, kind, type, version,
                               data, correlation_id, causation_id, headers, recorded_at)
@@ -371,6 +371,6 @@ WITH rows AS (
     FROM head, rows JOIN starts USING (stream)
     RETURNING global_position, stream_position
 )
-SELECT min(global_position) - 1, pg_notify(%(channel)s, max(global_position)::text),
+SELECT min(global_position) - 1, pg_notify(%(channel)s::text, max(global_position)::text),
        array_agg(stream_position ORDER BY global_position)
 FROM written
