@@ -270,6 +270,38 @@ async def test_a_session_reset_under_the_store_prepares_its_statement_again(
     assert calls == []
 
 
+async def test_the_writer_leaves_no_reader_registered_once_its_connection_is_gone(
+    store: PostgresStore, postgres_url: str
+) -> None:
+    from tidings.backends.postgres import _lean
+
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+
+    async def committed_through_a_registered_writer(version: int) -> tuple[Any, int]:
+        (done,) = await store.commit(Transaction([AppendOp("a", [new_message()], version)]))
+        assert done.version == version + 1
+        writer = store._writer
+        assert writer is not None
+        fd = writer.pgconn.socket
+        assert _lean._sessions[writer].fd == fd and fd in selector.get_map()
+        return writer, fd
+
+    writer, fd = await committed_through_a_registered_writer(0)
+    # The server ends the idle session: its socket turns readable with nobody waiting, and the
+    # callback unregisters itself instead of being called at every turn of the loop.
+    await sql(postgres_url, "SELECT pg_terminate_backend(%s)", writer.info.backend_pid)
+    deadline = time.monotonic() + 10
+    while _lean._sessions[writer].fd is not None:
+        assert time.monotonic() < deadline, "the reader stayed registered on a closed session"
+        await asyncio.sleep(0.01)  # pace the polling; the condition is what we wait for
+    assert fd not in selector.get_map()
+    # The next commit finds the connection lost and takes the long way on a new one...
+    await store.commit(Transaction([AppendOp("a", [new_message()], 1)]))
+    writer, fd = await committed_through_a_registered_writer(2)  # ...then the short way again
+    await store.close()
+    assert fd not in selector.get_map()
+
+
 def test_a_prepared_statement_placeholder_must_say_its_type() -> None:
     from tidings.backends.postgres._lean import Statement
 

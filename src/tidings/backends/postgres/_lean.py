@@ -5,8 +5,8 @@ A one-statement append is what a sequential caller waits for at every commit, an
 its disk sync: converting the query, adapting each parameter, its prepared-statement bookkeeping,
 and a wait that registers a timer besides the socket. Here a statement is prepared once per
 connection under a name of its own, its parameters go out in binary (each placeholder is typed by
-the cast written after it in the SQL), and the reply is awaited with one reader callback on the
-event loop. psycopg still owns the connection: it opened it, the pool checks and replaces it, and
+the cast written after it in the SQL), and the reply is awaited through a reader callback left
+registered on the event loop between statements (:func:`release` unregisters it). psycopg still owns the connection: it opened it, the pool checks and replaces it, and
 every other statement goes through it as usual.
 
 Errors are psycopg's own classes: an error the server reports is raised as the class of its
@@ -34,6 +34,8 @@ _COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _SQLSTATE = pq.DiagnosticField.SQLSTATE
 #: SQLSTATE 26000: the named prepared statement is not there (the session was reset).
 _NOT_PREPARED = "26000"
+#: SQLSTATE 42P05: a statement of that name is prepared already (on a connection seen before).
+_PREPARED_ALREADY = "42P05"
 _INT8 = struct.Struct(">q").pack
 _INT4 = struct.Struct(">i").pack
 
@@ -89,74 +91,121 @@ class Statement:
         ]
 
 
-#: The statements prepared on each connection (a connection the pool replaces is a new key).
-_prepared: weakref.WeakKeyDictionary[_Conn, set[bytes]] = weakref.WeakKeyDictionary()
+class _Session:
+    """What this module keeps of one connection: the statements prepared on it, and the reader
+    callback it leaves registered between statements (one ``epoll_ctl`` pair less per round trip)
+    with the future that callback wakes."""
+
+    __slots__ = ("fd", "prepared", "waiter")
+
+    def __init__(self) -> None:
+        self.prepared: set[bytes] = set()
+        self.waiter: asyncio.Future[None] | None = None
+        #: the socket the reader callback is registered on, or None
+        self.fd: int | None = None
+
+
+#: The sessions by connection (a connection the pool replaces is a new key).
+_sessions: weakref.WeakKeyDictionary[_Conn, _Session] = weakref.WeakKeyDictionary()
 
 
 async def fetch_row(conn: _Conn, statement: Statement, params: Mapping[str, Any]) -> _Row:
     """Run ``statement`` (autocommit) and return its one row, as text-format values."""
     values = statement.values(params)
-    prepared = _prepared.setdefault(conn, set())
-    if statement.name not in prepared:
-        await _prepare(conn, statement)
-        prepared.add(statement.name)
+    session = _sessions.get(conn)
+    if session is None:
+        session = _sessions[conn] = _Session()
+    if statement.name not in session.prepared:
+        await _prepare(conn, session, statement)
     try:
-        return await _execute(conn, statement, values)
+        return await _execute(conn, session, statement, values)
     except psycopg.Error as exc:
         if exc.sqlstate != _NOT_PREPARED:
             raise
     # The session lost its prepared statements (DISCARD ALL, say): nothing ran; prepare again.
-    await _prepare(conn, statement)
-    return await _execute(conn, statement, values)
+    session.prepared.clear()
+    await _prepare(conn, session, statement)
+    return await _execute(conn, session, statement, values)
 
 
-async def _prepare(conn: _Conn, statement: Statement) -> None:
-    pgconn = conn.pgconn
-    pgconn.send_prepare(statement.name, statement.text, statement.types)
-    (result,) = await _results(conn)
-    if result.status != _COMMAND_OK:
+def release(conn: _Conn) -> None:
+    """Unregister the reader callback left on ``conn``'s socket. The store calls it whenever the
+    connection leaves its hands (given back to the pool, closed): a socket closed while registered
+    would leave its number registered with the event loop, and a new socket given that number
+    would then never be watched."""
+    session = _sessions.get(conn)
+    if session is not None and session.fd is not None:
+        asyncio.get_running_loop().remove_reader(session.fd)
+        session.fd = None
+
+
+async def _prepare(conn: _Conn, session: _Session, statement: Statement) -> None:
+    conn.pgconn.send_prepare(statement.name, statement.text, statement.types)
+    (result,) = await _results(conn, session)
+    if result.status != _COMMAND_OK and _state(result) != _PREPARED_ALREADY:
         raise _error(result)
+    session.prepared.add(statement.name)
 
 
-async def _execute(conn: _Conn, statement: Statement, values: Sequence[bytes | None]) -> _Row:
+async def _execute(
+    conn: _Conn, session: _Session, statement: Statement, values: Sequence[bytes | None]
+) -> _Row:
     conn.pgconn.send_query_prepared(statement.name, values, [1] * len(values))
-    (result,) = await _results(conn)
+    (result,) = await _results(conn, session)
     if result.status != _OK:
         raise _error(result)
     return tuple(result.get_value(0, column) for column in range(result.nfields))
 
 
-async def _results(conn: _Conn) -> list[pq.abc.PGresult]:
+async def _results(conn: _Conn, session: _Session) -> list[pq.abc.PGresult]:
     """Flush what was sent, then gather the results up to the end of the command."""
     pgconn = conn.pgconn
     fd = pgconn.socket
     loop = asyncio.get_running_loop()
     while pgconn.flush():
-        await _ready(loop, fd, loop.add_writer, loop.remove_writer)
+        writable = loop.create_future()
+        loop.add_writer(fd, _wake, writable)
+        try:
+            await writable
+        finally:
+            loop.remove_writer(fd)
     results: list[pq.abc.PGresult] = []
     while True:
-        pgconn.consume_input()
-        while pgconn.is_busy():
-            await _ready(loop, fd, loop.add_reader, loop.remove_reader)
-            pgconn.consume_input()
+        # Nothing can have arrived before the first wait: no read is tried before it.
+        if pgconn.is_busy():
+            session.waiter = complete = loop.create_future()
+            # Registered once and left so; a second add_reader only swaps the callback.
+            loop.add_reader(fd, _on_readable, loop, fd, pgconn, session)
+            session.fd = fd
+            await complete
         result = pgconn.get_result()
         if result is None:
             return results
         results.append(result)
 
 
-async def _ready(
-    loop: asyncio.AbstractEventLoop,
-    fd: int,
-    add: Callable[..., None],
-    remove: Callable[[int], object],
+def _on_readable(
+    loop: asyncio.AbstractEventLoop, fd: int, pgconn: pq.abc.PGconn, session: _Session
 ) -> None:
-    ready = loop.create_future()
-    add(fd, _wake, ready)
+    """Read what arrived; wake the waiter once a whole result is in (not at every packet)."""
+    waiter = session.waiter
+    if waiter is None or waiter.done():
+        # Nobody waits (a notice, the server closing, a cancelled wait): unregister rather than
+        # be called at every turn of the loop until the connection is used again.
+        session.waiter = None
+        loop.remove_reader(fd)
+        session.fd = None
+        return
     try:
-        await ready
-    finally:
-        remove(fd)
+        pgconn.consume_input()
+        if pgconn.is_busy():
+            return
+    except psycopg.Error as exc:  # the connection is lost: the waiter raises it
+        session.waiter = None
+        waiter.set_exception(exc)
+        return
+    session.waiter = None
+    waiter.set_result(None)
 
 
 def _wake(ready: asyncio.Future[None]) -> None:
@@ -164,8 +213,12 @@ def _wake(ready: asyncio.Future[None]) -> None:
         ready.set_result(None)
 
 
+def _state(result: pq.abc.PGresult) -> str:
+    return (result.error_field(_SQLSTATE) or b"").decode("ascii", "replace")
+
+
 def _error(result: pq.abc.PGresult) -> psycopg.Error:
-    state = (result.error_field(_SQLSTATE) or b"").decode("ascii", "replace")
+    state = _state(result)
     message = (result.error_message or b"").decode("utf-8", "replace").strip()
     try:
         cls = psycopg.errors.lookup(state)

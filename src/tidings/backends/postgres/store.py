@@ -208,6 +208,7 @@ class PostgresStore(Store):
         self._pending.clear()
         await self._listener.close()
         if self._writer is not None and self._pool is not None:
+            _lean.release(self._writer)
             await self._pool.putconn(self._writer)
         self._writer = None
         if self._pool is not None:
@@ -330,6 +331,7 @@ class PostgresStore(Store):
         finally:
             if conn.broken or conn.closed or conn.info.transaction_status != _IDLE:
                 self._writer = None
+                _lean.release(conn)
                 await pool.putconn(conn)
 
     async def _commit_group(self, txs: list[Transaction]) -> list[Result]:
