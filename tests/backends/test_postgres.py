@@ -270,6 +270,33 @@ async def test_a_session_reset_under_the_store_prepares_its_statement_again(
     assert calls == []
 
 
+async def test_a_writer_killed_while_its_one_statement_append_waits_commits_it_once(
+    store: PostgresStore, postgres_url: str, pg_schema: str
+) -> None:
+    await store.commit(Transaction([AppendOp("s", [new_message()], 0)]))
+    writer = store._writer
+    assert writer is not None
+    pid = writer.info.backend_pid
+    # Another session holds the append lock: the store's statement is sent and waits on it.
+    async with await psycopg.AsyncConnection.connect(postgres_url) as blocker:
+        await blocker.execute(f'SELECT top FROM "{pg_schema}".head FOR UPDATE')
+        message = new_message()
+        commit = asyncio.create_task(store.commit(Transaction([AppendOp("s", [message], 1)])))
+        deadline = time.monotonic() + 10
+        while not await sql(
+            postgres_url,
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+            pid,
+        ):
+            assert time.monotonic() < deadline, "the append never waited on the lock"
+            await asyncio.sleep(0.01)  # pace the polling; the condition is what we wait for
+        await sql(postgres_url, "SELECT pg_terminate_backend(%s)", pid)
+        assert not commit.done()
+    (done,) = await asyncio.wait_for(commit, 10)  # the lock is gone with the blocker's session
+    assert (done.version, done.global_position) == (2, 2) and store._writer is not writer
+    assert [e.id for e in await store.read_stream("s")][1:] == [message.id]
+
+
 async def test_the_writer_leaves_no_reader_registered_once_its_connection_is_gone(
     store: PostgresStore, postgres_url: str
 ) -> None:
