@@ -243,6 +243,55 @@ async def test_a_group_that_only_appends_is_numbered_as_the_planner_would(
     assert len({e.recorded_at for e in log[3:]}) == 1  # one group, one clock reading
 
 
+async def test_one_group_keeps_the_last_outcome_and_checkpoint_each_transaction_gave(
+    store: PostgresStore,
+) -> None:
+    from tidings.store import Outcome
+
+    await store.setup_subscription("sub", 2, 0)
+    await store.claim("sub", "w1", 2, 30)
+    groups: list[int] = []
+    real = store._apply_group
+
+    async def counted(conn: Any, txs: list[Transaction]) -> Any:
+        groups.append(len(txs))
+        return await real(conn, txs)
+
+    store._apply_group = counted  # type: ignore[method-assign]
+    a, b = new_message().id, new_message().id
+    await asyncio.gather(
+        store.commit(
+            Transaction(
+                checkpoints=[CheckpointMove("sub", 0, "w1", 0, 5)],
+                outcomes=[Outcome(a, "DoIt", "failed", error="boom", attempts=1)],
+            )
+        ),
+        store.commit(
+            Transaction(
+                checkpoints=[CheckpointMove("sub", 0, "w1", 5, 9)],
+                outcomes=[
+                    Outcome(b, "DoIt", "refused", reason="no", code="nope", attempts=1),
+                    Outcome(a, "DoIt", "succeeded", result=b'{"ok":true}', attempts=2),
+                ],
+            )
+        ),
+        store.commit(Transaction(checkpoints=[CheckpointMove("sub", 1, "w1", 0, 3)])),
+    )
+    assert groups == [3]  # one group, so one statement had to keep the last of each
+    assert [p.position for p in await store.partitions("sub")] == [9, 3]
+    found = await store.outcome(a)
+    assert found is not None
+    assert (found.status, found.result, found.error, found.attempts) == (
+        "succeeded",
+        b'{"ok":true}',
+        None,
+        2,
+    )
+    refused = await store.outcome(b)
+    assert refused is not None
+    assert (refused.status, refused.reason, refused.code) == ("refused", "no", "nope")
+
+
 async def test_a_lone_message_goes_in_byte_for_byte_through_the_prepared_statement(
     store: PostgresStore,
 ) -> None:

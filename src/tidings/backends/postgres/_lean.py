@@ -6,8 +6,9 @@ its disk sync: converting the query, adapting each parameter, its prepared-state
 and a wait that registers a timer besides the socket. Here a statement is prepared once per
 connection under a name of its own, its parameters go out in binary (each placeholder is typed by
 the cast written after it in the SQL), and the reply is awaited through a reader callback left
-registered on the event loop between statements (:func:`release` unregisters it). psycopg still owns the connection: it opened it, the pool checks and replaces it, and
-every other statement goes through it as usual.
+registered on the event loop between statements (:func:`release` unregisters it). psycopg still
+owns the connection: it opened it, the pool checks and replaces it, and every other statement
+goes through it as usual.
 
 Errors are psycopg's own classes: an error the server reports is raised as the class of its
 SQLSTATE (``psycopg.errors.lookup``), and a lost connection surfaces as the

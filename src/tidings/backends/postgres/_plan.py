@@ -41,17 +41,35 @@ class Head:
 
 @dataclass(slots=True)
 class Plan:
-    """What to write for a group: log rows (as columns for one ``unnest`` insert), then every
-    other statement of the applied transactions in order, and each transaction's result."""
+    """What to write for a group: log rows (as columns for one ``unnest`` insert), the checkpoint
+    moves and command outcomes of the whole group, then every other statement of the applied
+    transactions in order, and each transaction's result.
+
+    Checkpoints and outcomes are gathered across the group's transactions, each key keeping the
+    last value given for it (what applying them one after the other leaves): their tables are
+    written by nothing else in a group, so they commute with every other statement, and a worker's
+    group of a hundred handled commands writes its outcomes in one statement, not a hundred."""
 
     results: list[Result] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    #: (subscription, partition) -> the checkpoint's new position
+    checkpoints: dict[_Partition, int] = field(default_factory=dict)
+    #: message id -> (type, status, result, reason, code, error, attempts)
+    outcomes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     statements: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
     top: int = 0
 
     def log_columns(self) -> list[list[Any]]:
         """The log rows as one list per column (``insert_log``'s array parameters)."""
         return [list(column) for column in zip(*self.rows, strict=True)]
+
+    def checkpoint_rows(self) -> list[tuple[int, str, int]]:
+        """``move_checkpoint``'s parameter rows."""
+        return [(position, s, p) for (s, p), position in self.checkpoints.items()]
+
+    def outcome_columns(self) -> list[list[Any]]:
+        """The outcomes as one list per column (``upsert_outcomes``' array parameters)."""
+        return [list(self.outcomes), *(list(c) for c in zip(*self.outcomes.values(), strict=True))]
 
 
 class _Refused(Exception):
@@ -129,6 +147,18 @@ def _plan_one(
     # Every check passed: from here on nothing refuses this transaction.
     for move in tx.checkpoints:
         partitions[(move.subscription, move.partition)] = (move.owner, move.position)
+        plan.checkpoints[(move.subscription, move.partition)] = move.position
+    for o in tx.outcomes:
+        plan.outcomes.pop(o.message_id, None)  # keep the order of the last ones
+        plan.outcomes[o.message_id] = (
+            o.type,
+            o.status,
+            o.result,
+            o.reason,
+            o.code,
+            o.error,
+            o.attempts,
+        )
     versions.update(local_versions)
     known.update(local_ids)
     plan.top = top
@@ -138,8 +168,8 @@ def _plan_one(
 
 
 def _statements(tx: Transaction, now: float) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """Everything but the appends, as ``(query name, parameter rows)`` in the order SQLite
-    applies them."""
+    """Everything but the appends, checkpoints and outcomes, as ``(query name, parameter rows)``
+    in the order SQLite applies them."""
     out: list[tuple[str, list[tuple[Any, ...]]]] = []
 
     def add(name: str, params: list[tuple[Any, ...]]) -> None:
@@ -150,7 +180,6 @@ def _statements(tx: Transaction, now: float) -> list[tuple[str, list[tuple[Any, 
         else:
             out.append((name, params))
 
-    add("move_checkpoint", [(m.position, m.subscription, m.partition) for m in tx.checkpoints])
     add(
         "upsert_held",
         [
@@ -174,13 +203,6 @@ def _statements(tx: Transaction, now: float) -> list[tuple[str, list[tuple[Any, 
         ],
     )
     add("delete_held", [(g.subscription, g.global_position) for g in tx.unheld])
-    add(
-        "upsert_outcome",
-        [
-            (o.message_id, o.type, o.status, o.result, o.reason, o.code, o.error, o.attempts, now)
-            for o in tx.outcomes
-        ],
-    )
     for doc in tx.documents:
         # In order: a put and a delete of the same key in one transaction must not swap.
         if doc.data is None:

@@ -77,10 +77,14 @@ ON CONFLICT (subscription, global_position) DO UPDATE SET
 -- name: delete_held
 DELETE FROM {schema}.held WHERE subscription = %s AND global_position = %s
 
--- name: upsert_outcome
+-- name: upsert_outcomes
+-- A group's outcomes as arrays, one element per message id (no id twice: ON CONFLICT DO UPDATE
+-- cannot touch a row twice in one statement).
 INSERT INTO {schema}.outcomes (message_id, type, status, result, reason, code, error, attempts,
                                updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT i, t, s, r, re, c, e, a, %s
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[], %s::text[], %s::text[],
+            %s::integer[]) AS u(i, t, s, r, re, c, e, a)
 ON CONFLICT (message_id) DO UPDATE SET
     type = excluded.type, status = excluded.status, result = excluded.result,
     reason = excluded.reason, code = excluded.code, error = excluded.error,

@@ -507,6 +507,10 @@ class PostgresStore(Store):
                 if plan.rows:
                     await conn.execute(q["move_head"], (plan.top,))
                     await conn.execute(q["insert_log"], (now, *plan.log_columns()))
+                if plan.checkpoints:
+                    await conn.cursor().executemany(q["move_checkpoint"], plan.checkpoint_rows())
+                if plan.outcomes:
+                    await conn.execute(q["upsert_outcomes"], (now, *plan.outcome_columns()))
                 for name, params in plan.statements:
                     await conn.cursor().executemany(q[name], params)
                 if plan.rows:
