@@ -463,6 +463,26 @@ async def test_a_lone_append_ahead_of_its_stream_is_refused_not_numbered_with_a_
     assert (done.version, done.global_position) == (2, 2)
 
 
+async def test_a_lone_append_at_a_stale_version_is_refused_in_its_one_statement(
+    store: PostgresStore,
+) -> None:
+    calls = only_the_short_way(store)
+    stored = new_message()
+    await store.commit(Transaction([AppendOp("a", [new_message(), stored], 0)]))
+    for expected in (0, 1, 5):  # new, behind, ahead: each told where the stream is
+        with pytest.raises(WrongExpectedVersion) as refused:
+            await store.commit(Transaction([AppendOp("a", [new_message()], expected)]))
+        assert (refused.value.expected, refused.value.actual) == (expected, 2)
+    assert calls == []  # no long way: one statement, and it wrote nothing
+    (done,) = await store.commit(Transaction([AppendOp("a", [new_message()], 2)]))
+    assert (done.version, done.global_position) == (3, 3)
+    # A message stored already, sent again at a stale version, is the long way's to recognise.
+    del store._apply_group
+    (again,) = await store.commit(Transaction([AppendOp("a", [stored], 0)]))
+    assert (again.version, again.global_position) == (3, 2)
+    assert len(await store.read_all()) == 3
+
+
 async def test_a_one_statement_append_whose_reply_is_lost_is_not_applied_twice(
     store: PostgresStore,
 ) -> None:

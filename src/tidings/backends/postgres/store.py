@@ -60,6 +60,7 @@ from tidings.errors import (
     StoreClosed,
     StoreError,
     StoreUnavailable,
+    WrongExpectedVersion,
 )
 from tidings.messages import Envelope, NewMessage
 from tidings.store import (
@@ -440,6 +441,11 @@ class PostgresStore(Store):
                 "channel": self._channel,
             }
         found = await self._send_append(conn, query, params)
+        if found[0] is None:  # append_one, its stream not at the version expected: nothing written
+            if found[4] == b"t":
+                return None  # the message is stored already: the long way tells where
+            stream, expected = rows[0][0], rows[0][9]
+            return [(None, WrongExpectedVersion(stream, expected, _int(found[3])))]
         top = _int(found[0])
         # The stream positions: as numbered here, or (any version) as the statement found them.
         positions = (
