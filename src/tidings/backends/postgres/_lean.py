@@ -86,6 +86,7 @@ class Statement:
         self.text = _PLACEHOLDER.sub(number, query)
 
     def values(self, params: Mapping[str, Any]) -> list[bytes | None]:
+        """The parameters encoded for :func:`fetch_row`."""
         return [
             None if (value := params[param]) is None else encode(value)
             for param, encode in zip(self.names, self.encoders, strict=True)
@@ -110,9 +111,9 @@ class _Session:
 _sessions: weakref.WeakKeyDictionary[_Conn, _Session] = weakref.WeakKeyDictionary()
 
 
-async def fetch_row(conn: _Conn, statement: Statement, params: Mapping[str, Any]) -> _Row:
-    """Run ``statement`` (autocommit) and return its one row, as text-format values."""
-    values = statement.values(params)
+async def fetch_row(conn: _Conn, statement: Statement, values: Sequence[bytes | None]) -> _Row:
+    """Run ``statement`` (autocommit) with ``values`` (binary, in the order of its ``names``:
+    see :meth:`Statement.values`) and return its one row, as text-format values."""
     session = _sessions.get(conn)
     if session is None:
         session = _sessions[conn] = _Session()

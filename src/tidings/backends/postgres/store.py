@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -81,6 +82,23 @@ _Conn = psycopg.AsyncConnection[Any]
 _Pending = tuple[Transaction, "asyncio.Future[list[Appended]]"]
 _json_encoder = msgspec.json.Encoder()
 _IDLE = psycopg.pq.TransactionStatus.IDLE
+
+#: append_one's parameters, in the order the store encodes them (checked when a store is made).
+_ONE = (
+    "stream",
+    "base",
+    "id",
+    "kind",
+    "type",
+    "version",
+    "data",
+    "correlation_id",
+    "causation_id",
+    "headers",
+    "channel",
+)
+_INT8 = struct.Struct(">q").pack
+_INT4 = struct.Struct(">i").pack
 
 #: The most transactions one group commit takes.
 _GROUP_LIMIT = 512
@@ -148,9 +166,12 @@ class PostgresStore(Store):
             name: _lean.Statement(name, self._q[name])
             for name in ("append_one", "append_new", "append_known", "append_rows")
         }
+        if self._lean["append_one"].names != list(_ONE):
+            raise AssertionError(f"append_one's parameters are not in the order {_ONE}")
         key = _signed32(zlib.crc32(schema.encode()))
         self._migrate_lock = (_MIGRATE_LOCK, key)
         self._channel = f"tidings_{schema}"[:63]
+        self._channel_bytes = self._channel.encode()
         self._pool: AsyncConnectionPool[_Conn] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Pending] = []
@@ -324,16 +345,21 @@ class PostgresStore(Store):
         """The connection group commits go through: one (commits are serial), kept between
         groups instead of taken from the pool each time; given back when it broke or was left
         inside a transaction, and replaced on the next group."""
-        conn = self._writer
-        if conn is None:
-            conn = self._writer = await pool.getconn()
+        conn = self._writer or await self._take_writer(pool)
         try:
             yield conn
         finally:
-            if conn.broken or conn.closed or conn.info.transaction_status != _IDLE:
-                self._writer = None
-                _lean.release(conn)
-                await pool.putconn(conn)
+            if conn.broken or conn.pgconn.transaction_status != _IDLE:
+                await self._give_back(conn, pool)
+
+    async def _take_writer(self, pool: AsyncConnectionPool[_Conn]) -> _Conn:
+        conn = self._writer = await pool.getconn()
+        return conn
+
+    async def _give_back(self, conn: _Conn, pool: AsyncConnectionPool[_Conn]) -> None:
+        self._writer = None
+        _lean.release(conn)
+        await pool.putconn(conn)
 
     async def _commit_group(self, txs: list[Transaction]) -> list[Result]:
         pool = self._pool
@@ -341,8 +367,14 @@ class PostgresStore(Store):
             raise StoreClosed()
         if self._before_commit is None and _appends_only(txs):
             try:
-                async with self._writing(pool) as conn:
+                # _writing() written out: this is every sequential commit's path.
+                conn = self._writer or await self._take_writer(pool)
+                try:
                     done = await self._append_group(conn, txs)
+                finally:
+                    # (a closed connection's status is UNKNOWN: given back too)
+                    if conn.broken or conn.pgconn.transaction_status != _IDLE:
+                        await self._give_back(conn, pool)
                 if done is not None:
                     return done
             except psycopg.Error as exc:
@@ -375,15 +407,50 @@ class PostgresStore(Store):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
+    async def _append_one(self, conn: _Conn, op: AppendOp) -> list[Result] | None:
+        """Commit a group of one message (a sequential caller's every commit) with ``append_one``,
+        its parameters encoded here in the statement's order (see ``_ONE``); None when the long
+        way must tell (the message is stored already)."""
+        m = op.messages[0]
+        expected = op.expected_version
+        base = -1 if expected == ANY else expected
+        correlation, causation = m.correlation_id, m.causation_id
+        found = await self._send_append(
+            conn,
+            "append_one",
+            [
+                op.stream.encode(),
+                _INT8(base),
+                m.id.encode(),
+                m.kind.encode(),
+                m.type.encode(),
+                _INT4(m.version),
+                m.data,
+                None if correlation is None else correlation.encode(),
+                None if causation is None else causation.encode(),
+                m.headers,
+                self._channel_bytes,
+            ],
+        )
+        top = found[0]
+        if top is None:  # the stream is not at the version expected: nothing was written
+            if found[4] == b"t":
+                return None  # the message is stored already: the long way tells where
+            return [(None, WrongExpectedVersion(op.stream, base, _int(found[3])))]
+        return [([Appended(op.stream, _int(found[2]), int(top) + 1)], None)]
+
     async def _append_group(self, conn: _Conn, txs: list[Transaction]) -> list[Result] | None:
         """Commit a group that only appends in one statement (``append_one`` for one message;
         else ``append_new``, ``append_known`` or ``append_rows``, by what is known of the streams;
         autocommit), or return None when the group's own appends depend on each other in a way
         only the long way checks. The statement numbers the rows as :func:`plan_group` would, or
         fails."""
+        if len(txs) == 1:
+            appends = txs[0].appends
+            if len(appends) == 1 and len(appends[0].messages) == 1:
+                return await self._append_one(conn, appends[0])
         streams: dict[str, list[int]] = {}  # stream -> [base (-1: as it is), rows so far]
         rows: list[tuple[Any, ...]] = []
-        m: NewMessage | None = None
         for tx in txs:
             for op in tx.appends:
                 stream, expected = op.stream, op.expected_version
@@ -410,50 +477,26 @@ class PostgresStore(Store):
                             known[1],
                         )
                     )
-        if len(rows) == 1:
-            assert m is not None  # the one message
-            query = "append_one"
-            params: dict[str, Any] = {
-                "stream": rows[0][0],
-                "base": rows[0][9],
-                "id": m.id,
-                "kind": m.kind,
-                "type": m.type,
-                "version": m.version,
-                "data": m.data,
-                "correlation_id": m.correlation_id,
-                "causation_id": m.causation_id,
-                "headers": m.headers,
-                "channel": self._channel,
-            }
-        else:
-            bases = [known[0] for known in streams.values()]
-            query = (
-                "append_new"
-                if not any(bases)
-                else "append_known"
-                if min(bases) >= 0
-                else "append_rows"
-            )
-            params = {
-                "rows": _json_encoder.encode(rows),
-                "count": len(rows),
-                "channel": self._channel,
-            }
-        found = await self._send_append(conn, query, params)
-        if found[0] is None:  # append_one, its stream not at the version expected: nothing written
-            if found[4] == b"t":
-                return None  # the message is stored already: the long way tells where
-            stream, expected = rows[0][0], rows[0][9]
-            return [(None, WrongExpectedVersion(stream, expected, _int(found[3])))]
+        bases = [known[0] for known in streams.values()]
+        query = (
+            "append_new" if not any(bases) else "append_known" if min(bases) >= 0 else "append_rows"
+        )
+        statement = self._lean[query]
+        found = await self._send_append(
+            conn,
+            query,
+            statement.values(
+                {
+                    "rows": _json_encoder.encode(rows),
+                    "count": len(rows),
+                    "channel": self._channel,
+                }
+            ),
+        )
         top = _int(found[0])
         # The stream positions: as numbered here, or (any version) as the statement found them.
         positions = (
-            [_int(found[2])]
-            if query == "append_one"
-            else _int_array(found[2])
-            if query == "append_rows"
-            else [row[9] + row[10] for row in rows]
+            _int_array(found[2]) if query == "append_rows" else [row[9] + row[10] for row in rows]
         )
         results: list[Result] = []
         at = 0
@@ -466,10 +509,10 @@ class PostgresStore(Store):
         return results
 
     async def _send_append(
-        self, conn: _Conn, query: str, params: dict[str, Any]
+        self, conn: _Conn, query: str, values: list[bytes | None]
     ) -> tuple[bytes | None, ...]:
         # A method of its own so that tests can lose the connection around it.
-        return await _lean.fetch_row(conn, self._lean[query], params)
+        return await _lean.fetch_row(conn, self._lean[query], values)
 
     async def _apply_group(self, conn: _Conn, txs: list[Transaction]) -> list[Result]:
         """Commit ``txs`` in one transaction on ``conn``: read under the append lock what the checks
