@@ -346,6 +346,28 @@ async def test_a_writer_killed_while_its_one_statement_append_waits_commits_it_o
     assert [e.id for e in await store.read_stream("s")][1:] == [message.id]
 
 
+async def test_one_statement_and_long_way_commits_take_turns_on_one_writer(
+    store: PostgresStore,
+) -> None:
+    await store.setup_subscription("sub", 1, 0)
+    await store.claim("sub", "w1", 1, 30)
+    await store.commit(Transaction([AppendOp("s", [new_message()], 0)]))  # one statement
+    writer = store._writer
+    for version in range(1, 4):
+        # The long way (a checkpoint moves) waits on the writer's socket through psycopg...
+        mixed = Transaction(
+            [AppendOp("s", [new_message()], 2 * version - 1)],
+            checkpoints=[CheckpointMove("sub", 0, "w1", version - 1, version)],
+        )
+        await asyncio.wait_for(store.commit(mixed), 10)
+        # ...and the one-statement append after it must still hear its reply.
+        (done,) = await asyncio.wait_for(
+            store.commit(Transaction([AppendOp("s", [new_message()], 2 * version)])), 10
+        )
+        assert done.version == 2 * version + 1
+    assert store._writer is writer
+
+
 async def test_the_writer_leaves_no_reader_registered_once_its_connection_is_gone(
     store: PostgresStore, postgres_url: str
 ) -> None:
