@@ -346,6 +346,57 @@ async def test_a_writer_killed_while_its_one_statement_append_waits_commits_it_o
     assert [e.id for e in await store.read_stream("s")][1:] == [message.id]
 
 
+@pytest.mark.parametrize("path", ["own task", "flusher"])
+async def test_a_caller_cancelled_while_its_statement_waits_leaves_the_store_working(
+    store: PostgresStore, postgres_url: str, pg_schema: str, path: str
+) -> None:
+    await store.commit(Transaction([AppendOp("s", [new_message()], 0)]))
+    writer = store._writer
+    assert writer is not None
+    pid = writer.info.backend_pid
+    real = store._send_append
+    sent = asyncio.Event()
+    paths: list[str] = []
+
+    async def noted(conn: Any, query: str, params: Any) -> Any:
+        paths.append("own task" if store._inline is not None else "flusher")
+        sent.set()
+        return await real(conn, query, params)
+
+    store._send_append = noted  # type: ignore[method-assign]
+    async with await psycopg.AsyncConnection.connect(postgres_url) as blocker:
+        await blocker.execute(f'SELECT top FROM "{pg_schema}".head FOR UPDATE')
+        cancelled = new_message()
+        stuck = asyncio.create_task(store.commit(Transaction([AppendOp("s", [cancelled], 1)])))
+        if path == "own task":
+            async with asyncio.timeout(5):  # a timer: nothing in the ready queue, it commits
+                await sent.wait()
+        else:
+            await asyncio.wait_for(sent.wait(), 5)  # its task is ready: handed to the flusher
+        assert paths == [path]
+        deadline = time.monotonic() + 10
+        while not await sql(
+            postgres_url,
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+            pid,
+        ):
+            assert time.monotonic() < deadline, "the append never waited on the lock"
+            await asyncio.sleep(0.01)  # pace the polling; the condition is what we wait for
+        stuck.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stuck
+        if path == "own task":
+            assert store._writer is None  # left mid-statement: given back, never used again
+    # The blocker is gone. The cancelled append may have gone in (its statement was on the
+    # server, or in the flusher's group); either way once, and the store goes on, gapless.
+    later = new_message()
+    (done,) = await asyncio.wait_for(store.commit(Transaction([AppendOp("t", [later])])), 10)
+    log = await store.read_all()
+    assert [e.global_position for e in log] == list(range(1, len(log) + 1))
+    assert [e.id for e in log].count(cancelled.id) <= 1 and log[-1].id == later.id
+    assert done.global_position == len(log)
+
+
 async def test_one_statement_and_long_way_commits_take_turns_on_one_writer(
     store: PostgresStore,
 ) -> None:
