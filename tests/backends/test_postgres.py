@@ -501,6 +501,41 @@ async def test_rows_written_past_the_head_row_are_numbered_after_not_collided_wi
     assert [e.global_position for e in await store.read_all()] == [1, 2, 3, 4]
 
 
+async def test_a_lone_append_at_any_version_overtaken_while_it_waits_is_committed_not_refused(
+    store: PostgresStore, postgres_url: str, pg_schema: str
+) -> None:
+    await store.commit(Transaction([AppendOp("a", [new_message()])]))
+    writer = store._writer
+    assert writer is not None
+    pid = writer.info.backend_pid
+    async with await psycopg.AsyncConnection.connect(postgres_url) as other:
+        # Another writer holds the append lock; the store's statement reads the stream's version
+        # (1) under its snapshot, then waits for the lock...
+        await other.execute(f'SELECT top FROM "{pg_schema}".head FOR UPDATE')
+        message = new_message()
+        late = asyncio.create_task(store.commit(Transaction([AppendOp("a", [message])])))
+        deadline = time.monotonic() + 10
+        while not await sql(
+            postgres_url,
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+            pid,
+        ):
+            assert time.monotonic() < deadline, "the append never waited on the lock"
+            await asyncio.sleep(0.01)  # pace the polling; the condition is what we wait for
+        # ...while the other appends to the same stream and commits: the store's position 2 is
+        # taken by the time it holds the lock.
+        await other.execute(f'UPDATE "{pg_schema}".head SET top = top + 1')
+        await other.execute(
+            f"INSERT INTO {pg_schema}.log (global_position, stream, stream_position, id, kind, "
+            "type, version, data, recorded_at) VALUES (2, 'a', 2, 'other-2', 'event', 'T', 1, "
+            "'{}', 0)"
+        )
+        await other.commit()
+    (done,) = await asyncio.wait_for(late, 10)
+    assert (done.version, done.global_position) == (3, 3)
+    assert [e.id for e in await store.read_stream("a")][1:] == ["other-2", message.id]
+
+
 async def test_a_conflict_in_a_one_statement_group_refuses_only_the_culprit(
     store: PostgresStore,
 ) -> None:
@@ -536,7 +571,7 @@ async def test_a_lone_append_ahead_of_its_stream_is_refused_not_numbered_with_a_
     assert (done.version, done.global_position) == (2, 2)
 
 
-async def test_a_lone_append_at_a_stale_version_is_refused_in_its_one_statement(
+async def test_a_lone_append_at_a_stale_version_is_refused_without_the_long_way(
     store: PostgresStore,
 ) -> None:
     calls = only_the_short_way(store)
@@ -546,7 +581,7 @@ async def test_a_lone_append_at_a_stale_version_is_refused_in_its_one_statement(
         with pytest.raises(WrongExpectedVersion) as refused:
             await store.commit(Transaction([AppendOp("a", [new_message()], expected)]))
         assert (refused.value.expected, refused.value.actual) == (expected, 2)
-    assert calls == []  # no long way: one statement, and it wrote nothing
+    assert calls == []  # the failed statement wrote nothing; one read told the version
     (done,) = await store.commit(Transaction([AppendOp("a", [new_message()], 2)]))
     assert (done.version, done.global_position) == (3, 3)
     # A message stored already, sent again at a stale version, is the long way's to recognise.

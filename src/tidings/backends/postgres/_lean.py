@@ -226,4 +226,4 @@ def _error(result: pq.abc.PGresult) -> psycopg.Error:
         cls = psycopg.errors.lookup(state)
     except KeyError:
         cls = psycopg.DatabaseError
-    return cls(message)
+    return cls(message, info=result)  # info: the error's diag (constraint name, ...)

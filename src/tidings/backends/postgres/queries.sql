@@ -319,34 +319,39 @@ SELECT base, pg_notify(%(channel)s::text, (base + %(count)s)::text) FROM head
 -- name: append_one
 -- A group of one message (a sequential caller's every commit): what the shapes above do, with the
 -- message as plain parameters instead of a JSON array, which spares the server parsing it and
--- the plan two nodes. base: the version the stream must be at (0: new), or -1 for any. The
--- stream's version is read first: when it is not at base, nothing is locked or written, and the
--- row says so (no top), with the version found and whether the message's id is stored already,
--- so that a stale expected version (a decider's state assumed, say) costs one statement that
--- writes nothing. A writer that commits to the stream after this statement's snapshot and before
--- it holds the append lock still makes the insert collide with its position: an error, and the
--- long way.
-WITH found AS MATERIALIZED (
-    SELECT coalesce(max(l.stream_position), 0) AS version
-    FROM {schema}.log l WHERE l.stream = %(stream)s::text
-), head AS (
-    UPDATE {schema}.head SET top = top + 1
-    WHERE %(base)s::bigint < 0 OR %(base)s::bigint = (SELECT version FROM found)
-    RETURNING top, {now} AS now
+-- the plan two nodes. base: the version the stream must be at (0: new), or -1 for any; a stream
+-- not at it leaves the position NULL (which the log refuses) or collides with a stored one. The
+-- stream's version is not read first: that read cost every append about as much server time as
+-- a failed one costs, and the store reads it only after a failure (stream_state).
+WITH head AS (
+    UPDATE {schema}.head SET top = top + 1 RETURNING top, {now} AS now
 ), written AS (
     INSERT INTO {schema}.log (global_position, stream, stream_position, id, kind, type, version,
                               data, correlation_id, causation_id, headers, recorded_at)
-    SELECT head.top, %(stream)s::text, found.version + 1,
+    SELECT head.top, %(stream)s::text,
+           CASE
+               WHEN %(base)s::bigint < 0 THEN (
+                   SELECT coalesce(max(l.stream_position), 0) FROM {schema}.log l
+                   WHERE l.stream = %(stream)s::text)
+               WHEN %(base)s::bigint = 0 OR EXISTS (
+                   SELECT FROM {schema}.log l
+                   WHERE l.stream = %(stream)s::text AND l.stream_position = %(base)s::bigint)
+               THEN %(base)s::bigint
+           END + 1,
            %(id)s::text, %(kind)s::text, %(type)s::text, %(version)s::integer, %(data)s::bytea,
            %(correlation_id)s::text, %(causation_id)s::text, %(headers)s::bytea, head.now
-    FROM head, found
+    FROM head
     RETURNING stream_position
 )
-SELECT head.top - 1,
-       CASE WHEN head.top IS NOT NULL THEN pg_notify(%(channel)s::text, head.top::text) END,
-       written.stream_position, found.version,
-       head.top IS NULL AND EXISTS (SELECT FROM {schema}.log l WHERE l.id = %(id)s::text)
-FROM found LEFT JOIN head ON true LEFT JOIN written ON true
+SELECT head.top - 1, pg_notify(%(channel)s::text, head.top::text), written.stream_position
+FROM head, written
+
+-- name: stream_state
+-- After a lone append failed on its stream's position: where the stream is, and whether the
+-- message is stored already (then the long way tells where it went).
+SELECT (SELECT coalesce(max(l.stream_position), 0) FROM {schema}.log l
+        WHERE l.stream = %(stream)s::text),
+       EXISTS (SELECT FROM {schema}.log l WHERE l.id = %(id)s::text)
 
 -- name: append_rows
 -- Some stream is appended to at whatever version it is: its version is read here, once per stream

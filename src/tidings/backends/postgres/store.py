@@ -164,7 +164,7 @@ class PostgresStore(Store):
         self._q = _sql.queries(schema)
         self._lean = {
             name: _lean.Statement(name, self._q[name])
-            for name in ("append_one", "append_new", "append_known", "append_rows")
+            for name in ("append_one", "append_new", "append_known", "append_rows", "stream_state")
         }
         if self._lean["append_one"].names != list(_ONE):
             raise AssertionError(f"append_one's parameters are not in the order {_ONE}")
@@ -409,35 +409,52 @@ class PostgresStore(Store):
 
     async def _append_one(self, conn: _Conn, op: AppendOp) -> list[Result] | None:
         """Commit a group of one message (a sequential caller's every commit) with ``append_one``,
-        its parameters encoded here in the statement's order (see ``_ONE``); None when the long
-        way must tell (the message is stored already)."""
+        its parameters encoded here in the statement's order (see ``_ONE``). When the stream is
+        not at the version expected, nothing is written, and one read (``stream_state``) tells
+        the version to refuse with, rather than the long way's locking transaction; None when
+        the long way must tell (the message is stored already)."""
         m = op.messages[0]
         expected = op.expected_version
         base = -1 if expected == ANY else expected
         correlation, causation = m.correlation_id, m.causation_id
-        found = await self._send_append(
-            conn,
-            "append_one",
-            [
-                op.stream.encode(),
-                _INT8(base),
-                m.id.encode(),
-                m.kind.encode(),
-                m.type.encode(),
-                _INT4(m.version),
-                m.data,
-                None if correlation is None else correlation.encode(),
-                None if causation is None else causation.encode(),
-                m.headers,
-                self._channel_bytes,
-            ],
-        )
-        top = found[0]
-        if top is None:  # the stream is not at the version expected: nothing was written
-            if found[4] == b"t":
+        stream, message_id = op.stream.encode(), m.id.encode()
+        try:
+            found = await self._send_append(
+                conn,
+                "append_one",
+                [
+                    stream,
+                    _INT8(base),
+                    message_id,
+                    m.kind.encode(),
+                    m.type.encode(),
+                    _INT4(m.version),
+                    m.data,
+                    None if correlation is None else correlation.encode(),
+                    None if causation is None else causation.encode(),
+                    m.headers,
+                    self._channel_bytes,
+                ],
+            )
+        except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as exc:
+            # A position stored already (the stream moved on) or none at all (the stream is
+            # behind). A stored id, or anything else, is the long way's to tell, and so is an
+            # append at any version: its position collided with a writer that committed after
+            # this statement's snapshot, which is a race to retry, not a refusal.
+            diag = exc.diag
+            if base < 0 or (
+                diag.constraint_name != "log_stream_position"
+                and diag.column_name != "stream_position"
+            ):
+                raise
+            state = await _lean.fetch_row(conn, self._lean["stream_state"], [stream, message_id])
+            if state[1] == b"t":
                 return None  # the message is stored already: the long way tells where
-            return [(None, WrongExpectedVersion(op.stream, base, _int(found[3])))]
-        return [([Appended(op.stream, _int(found[2]), int(top) + 1)], None)]
+            version = _int(state[0])
+            if version == base:
+                raise  # it caught up meanwhile (another writer): the long way decides
+            return [(None, WrongExpectedVersion(op.stream, base, version))]
+        return [([Appended(op.stream, _int(found[2]), _int(found[0]) + 1)], None)]
 
     async def _append_group(self, conn: _Conn, txs: list[Transaction]) -> list[Result] | None:
         """Commit a group that only appends in one statement (``append_one`` for one message;
