@@ -58,6 +58,16 @@ async def sql(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
         return await cur.fetchall() if cur.description else []
 
 
+async def waiting_on_a_lock(url: str, pid: int) -> None:
+    """Return once the server session ``pid`` waits on a lock (fail after 10 s)."""
+    deadline = time.monotonic() + 10
+    while not await sql(
+        url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", pid
+    ):
+        assert time.monotonic() < deadline, f"session {pid} never waited on a lock"
+        await asyncio.sleep(0.01)  # pace the polling; the condition is what we wait for
+
+
 def test_store_urls_name_the_schema_and_keep_libpq_options() -> None:
     store = open_store("postgresql://app@db.example:6543/shop?schema=orders&sslmode=disable")
     assert isinstance(store, PostgresStore) and store.schema == "orders"
@@ -331,14 +341,7 @@ async def test_a_writer_killed_while_its_one_statement_append_waits_commits_it_o
         await blocker.execute(f'SELECT top FROM "{pg_schema}".head FOR UPDATE')
         message = new_message()
         commit = asyncio.create_task(store.commit(Transaction([AppendOp("s", [message], 1)])))
-        deadline = time.monotonic() + 10
-        while not await sql(
-            postgres_url,
-            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
-            pid,
-        ):
-            assert time.monotonic() < deadline, "the append never waited on the lock"
-            await asyncio.sleep(0.01)  # pace the polling; the condition is what we wait for
+        await waiting_on_a_lock(postgres_url, pid)
         await sql(postgres_url, "SELECT pg_terminate_backend(%s)", pid)
         assert not commit.done()
     (done,) = await asyncio.wait_for(commit, 10)  # the lock is gone with the blocker's session
@@ -374,14 +377,7 @@ async def test_a_caller_cancelled_while_its_statement_waits_leaves_the_store_wor
         else:
             await asyncio.wait_for(sent.wait(), 5)  # its task is ready: handed to the flusher
         assert paths == [path]
-        deadline = time.monotonic() + 10
-        while not await sql(
-            postgres_url,
-            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
-            pid,
-        ):
-            assert time.monotonic() < deadline, "the append never waited on the lock"
-            await asyncio.sleep(0.01)  # pace the polling; the condition is what we wait for
+        await waiting_on_a_lock(postgres_url, pid)
         stuck.cancel()
         with pytest.raises(asyncio.CancelledError):
             await stuck
@@ -514,14 +510,7 @@ async def test_a_lone_append_at_any_version_overtaken_while_it_waits_is_committe
         await other.execute(f'SELECT top FROM "{pg_schema}".head FOR UPDATE')
         message = new_message()
         late = asyncio.create_task(store.commit(Transaction([AppendOp("a", [message])])))
-        deadline = time.monotonic() + 10
-        while not await sql(
-            postgres_url,
-            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
-            pid,
-        ):
-            assert time.monotonic() < deadline, "the append never waited on the lock"
-            await asyncio.sleep(0.01)  # pace the polling; the condition is what we wait for
+        await waiting_on_a_lock(postgres_url, pid)
         # ...while the other appends to the same stream and commits: the store's position 2 is
         # taken by the time it holds the lock.
         await other.execute(f'UPDATE "{pg_schema}".head SET top = top + 1')
