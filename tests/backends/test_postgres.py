@@ -5,6 +5,7 @@ while its acknowledgement is in flight: never applied twice), and LISTEN/NOTIFY 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -56,6 +57,14 @@ async def sql(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         cur = await conn.execute(query, params)  # type: ignore[arg-type]
         return await cur.fetchall() if cur.description else []
+
+
+@contextlib.asynccontextmanager
+async def append_lock_held(url: str, schema: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """Another session holding the append lock (the head row) until the block ends."""
+    async with await psycopg.AsyncConnection.connect(url) as other:
+        await other.execute(f'SELECT top FROM "{schema}".head FOR UPDATE')
+        yield other
 
 
 async def waiting_on_a_lock(url: str, pid: int) -> None:
@@ -337,8 +346,7 @@ async def test_a_writer_killed_while_its_one_statement_append_waits_commits_it_o
     assert writer is not None
     pid = writer.info.backend_pid
     # Another session holds the append lock: the store's statement is sent and waits on it.
-    async with await psycopg.AsyncConnection.connect(postgres_url) as blocker:
-        await blocker.execute(f'SELECT top FROM "{pg_schema}".head FOR UPDATE')
+    async with append_lock_held(postgres_url, pg_schema):
         message = new_message()
         commit = asyncio.create_task(store.commit(Transaction([AppendOp("s", [message], 1)])))
         await waiting_on_a_lock(postgres_url, pid)
@@ -367,8 +375,7 @@ async def test_a_caller_cancelled_while_its_statement_waits_leaves_the_store_wor
         return await real(conn, query, params)
 
     store._send_append = noted  # type: ignore[method-assign]
-    async with await psycopg.AsyncConnection.connect(postgres_url) as blocker:
-        await blocker.execute(f'SELECT top FROM "{pg_schema}".head FOR UPDATE')
+    async with append_lock_held(postgres_url, pg_schema):
         cancelled = new_message()
         stuck = asyncio.create_task(store.commit(Transaction([AppendOp("s", [cancelled], 1)])))
         if path == "own task":
@@ -504,10 +511,9 @@ async def test_a_lone_append_at_any_version_overtaken_while_it_waits_is_committe
     writer = store._writer
     assert writer is not None
     pid = writer.info.backend_pid
-    async with await psycopg.AsyncConnection.connect(postgres_url) as other:
-        # Another writer holds the append lock; the store's statement reads the stream's version
-        # (1) under its snapshot, then waits for the lock...
-        await other.execute(f'SELECT top FROM "{pg_schema}".head FOR UPDATE')
+    # Another writer holds the append lock; the store's statement reads the stream's version (1)
+    # under its snapshot, then waits for the lock...
+    async with append_lock_held(postgres_url, pg_schema) as other:
         message = new_message()
         late = asyncio.create_task(store.commit(Transaction([AppendOp("a", [message])])))
         await waiting_on_a_lock(postgres_url, pid)

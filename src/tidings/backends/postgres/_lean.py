@@ -35,8 +35,6 @@ _COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _SQLSTATE = pq.DiagnosticField.SQLSTATE
 #: SQLSTATE 26000: the named prepared statement is not there (the session was reset).
 _NOT_PREPARED = "26000"
-#: SQLSTATE 42P05: a statement of that name is prepared already (on a connection seen before).
-_PREPARED_ALREADY = "42P05"
 _INT8 = struct.Struct(">q").pack
 _INT4 = struct.Struct(">i").pack
 
@@ -144,7 +142,7 @@ def release(conn: _Conn) -> None:
 async def _prepare(conn: _Conn, session: _Session, statement: Statement) -> None:
     conn.pgconn.send_prepare(statement.name, statement.text, statement.types)
     (result,) = await _results(conn, session)
-    if result.status != _COMMAND_OK and _state(result) != _PREPARED_ALREADY:
+    if result.status != _COMMAND_OK:
         raise _error(result)
     session.prepared.add(statement.name)
 
@@ -215,12 +213,8 @@ def _wake(ready: asyncio.Future[None]) -> None:
         ready.set_result(None)
 
 
-def _state(result: pq.abc.PGresult) -> str:
-    return (result.error_field(_SQLSTATE) or b"").decode("ascii", "replace")
-
-
 def _error(result: pq.abc.PGresult) -> psycopg.Error:
-    state = _state(result)
+    state = (result.error_field(_SQLSTATE) or b"").decode("ascii", "replace")
     message = (result.error_message or b"").decode("utf-8", "replace").strip()
     try:
         cls = psycopg.errors.lookup(state)
