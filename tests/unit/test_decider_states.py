@@ -7,12 +7,13 @@ which is what another process does.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tidings import App, Command, Decider, Event, Refused
+from tidings import App, Command, Decider, Event, Refused, WrongExpectedVersion
 from tidings.backends.sqlite import SqliteStore
 from tidings.decider import StreamStates
 
@@ -262,3 +263,67 @@ async def test_sent_decider_commands_are_decided_by_the_worker_on_the_stream_as_
     await here.invoke(Reserve(screening="1", seat="C1"))
     assert await versions(here, "screening-1") == [1, 2, 3]
     assert await seats(here, "1") == {"A1", "B1", "C1"}
+
+
+# --- what the SQLite store itself knows: each stream's version and the log's last position ------
+
+
+def log_rows(path: Path) -> list[tuple[str, int, int]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(
+            "SELECT stream, stream_position, global_position FROM tidings_log "
+            "ORDER BY global_position"
+        ).fetchall()
+
+
+def assert_log_whole(path: Path) -> None:
+    """Global positions 1..n, and each stream's positions 1..k, in the order they were written."""
+    rows = log_rows(path)
+    assert [g for _, _, g in rows] == list(range(1, len(rows) + 1))
+    seen: dict[str, int] = {}
+    for stream, position, _ in rows:
+        assert position == seen.get(stream, 0) + 1, (stream, position)
+        seen[stream] = position
+
+
+async def test_versions_known_here_that_another_app_moved_on_neither_refuse_nor_collide(
+    tmp_path: Path,
+) -> None:
+    """The store remembers each stream's version and the log's last position from its own
+    commits, and does not ask the file whether another process wrote since. An append planned on
+    what it remembers either collides with the other's rows (and is planned again on what is
+    stored) or, when the version expected is not the one remembered, is checked against the
+    file before it is refused."""
+    path = tmp_path / "shared.db"
+    here, there = App("here", store=SqliteStore(path)), App("there", store=SqliteStore(path))
+    async with here, there:
+        await here.append("s", [Reserved(seat="1")], expected_version=0)  # here: s at 1
+        await there.append("s", [Reserved(seat="2"), Reserved(seat="3")], expected_version=1)
+        await there.append("t", [Reserved(seat="4")])
+
+        # Expected 3, remembered 1: the file says 3, so it is not refused.
+        done = await here.append("s", [Reserved(seat="5")], expected_version=3)
+        assert (done.stream, done.version, done.global_position) == ("s", 4, 5)
+        # A stale expectation is refused with the version stored, not the one remembered.
+        with pytest.raises(WrongExpectedVersion) as refused:
+            await here.append("s", [Reserved(seat="x")], expected_version=1)
+        assert (refused.value.expected, refused.value.actual) == (1, 4)
+
+        await there.append("s", [Reserved(seat="6")])
+        # Remembered 4 and expected 4, stored 5: a collision, then a refusal saying 5.
+        with pytest.raises(WrongExpectedVersion) as refused:
+            await here.append("s", [Reserved(seat="y")], expected_version=4)
+        assert refused.value.actual == 5
+        await there.append("t", [Reserved(seat="7")])
+        # At any version, and to a new stream, after the other app took the next positions.
+        done = await here.append("s", [Reserved(seat="8")])
+        assert (done.version, done.global_position) == (6, 8)
+        await there.append("u", [Reserved(seat="9")])
+        done = await here.append("v", [Reserved(seat="10")], expected_version=0)
+        assert (done.version, done.global_position) == (1, 10)
+        # A batch of several events, after the other app wrote again.
+        await there.append("v", [Reserved(seat="11")])
+        done = await here.append("v", [Reserved(seat="12"), Reserved(seat="13")])
+        assert (done.version, done.global_position) == (4, 13)
+    assert_log_whole(path)
+    assert [row[:2] for row in log_rows(path) if row[0] == "s"] == [("s", n) for n in range(1, 7)]

@@ -74,6 +74,8 @@ _GROUP_LIMIT = 512
 _ID_CHUNK = 500
 
 _Pending = tuple[Transaction, "asyncio.Future[list[Appended]]"]
+#: a transaction's appends, or why it was refused
+Result = tuple[list[Appended] | None, Exception | None]
 
 
 class _Locked(Exception):
@@ -135,8 +137,9 @@ class SqliteStore(Store):
         self._conn: sqlite3.Connection | None = None
         #: a cursor of _conn for group commits' statements: conn.execute makes one per statement
         self._cursor: sqlite3.Cursor | None = None
-        # What the last commit left, valid while no other connection has written (data_version).
-        self._data_version = -1
+        # What this process last committed or read. Another process may append behind its back:
+        # then an insert planned on it collides with a stored position, and the group is planned
+        # again on what is stored (see _apply_group).
         self._top: int | None = None
         self._versions: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -260,6 +263,9 @@ class SqliteStore(Store):
             return None
         # Nothing else can run before a flush would: nobody could join this group, so commit
         # now, in this call, rather than one loop iteration later (a sequential caller's case).
+        done = self._apply_alone(tx)
+        if done is not None:
+            return done
         try:
             ((result, error),) = self._commit_txs(self._conn, [tx])
         except _Locked:
@@ -324,9 +330,7 @@ class SqliteStore(Store):
         for (_, fut), (result, error) in zip(group, outcomes, strict=True):
             settle(fut, result, error)
 
-    def _commit_txs(
-        self, conn: sqlite3.Connection, txs: list[Transaction]
-    ) -> list[tuple[list[Appended] | None, Exception | None]]:
+    def _commit_txs(self, conn: sqlite3.Connection, txs: list[Transaction]) -> list[Result]:
         """Commit ``txs`` in one SQLite transaction: each one's result or why it was refused.
 
         The fast path does not look up message ids: a duplicate id makes the insert fail, and the
@@ -334,6 +338,10 @@ class SqliteStore(Store):
         version does not hold is refused alone; the others commit. Raises ``_Locked`` when another
         process holds the write lock.
         """
+        if len(txs) == 1 and conn is self._conn:
+            done = self._apply_alone(txs[0])
+            if done is not None:
+                return [(done, None)]
         try:
             return self._apply_group(conn, txs, False)
         except sqlite3.IntegrityError:
@@ -347,10 +355,8 @@ class SqliteStore(Store):
             failure = exc if isinstance(exc, StoreError) else StoreUnavailable(f"SQLite: {exc}")
             return [(None, failure)] * len(txs)
 
-    def _apply_one_by_one(
-        self, conn: sqlite3.Connection, txs: list[Transaction]
-    ) -> list[tuple[list[Appended] | None, Exception | None]]:
-        outcomes: list[tuple[list[Appended] | None, Exception | None]] = []
+    def _apply_one_by_one(self, conn: sqlite3.Connection, txs: list[Transaction]) -> list[Result]:
+        outcomes: list[Result] = []
         for tx in txs:
             try:
                 outcomes.extend(self._apply_group(conn, [tx], True))
@@ -360,27 +366,20 @@ class SqliteStore(Store):
 
     def _apply_group(
         self, conn: sqlite3.Connection, txs: list[Transaction], check_ids: bool
-    ) -> list[tuple[list[Appended] | None, Exception | None]]:
+    ) -> list[Result]:
         cur = self._cursor if conn is self._conn and self._cursor is not None else conn.cursor()
         self._begin(cur)
         try:
-            data_version = cur.execute("PRAGMA data_version").fetchone()[0]
-            if data_version != self._data_version or self._top is None:
-                # Another process wrote since our last commit: forget what we knew.
+            if self._top is None:
                 self._versions.clear()
                 self._top = conn.execute(
                     "SELECT coalesce(max(global_position), 0) FROM tidings_log"
                 ).fetchone()[0]
-                self._data_version = data_version
             top = self._top
-            if len(txs) == 1 and not check_ids:
-                done = self._apply_alone(cur, txs[0], top)
-                if done is not None:
-                    return done
             versions: dict[str, int] = {}
             stored: dict[str, int] = {}  # id -> global position, for ids seen in this group
             rows: list[tuple[Any, ...]] = []
-            outcomes: list[tuple[list[Appended] | None, Exception | None]] = []
+            outcomes: list[Result] = []
             for tx in txs:
                 if tx.scheduled or tx.held:
                     # Due times are compared with SQLite's clock, so they are computed on it too.
@@ -413,14 +412,15 @@ class SqliteStore(Store):
         self._versions.update(versions)
         return outcomes
 
-    def _apply_alone(
-        self, cur: sqlite3.Cursor, tx: Transaction, top: int
-    ) -> list[tuple[list[Appended] | None, Exception | None]] | None:
-        """A group of one transaction with one append whose stream's version is known here (or
-        expected to be new) and as expected: inserted and committed without the planning a group
-        needs (a sequential caller's every commit). None, having done nothing, for anything else.
-        """
-        if len(tx.appends) != 1 or tx.beyond_appends():
+    def _apply_alone(self, tx: Transaction) -> list[Appended] | None:
+        """Commit a transaction of one append, to a stream whose version is known here (or
+        expected to be new) and as expected, in its own SQLite transaction: a sequential
+        caller's every commit, without the planning a group needs. None when the long way
+        (``_commit_txs``) must do it: for anything else, and after any SQLite error, rolled back
+        (a collision with a row another process appended, a lock, a failed write), so that
+        there is one place that finds out and tells what went wrong."""
+        top = self._top
+        if top is None or len(tx.appends) != 1 or tx.beyond_appends():
             return None
         op = tx.appends[0]
         stream, expected = op.stream, op.expected_version
@@ -429,22 +429,54 @@ class SqliteStore(Store):
             version = 0  # as in _plan: its position 1 would break the log's unique positions
         if version is None or (expected != ANY and expected != version):
             return None
+        cur = self._cursor
+        assert cur is not None
         now = time.time()
-        rows = []
-        for m in op.messages:
-            version += 1
-            top += 1
-            rows.append(_row(top, stream, version, m, now))
-        if len(rows) == 1:
-            cur.execute(_INSERT, rows[0])
-        elif rows:
-            cur.executemany(_INSERT, rows)
-        cur.execute("COMMIT")
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            if len(op.messages) == 1:
+                m = op.messages[0]
+                top += 1
+                version += 1
+                cur.execute(
+                    _INSERT,
+                    # _row(), written out
+                    (
+                        top,
+                        stream,
+                        version,
+                        m.id,
+                        m.kind,
+                        m.type,
+                        m.version,
+                        m.data,
+                        m.correlation_id,
+                        m.causation_id,
+                        m.headers,
+                        now,
+                    ),
+                )
+            else:
+                rows = []
+                for m in op.messages:
+                    version += 1
+                    top += 1
+                    rows.append(_row(top, stream, version, m, now))
+                cur.executemany(_INSERT, rows)
+            cur.execute("COMMIT")
+        except BaseException as exc:
+            self._top = None
+            if cur.connection.in_transaction:
+                _rollback(cur.connection)
+            if isinstance(exc, sqlite3.Error):
+                return None
+            raise
         self._top = top
-        if len(self._versions) > 100_000:
-            self._versions.clear()
-        self._versions[stream] = version
-        return [([Appended(stream, version, top)], None)]
+        versions = self._versions
+        if len(versions) > 100_000:
+            versions.clear()
+        versions[stream] = version
+        return [Appended(stream, version, top)]
 
     def _plan(
         self,
@@ -466,7 +498,8 @@ class SqliteStore(Store):
             version = local_versions.get(stream)
             if version is None:
                 version = versions.get(stream)
-            if version is None:
+            cached = version is None
+            if cached:
                 version = self._versions.get(stream)
             if version is None and op.expected_version == 0 and not check_ids:
                 # Expected to be new: were it not, its position 1 would break the log's unique
@@ -485,6 +518,13 @@ class SqliteStore(Store):
                     local_versions[stream] = version
                     continue
                 messages = [m for m in messages if m.id not in known]
+            if op.expected_version != ANY and op.expected_version != version and cached:
+                # What this process knew may be stale (another process appended since): a
+                # refusal is decided on what is stored.
+                version = conn.execute(
+                    "SELECT coalesce(max(stream_position), 0) FROM tidings_log WHERE stream = ?",
+                    (stream,),
+                ).fetchone()[0]
             if op.expected_version != ANY and op.expected_version != version:
                 if not check_ids and messages:
                     known = self._known_ids(conn, [m.id for m in messages], stored, local_ids)
