@@ -266,6 +266,7 @@ def uuid7_pair() -> tuple[str, str]:
     """Two new ids, the second after the first: for an invoked command and the first message it
     records, which nearly every invoke makes. One clock reading and (255 times in 256) no
     formatting beyond the last two digits of each, instead of a :func:`uuid7` call for each."""
+    global _uuid_head
     ms = _uuid_time_ns() // 1_000_000
     state = _uuid_state
     if ms > state[0]:
@@ -275,9 +276,13 @@ def uuid7_pair() -> tuple[str, str]:
     m = next(counter)
     head = _uuid_head
     if head[0] is not state or head[1] != n >> 8 or m >> 8 != n >> 8:
-        # A new head (or a used-up counter) is uuid7's to make: n and m go unused.
-        first = uuid7()
-        return first, uuid7()
+        if m >> 8 != n >> 8 or m > _UUID_COUNTER_MAX:
+            # The two straddle a head (once in 256), or the counter is used up: uuid7's to
+            # make, n and m unused.
+            first = uuid7()
+            return first, uuid7()
+        # A new millisecond (or the next 256 of its ids): the head, as uuid7 makes it.
+        head = _uuid_head = (state, n >> 8, state[1] + f"{n >> 8:010x}")
     text = head[2]
     return text + _UUID_HEX2[n & 0xFF], text + _UUID_HEX2[m & 0xFF]
 

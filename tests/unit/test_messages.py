@@ -114,6 +114,18 @@ def test_uuid7_pairs_are_two_ids_in_order_among_the_others(
             now[0] += 1_000_000
         first, second = uuid7_pair()
         ids += [first, second, uuid7()]
+    # pairs alone: each new millisecond's first pair makes the head
+    for i in range(600):
+        if i % 7 == 0:
+            now[0] += 1_000_000
+        ids += uuid7_pair()
+    # a millisecond whose counter runs out between or after the two
+    for left in (1, 0):
+        millisecond, prefix, _ = messages._uuid_state
+        counter = itertools.count(messages._UUID_COUNTER_MAX - left)
+        monkeypatch.setattr(messages, "_uuid_state", (millisecond, prefix, counter))
+        ids += uuid7_pair()
+        ids += uuid7_pair()
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert all(_UUID7.fullmatch(i) for i in ids)
 

@@ -424,9 +424,9 @@ class SqliteStore(Store):
             return None
         op = tx.appends[0]
         stream, expected = op.stream, op.expected_version
-        version = self._versions.get(stream)
-        if version is None and expected == 0:
-            version = 0  # as in _plan: its position 1 would break the log's unique positions
+        # A stream expected to be new is not looked up: were it not new, its position 1 would
+        # break the log's unique positions (as in _plan).
+        version = 0 if expected == 0 else self._versions.get(stream)
         if version is None or (expected != ANY and expected != version):
             return None
         cur = self._cursor
