@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from types import CoroutineType as Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 
@@ -386,7 +386,7 @@ class App:
             stream = ctx.stream or decider.stream(command)  # invoke's turn key is this stream
             kept = states.take(stream)
             if kept is None:  # a stream not seen here: assumed new (decider.initial_state())
-                state = cast(S, initial() if initial_is_made else initial)  # type: ignore[operator]
+                state: S = initial() if initial_is_made else initial  # type: ignore[operator,assignment]
                 version = 0
             else:
                 state, version = kept
@@ -552,10 +552,13 @@ class App:
         message_id, spare_id = uuid7_pair()
         correlation_id = correlation_id or message_id
         key = None
+        turns = self._locks._waiting  # StreamTurns' own, written out below: every invoke's path
         if handler.lock_stream is not None:
             key = handler.lock_stream(command)
-            if not self._locks.try_acquire(key):
+            if key in turns:
                 await self._locks.acquire(key)
+            else:
+                turns[key] = None  # try_acquire
         try:
             attempt = 0
             assume = True
@@ -594,7 +597,10 @@ class App:
                 return result
         finally:
             if key is not None:
-                self._locks.release(key)
+                if turns[key]:
+                    self._locks.release(key)  # to the next in line
+                else:
+                    del turns[key]  # release, with nobody waiting
 
     async def send(
         self,

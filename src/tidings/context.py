@@ -203,7 +203,10 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
                 )
             )
             spare = None
-        self._add(validate_stream(stream), new, expected_version)
+        if self._tx is None:  # _add's first case, written out: a decided invoke's every append
+            self._tx = Transaction([AppendOp(validate_stream(stream), new, expected_version)])
+        else:
+            self._add(validate_stream(stream), new, expected_version)
         return new
 
     async def load(
