@@ -16,6 +16,7 @@ import pytest
 from tidings import App, Command, Decider, Event, Refused, WrongExpectedVersion
 from tidings.backends.sqlite import SqliteStore
 from tidings.decider import StreamStates
+from tidings.errors import StoreError
 
 
 class Reserve(Command, type_name="states.Reserve"):
@@ -327,3 +328,35 @@ async def test_versions_known_here_that_another_app_moved_on_neither_refuse_nor_
         assert (done.version, done.global_position) == (4, 13)
     assert_log_whole(path)
     assert [row[:2] for row in log_rows(path) if row[0] == "s"] == [("s", n) for n in range(1, 7)]
+
+
+async def test_an_append_the_file_refuses_is_told_once_and_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    """A lone append takes the short path; when SQLite fails it there (here a trigger that
+    refuses one stream's rows, or one that names a missing table), it is rolled back and the
+    group path tells the caller, as a StoreError, with nothing committed, and the store goes on."""
+    path = tmp_path / "refusing.db"
+    app = App("refusing", store=SqliteStore(path))
+    async with app:
+        await app.append("fine", [Reserved(seat="1")])  # the store now knows the top: short path
+        with sqlite3.connect(path) as conn:
+            conn.execute(
+                "CREATE TRIGGER no_bad BEFORE INSERT ON tidings_log WHEN NEW.stream = 'bad' "
+                "BEGIN SELECT RAISE(ABORT, 'bad streams are refused'); END"
+            )
+        with pytest.raises(StoreError, match="bad streams are refused"):
+            await app.append("bad", [Reserved(seat="2")])
+        with sqlite3.connect(path) as conn:
+            # (SQLite compiles a trigger with the statement that fires it: every insert fails)
+            conn.executescript(
+                "DROP TRIGGER no_bad; CREATE TRIGGER broken BEFORE INSERT ON tidings_log "
+                "BEGIN INSERT INTO no_such_table VALUES (1); END;"
+            )
+        with pytest.raises(StoreError, match="no_such_table"):
+            await app.append("broken", [Reserved(seat="3")], expected_version=0)
+        with sqlite3.connect(path) as conn:
+            conn.execute("DROP TRIGGER broken")
+        done = await app.append("fine", [Reserved(seat="4")], expected_version=1)
+        assert (done.version, done.global_position) == (2, 2)
+    assert [row[:2] for row in log_rows(path)] == [("fine", 1), ("fine", 2)]

@@ -13,6 +13,7 @@ reported as "database is locked" and never blocking the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -466,7 +467,8 @@ class SqliteStore(Store):
             cur.execute("COMMIT")
         except BaseException as exc:
             self._top = None
-            if cur.connection.in_transaction:
+            # (should even the rollback fail, the long way finds the connection unusable, says so)
+            with contextlib.suppress(sqlite3.Error):
                 _rollback(cur.connection)
             if isinstance(exc, sqlite3.Error):
                 return None
