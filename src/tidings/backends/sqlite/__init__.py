@@ -439,24 +439,7 @@ class SqliteStore(Store):
                 m = op.messages[0]
                 top += 1
                 version += 1
-                cur.execute(
-                    _INSERT,
-                    # _row(), written out
-                    (
-                        top,
-                        stream,
-                        version,
-                        m.id,
-                        m.kind,
-                        m.type,
-                        m.version,
-                        m.data,
-                        m.correlation_id,
-                        m.causation_id,
-                        m.headers,
-                        now,
-                    ),
-                )
+                cur.execute(_INSERT, _row(top, stream, version, m, now))
             else:
                 rows = []
                 for m in op.messages:
