@@ -326,8 +326,15 @@ async def test_versions_known_here_that_another_app_moved_on_neither_refuse_nor_
         await there.append("v", [Reserved(seat="11")])
         done = await here.append("v", [Reserved(seat="12"), Reserved(seat="13")])
         assert (done.version, done.global_position) == (4, 13)
+        # An append of nothing inserts no row that could collide: it reads where the stream is.
+        await there.append("s", [Reserved(seat="14")])
+        done = await here.append("s", [])
+        assert (done.version, done.global_position) == (7, 14)
+        await there.append("t", [Reserved(seat="15")])
+        done = await here.append("s", [], expected_version=7)
+        assert (done.version, done.global_position) == (7, 15)
     assert_log_whole(path)
-    assert [row[:2] for row in log_rows(path) if row[0] == "s"] == [("s", n) for n in range(1, 7)]
+    assert [row[:2] for row in log_rows(path) if row[0] == "s"] == [("s", n) for n in range(1, 8)]
 
 
 async def test_an_append_the_file_refuses_is_told_once_and_leaves_nothing_behind(

@@ -371,7 +371,9 @@ class SqliteStore(Store):
         cur = self._cursor if conn is self._conn and self._cursor is not None else conn.cursor()
         self._begin(cur)
         try:
-            if self._top is None:
+            if self._top is None or any(not op.messages for tx in txs for op in tx.appends):
+                # Forgotten after a failure, or an append of nothing, whose result would rest on
+                # what is remembered with no insert to check it against the file: read it all.
                 self._versions.clear()
                 self._top = conn.execute(
                     "SELECT coalesce(max(global_position), 0) FROM tidings_log"
@@ -424,6 +426,8 @@ class SqliteStore(Store):
         if top is None or len(tx.appends) != 1 or tx.beyond_appends():
             return None
         op = tx.appends[0]
+        if not op.messages:
+            return None  # nothing inserted would check what is remembered: the long way reads
         stream, expected = op.stream, op.expected_version
         # A stream expected to be new is not looked up: were it not new, its position 1 would
         # break the log's unique positions (as in _plan).
