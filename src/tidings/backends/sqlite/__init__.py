@@ -2,12 +2,12 @@
 
 Writes are committed on the event loop's own thread, in groups: every transaction that reaches
 ``commit()`` in one loop iteration is committed in one SQLite transaction (group commit), so
-concurrent callers share one disk sync instead of queueing for one each. Reads run on the caller's
-thread too, on the same connection, between groups. Neither hops to a worker thread: on the 2-core VMs this is built
-on, a round trip to another thread costs about 300 µs, more than the disk sync itself
-(docs/architecture.md has the numbers). Several processes may open the same file; SQLite's write
-lock orders them, and a lock held by another process is waited for with asyncio sleeps, never
-reported as "database is locked" and never blocking the event loop.
+concurrent callers share one disk sync instead of queueing for one each. Reads run on the
+caller's thread too, on the same connection, between groups. Neither hops to a worker thread: on
+the 2-core VMs this is built on, a round trip to another thread costs about 300 µs, more than the
+disk sync itself (docs/architecture.md has the numbers). Several processes may open the same
+file; SQLite's write lock orders them, and a lock held by another process is waited for with
+asyncio sleeps, never reported as "database is locked" and never blocking the event loop.
 """
 
 from __future__ import annotations
@@ -499,6 +499,7 @@ class SqliteStore(Store):
                     "SELECT coalesce(max(stream_position), 0) FROM tidings_log WHERE stream = ?",
                     (stream,),
                 ).fetchone()[0]
+                cached = False
             messages = op.messages
             if check_ids:
                 known = self._known_ids(conn, [m.id for m in messages], stored, local_ids)
