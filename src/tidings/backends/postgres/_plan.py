@@ -14,13 +14,15 @@ from typing import Any
 import msgspec
 
 from tidings.errors import LeaseLost, WrongExpectedVersion
-from tidings.store import ANY, Appended, Transaction
+from tidings.store import ANY, Appended, Outcome, Transaction
 
 _encoder = msgspec.json.Encoder()
 
 #: A transaction's result: what it appended, or why it was refused.
 Result = tuple[list[Appended] | None, Exception | None]
 _Partition = tuple[str, int]
+#: ``upsert_outcomes``' array parameters, in its order: the fields of ``Outcome`` it stores
+_OUTCOME_COLUMNS = ("message_id", "type", "status", "result", "reason", "code", "error", "attempts")
 
 
 @dataclass(slots=True)
@@ -54,8 +56,8 @@ class Plan:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     #: (subscription, partition) -> the checkpoint's new position
     checkpoints: dict[_Partition, int] = field(default_factory=dict)
-    #: message id -> (type, status, result, reason, code, error, attempts)
-    outcomes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: message id -> its last outcome in the group
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
     statements: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
     top: int = 0
 
@@ -69,7 +71,8 @@ class Plan:
 
     def outcome_columns(self) -> list[list[Any]]:
         """The outcomes as one list per column (``upsert_outcomes``' array parameters)."""
-        return [list(self.outcomes), *(list(c) for c in zip(*self.outcomes.values(), strict=True))]
+        outcomes = self.outcomes.values()
+        return [[getattr(o, name) for o in outcomes] for name in _OUTCOME_COLUMNS]
 
 
 class _Refused(Exception):
@@ -150,15 +153,7 @@ def _plan_one(
         plan.checkpoints[(move.subscription, move.partition)] = move.position
     for o in tx.outcomes:
         plan.outcomes.pop(o.message_id, None)  # keep the order of the last ones
-        plan.outcomes[o.message_id] = (
-            o.type,
-            o.status,
-            o.result,
-            o.reason,
-            o.code,
-            o.error,
-            o.attempts,
-        )
+        plan.outcomes[o.message_id] = o
     versions.update(local_versions)
     known.update(local_ids)
     plan.top = top
