@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 
-from tidings.context import Context, when
+from tidings.context import Context, new_events, when
 from tidings.decider import Decider, StreamStates
 from tidings.delivery.alerts import AlertCallback, Alerts
 from tidings.delivery.policy import RetryPolicy
@@ -381,6 +381,8 @@ class App:
             # Synchronous when the command is decided on a kept (or assumed new) state and gives
             # events, an invoke's usual case; a coroutine when the store must be read first.
             # Written out, as an invoke's every call shows in its time.
+            if ctx._decided is not None:  # invoke decided already: confirm, or append
+                return confirm_and_decide(command, ctx, *ctx._decided)
             if states is None or not ctx._assume:
                 return load_and_decide(command, ctx)
             stream = ctx.stream or decider.stream(command)  # invoke's turn key is this stream
@@ -410,7 +412,14 @@ class App:
                 raise ConfigurationError(f"app.decider: {cls!r} is not a Command class")
             self._add_command_handler(
                 CommandHandler(
-                    cls, handle, None, retry_on_conflict, decider.stream, policy or RetryPolicy()
+                    cls,
+                    handle,
+                    None,
+                    retry_on_conflict,
+                    decider.stream,
+                    policy or RetryPolicy(),
+                    decider,
+                    states,
                 )
             )
         return decider
@@ -551,8 +560,67 @@ class App:
         spare_id: str | None
         message_id, spare_id = uuid7_pair()
         correlation_id = correlation_id or message_id
-        key = None
         turns = self._locks._waiting  # StreamTurns' own, written out below: every invoke's path
+        assume = True
+        #: what the decider's way below decided, when it could not commit it
+        decided: tuple[str, Any, int, Exception | None] | None = None
+        states = handler.states
+        if states is not None and headers is None:
+            # A decider's command on a state kept here, or on a stream not seen here (assumed
+            # new), with the stream's turn free: decided and committed right here, without a
+            # Context — an invoke's usual case, written out. The general way below takes what
+            # this cannot finish: a refusal or no events (which it confirms, as the decider's
+            # handler does), a conflict (it loads the stream and decides again).
+            decider = handler.decider
+            assert decider is not None
+            stream = decider.stream(command)
+            if stream not in turns:
+                kept = states._states.pop(stream, None)  # states.take(stream), written out
+                if kept is None:
+                    state = decider.initial
+                    if callable(state):
+                        state = state()
+                    version = 0
+                else:
+                    state, version, pending = kept
+                    if pending:
+                        state = states._fold(pending, state)
+                try:
+                    events = decider.decide(command, state)
+                    if type(events) is not list:
+                        events = list(events)
+                except Exception as exc:  # a refusal, or decide not expecting this state
+                    decided = (stream, state, version, exc)
+                else:
+                    if not events:
+                        decided = (stream, state, version, None)
+                    else:
+                        one = Transaction(
+                            [
+                                AppendOp(
+                                    validate_stream(stream),
+                                    new_events(self, events, correlation_id, message_id, spare_id),
+                                    version,
+                                )
+                            ]
+                        )
+                        turns[stream] = None
+                        try:
+                            if self._commit_now(one) is None:
+                                await self.store.commit(one)
+                        except WrongExpectedVersion:
+                            assume = False  # decided on a state assumed, not loaded: load it
+                        else:
+                            states.put(stream, state, version, events)
+                            if self._wakeups:
+                                self._committed(one)
+                            return events
+                        finally:
+                            if turns[stream]:
+                                self._locks.release(stream)
+                            else:
+                                del turns[stream]
+        key = None
         if handler.lock_stream is not None:
             key = handler.lock_stream(command)
             if key in turns:
@@ -561,7 +629,6 @@ class App:
                 turns[key] = None  # try_acquire
         try:
             attempt = 0
-            assume = True
             while True:
                 # A decider's context carries the stream its command acts on (the turn's key).
                 ctx = (
@@ -572,6 +639,7 @@ class App:
                     )
                 )
                 ctx._spare_id, spare_id = spare_id, None  # the first attempt's only
+                ctx._decided, decided = decided, None
                 result = handler.fn(command, ctx)
                 if handler.is_async or (handler.is_async is None and type(result) is Coroutine):
                     result = await result

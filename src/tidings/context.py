@@ -49,6 +49,26 @@ def when(
     return at, delay
 
 
+def new_events(
+    app: App,
+    events: Iterable[Event],
+    correlation_id: str,
+    causation_id: str,
+    first_id: str | None = None,
+) -> list[NewMessage]:
+    """``events`` encoded for an append, caused by ``causation_id``; ``first_id`` (made earlier)
+    is the first one's id."""
+    new = []
+    for event in events:
+        if not isinstance(event, Event):
+            raise TypeError(
+                f"ctx.append takes events, got {type(event).__name__}: send commands with ctx.send"
+            )
+        new.append(app._new_message(event, correlation_id, causation_id, None, None, first_id))
+        first_id = None
+    return new
+
+
 class Context(msgspec.Struct, repr_omit_defaults=True):
     """What a handler knows about the message it handles, and where it writes.
 
@@ -80,6 +100,8 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
     _assumed: bool = False
     #: an id made with the message's own, for the first message this handler records
     _spare_id: str | None = None
+    #: what invoke decided already, on a decider's kept state: (stream, state, version, refusal)
+    _decided: tuple[str, Any, int, Exception | None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -190,19 +212,8 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
     def _append(
         self, stream: str, events: Iterable[Event], expected_version: int
     ) -> list[NewMessage]:
-        new = []
         spare, self._spare_id = self._spare_id, None
-        for event in events:
-            if not isinstance(event, Event):
-                raise TypeError(
-                    f"ctx.append takes events, got {type(event).__name__}: send commands with ctx.send"
-                )
-            new.append(
-                self.app._new_message(
-                    event, self.correlation_id, self.message_id, None, None, spare
-                )
-            )
-            spare = None
+        new = new_events(self.app, events, self.correlation_id, self.message_id, spare)
         if self._tx is None:  # _add's first case, written out: a decided invoke's every append
             self._tx = Transaction([AppendOp(validate_stream(stream), new, expected_version)])
         else:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from tidings.context import Context
+from tidings.decider import Decider, StreamStates
 from tidings.delivery.policy import RetryPolicy
 from tidings.errors import ConfigurationError
 from tidings.messages import Command, Event, Message
@@ -31,6 +32,10 @@ class CommandHandler:
     lock_stream: Callable[[Any], str] | None = None
     #: retries when the command is sent (a refusal is an answer, never retried)
     policy: RetryPolicy = RetryPolicy()
+    #: a decider's handler: the decider, and the states it keeps (invoke decides on one of them
+    #: without a Context, the usual case written out)
+    decider: Decider[Any] | None = None
+    states: StreamStates[Any] | None = None
 
     @property
     def subscription(self) -> str:

@@ -16,8 +16,10 @@ import asyncio
 import contextlib
 import sqlite3
 import time
+from asyncio import get_running_loop
 from collections.abc import Callable, Sequence
 from importlib import resources
+from time import time as time_now
 from typing import Any, LiteralString
 
 import msgspec
@@ -144,6 +146,8 @@ class SqliteStore(Store):
         self._top: int | None = None
         self._versions: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: the loop's ready callbacks (asyncio's own loop; None for another kind): see commit_now
+        self._ready: Any = None
         self._pending: list[_Pending] = []
         self._flushing = False
         self._closed = True
@@ -167,6 +171,7 @@ class SqliteStore(Store):
         if not self._closed:
             return
         self._loop = asyncio.get_running_loop()
+        self._ready = getattr(self._loop, "_ready", None)
         try:
             conn: sqlite3.Connection = await self._retry_locked(self._connect)
         except sqlite3.Error as exc:
@@ -255,15 +260,17 @@ class SqliteStore(Store):
     def commit_now(self, tx: Transaction) -> list[Appended] | None:
         if self._closed:
             raise StoreClosed()
-        loop = asyncio.get_running_loop()
+        loop = get_running_loop()
         if loop is not self._loop:
             raise StoreError(
                 "this SQLite store was opened in another event loop; open one App per event loop"
             )
-        if self._flushing or others_ready(loop) or self._conn is None:
-            return None
         # Nothing else can run before a flush would: nobody could join this group, so commit
         # now, in this call, rather than one loop iteration later (a sequential caller's case).
+        # (others_ready(loop), written out for its usual case: nothing ready at all.)
+        ready = self._ready
+        if self._flushing or ready is None or (ready and others_ready(loop)) or self._conn is None:
+            return None
         done = self._apply_alone(tx)
         if done is not None:
             return done
@@ -421,35 +428,52 @@ class SqliteStore(Store):
         caller's every commit, without the planning a group needs. None when the long way
         (``_commit_txs``) must do it: for anything else, and after any SQLite error, rolled back
         (a collision with a row another process appended, a lock, a failed write), so that
-        there is one place that finds out and tells what went wrong."""
+        there is one place that finds out and tells what went wrong.
+
+        Written out (no call to tx.beyond_appends or _row for one message): right after a disk
+        sync every cache is cold, and each step here costs several times what it costs warm.
+        """
         top = self._top
-        if top is None or len(tx.appends) != 1 or tx.beyond_appends():
+        appends = tx.appends
+        if (
+            top is None
+            or len(appends) != 1
+            or tx.checkpoints
+            or tx.held
+            or tx.unheld
+            or tx.outcomes
+            or tx.documents
+            or tx.scheduled
+            or tx.unscheduled
+            or tx.audit
+        ):
             return None
-        op = tx.appends[0]
-        if not op.messages:
+        op = appends[0]
+        messages = op.messages
+        if not messages:
             return None  # nothing inserted would check what is remembered: the long way reads
-        stream, expected = op.stream, op.expected_version
         # A stream expected to be new is not looked up: were it not new, its position 1 would
         # break the log's unique positions (as in _plan).
+        stream, expected = op.stream, op.expected_version
         version = 0 if expected == 0 else self._versions.get(stream)
-        if version is None or (expected != ANY and expected != version):
+        if version is None or (expected != version and expected != ANY):
             return None
         cur = self._cursor
         assert cur is not None
-        now = time.time()
-        messages = op.messages
+        top += 1
+        version += 1
         if len(messages) == 1:
-            top += 1
-            version += 1
-            row = _row(top, stream, version, messages[0], now)
+            m = messages[0]
+            row: tuple[Any, ...] = (
+                top, stream, version, m.id, m.kind, m.type, m.version, m.data,
+                m.correlation_id, m.causation_id, m.headers, time_now(),
+            )  # fmt: skip
         else:
-            rows = []
-            for m in messages:
-                version += 1
-                top += 1
-                rows.append(_row(top, stream, version, m, now))
-        # What the commit leaves is remembered, and its result made, before the commit: right
-        # after a disk sync every cache is cold, and each step costs several times more. A
+            now = time_now()
+            rows = [_row(top + n, stream, version + n, m, now) for n, m in enumerate(messages)]
+            top += len(messages) - 1
+            version += len(messages) - 1
+        # What the commit leaves is remembered, and its result made, before the commit; a
         # failure below forgets it all (no top: the next group reads what is stored).
         self._top = top
         versions = self._versions
