@@ -565,7 +565,7 @@ class App:
         #: what the decider's way below decided, when it could not commit it
         decided: tuple[str, Any, int, Exception | None] | None = None
         states = handler.states
-        if states is not None and headers is None:
+        if states is not None:  # (a decider reads no headers: it has no Context)
             # A decider's command on a state kept here, or on a stream not seen here (assumed
             # new), with the stream's turn free: decided and committed right here, without a
             # Context — an invoke's usual case, written out. The general way below takes what

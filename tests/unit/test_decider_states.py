@@ -7,16 +7,18 @@ which is what another process does.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tidings import App, Command, Decider, Event, Refused, WrongExpectedVersion
 from tidings.backends.sqlite import SqliteStore
 from tidings.decider import StreamStates
-from tidings.errors import StoreError
+from tidings.errors import InvalidName, StoreError
 
 
 class Reserve(Command, type_name="states.Reserve"):
@@ -367,3 +369,74 @@ async def test_an_append_the_file_refuses_is_told_once_and_leaves_nothing_behind
         done = await app.append("fine", [Reserved(seat="4")], expected_version=1)
         assert (done.version, done.global_position) == (2, 2)
     assert [row[:2] for row in log_rows(path)] == [("fine", 1), ("fine", 2)]
+
+
+async def test_each_command_is_decided_once_whether_it_appends_refuses_or_does_nothing(
+    tmp_path: Path,
+) -> None:
+    calls: list[str] = []
+
+    def counted(command: Reserve | Release, taken: set[str]) -> list[Event]:
+        calls.append(f"{type(command).__name__} {command.seat}")
+        return decide(command, taken)
+
+    app = App("states", store=SqliteStore(tmp_path / "s.db"))
+    app.decider(
+        Decider[set[str]](
+            decide=counted, evolve=evolve, initial=set, stream=lambda c: f"screening-{c.screening}"
+        ),
+        Reserve,
+        Release,
+    )
+    async with app:
+        await app.invoke(Reserve(screening="1", seat="A1"))  # a new stream
+        await app.invoke(Reserve(screening="1", seat="A2"))  # a kept state
+        with pytest.raises(Refused):
+            await app.invoke(Reserve(screening="1", seat="A1"))  # refused, then confirmed
+        assert await app.invoke(Release(screening="1", seat="B9")) == []  # nothing to do
+        assert calls == ["Reserve A1", "Reserve A2", "Reserve A1", "Release B9"]
+        assert await versions(app, "screening-1") == [1, 2]
+        # The refusal and the no-op, confirmed by a read, left the state kept as it was.
+        await app.invoke(Reserve(screening="1", seat="A3"))
+        assert await versions(app, "screening-1") == [1, 2, 3]
+
+
+class Odd(Command, type_name="states.Odd"):
+    stream: str
+    give_a_command: bool = False
+
+
+def decide_odd(command: Odd, state: None) -> list[Any]:
+    return [Reserve(screening="x", seat="A1")] if command.give_a_command else [Reserved(seat="A1")]
+
+
+async def test_what_a_decider_gets_wrong_is_told_and_nothing_is_committed(tmp_path: Path) -> None:
+    app = App("states", store=SqliteStore(tmp_path / "s.db"))
+    app.decider(
+        Decider[None](
+            decide=decide_odd, evolve=lambda s, e: s, initial=None, stream=lambda c: c.stream
+        ),
+        Odd,
+    )
+    async with app:
+        with pytest.raises(TypeError, match=r"ctx\.append takes events, got Reserve"):
+            await app.invoke(Odd(stream="odd-1", give_a_command=True))
+        with pytest.raises(InvalidName, match="stream name '' is not allowed"):
+            await app.invoke(Odd(stream=""))
+        assert await app.store.last_position() == 0
+        assert await app.invoke(Odd(stream="odd-1")) == [Reserved(seat="A1")]
+        assert await versions(app, "odd-1") == [1]
+
+
+async def test_a_decided_invoke_wakes_this_process_s_workers_and_records_its_causes(
+    tmp_path: Path,
+) -> None:
+    app = cinema(tmp_path / "s.db")
+    async with app:
+        wakeup = asyncio.Event()  # what a worker's subscription waits on between polls
+        app._wakeups.add(wakeup)
+        await app.invoke(Reserve(screening="1", seat="A1"), correlation_id="order-7")
+        assert wakeup.is_set()
+        (stored,) = await app.read_stream("screening-1")
+        assert stored.correlation_id == "order-7"
+        assert stored.causation_id is not None and stored.causation_id < stored.id
