@@ -123,7 +123,7 @@ class App:
     ) -> None:
         self.name = validate_subscription_name(name)
         self.store: Store = open_store(store) if isinstance(store, str) else store
-        self._commit_now = _commit_now_of(self.store)
+        self._commit_now, self._append_now = _commits_now_of(self.store)
         self.registry = TypeRegistry()
         self.max_message_bytes = max_message_bytes
         #: message classes known here, with what an envelope says of each: kind, type, version
@@ -150,7 +150,7 @@ class App:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
             if not self._opened:
-                self._commit_now = _commit_now_of(self.store)
+                self._commit_now, self._append_now = _commits_now_of(self.store)
                 await self.store.open()
                 self._opened = True
         return self
@@ -595,25 +595,24 @@ class App:
                     if not events:
                         decided = (stream, state, version, None)
                     else:
-                        one = Transaction(
-                            [
-                                AppendOp(
-                                    validate_stream(stream),
-                                    new_events(self, events, correlation_id, message_id, spare_id),
-                                    version,
-                                )
-                            ]
-                        )
+                        messages = new_events(self, events, correlation_id, message_id, spare_id)
                         turns[stream] = None
                         try:
-                            if self._commit_now(one) is None:
-                                await self.store.commit(one)
+                            if self._append_now(validate_stream(stream), messages, version) is None:
+                                one = Transaction([AppendOp(stream, messages, version)])
+                                if self._commit_now(one) is None:
+                                    await self.store.commit(one)
                         except WrongExpectedVersion:
                             assume = False  # decided on a state assumed, not loaded: load it
                         else:
-                            states.put(stream, state, version, events)
-                            if self._wakeups:
-                                self._committed(one)
+                            # states.put, written out: the stream was taken out above
+                            kept_states = states._states
+                            kept_states[stream] = (state, version + len(events), events)
+                            if len(kept_states) > states.limit:
+                                states._evict()
+                            if self._wakeups:  # self._committed(), for appends
+                                for wakeup in self._wakeups:
+                                    wakeup.set()
                             return events
                         finally:
                             if turns[stream]:
@@ -915,21 +914,34 @@ class App:
                 return state, version
 
 
-def _commit_now_of(store: Store) -> Callable[[Transaction], list[Appended] | None]:
-    """``store.commit_now`` — unless a subclass overrides ``commit`` below the class that wrote
-    ``commit_now`` (a store that injects faults or records, say): every commit must then go
-    through the override, and the App always awaits ``commit``."""
+def _commits_now_of(
+    store: Store,
+) -> tuple[
+    Callable[[Transaction], list[Appended] | None],
+    Callable[[str, Sequence[NewMessage], int], int | None],
+]:
+    """``store.commit_now`` and ``store.append_now`` — each unless a subclass overrides
+    ``commit`` below the class that wrote it (a store that injects faults or records, say):
+    every commit must then go through the override, and the App always awaits ``commit``."""
 
     def written_by(name: str) -> type:
         return next(cls for cls in type(store).__mro__ if name in vars(cls))
 
-    commit, commit_now = written_by("commit"), written_by("commit_now")
-    if commit is not commit_now and issubclass(commit, commit_now):
-        return _cannot_commit_now
-    return store.commit_now
+    def overridden(name: str) -> bool:
+        commit, now = written_by("commit"), written_by(name)
+        return commit is not now and issubclass(commit, now)
+
+    return (
+        _cannot_commit_now if overridden("commit_now") else store.commit_now,
+        _cannot_append_now if overridden("append_now") else store.append_now,
+    )
 
 
 def _cannot_commit_now(tx: Transaction) -> None:
+    return None
+
+
+def _cannot_append_now(stream: str, messages: Sequence[NewMessage], expected: int) -> None:
     return None
 
 

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 
-from tidings.messages import Command, Event, Message, NewMessage, validate_stream
+from tidings.messages import (
+    Command,
+    Event,
+    Message,
+    NewMessage,
+    encode,
+    uuid7,
+    validate_stream,
+)
+from tidings.messages import _encoder as _message_encoder
 from tidings.store import ANY, AppendOp, DocumentWrite, Scheduled, Transaction, grow
 
 if TYPE_CHECKING:
@@ -57,14 +66,34 @@ def new_events(
     first_id: str | None = None,
 ) -> list[NewMessage]:
     """``events`` encoded for an append, caused by ``causation_id``; ``first_id`` (made earlier)
-    is the first one's id."""
+    is the first one's id. (``app._new_message`` for each, written out for events of a class
+    known here: a decided invoke's every event.)"""
+    known = app._known
     new = []
     for event in events:
-        if not isinstance(event, Event):
-            raise TypeError(
-                f"ctx.append takes events, got {type(event).__name__}: send commands with ctx.send"
+        meta = known.get(type(event))
+        if meta is None or meta[0] != "event":
+            if not isinstance(event, Event):
+                raise TypeError(
+                    f"ctx.append takes events, got {type(event).__name__}: send commands with "
+                    "ctx.send"
+                )
+            new.append(app._new_message(event, correlation_id, causation_id, None, None, first_id))
+        else:
+            data = _message_encoder.encode(event)
+            if len(data) > app.max_message_bytes:
+                encode(event, app.max_message_bytes)  # raises MessageTooLarge, with advice
+            new.append(
+                NewMessage(
+                    first_id or uuid7(),
+                    "event",
+                    meta[1],
+                    meta[2],
+                    data,
+                    correlation_id,
+                    causation_id,
+                )
             )
-        new.append(app._new_message(event, correlation_id, causation_id, None, None, first_id))
         first_id = None
     return new
 

@@ -81,7 +81,11 @@ class StreamStates(Generic[S]):
         states.pop(stream, None)
         states[stream] = (state, version + len(events), events)
         if len(states) > self.limit:
-            # Drop the oldest eighth at once (at least one): finding a dict's first entry walks
-            # the holes left before it, so doing it once per eviction rather than once per put.
-            for oldest in list(islice(states, max(1, self.limit // 8))):
-                del states[oldest]
+            self._evict()
+
+    def _evict(self) -> None:
+        # Drop the oldest eighth at once (at least one): finding a dict's first entry walks the
+        # holes left before it, so doing it once per eviction rather than once per put.
+        states = self._states
+        for oldest in list(islice(states, max(1, self.limit // 8))):
+            del states[oldest]

@@ -269,6 +269,12 @@ class EventLog(abc.ABC):
         """
         return None
 
+    def append_now(self, stream: str, messages: Sequence[NewMessage], expected: int) -> int | None:
+        """:meth:`commit_now` of a transaction holding one append and nothing else (a decided
+        invoke's), without making the transaction: the stream's version after it, or None
+        (without doing anything) when the caller must commit it. The default never can."""
+        return None
+
     @abc.abstractmethod
     async def read_stream(
         self,

@@ -23,6 +23,7 @@ from time import time as time_now
 from typing import Any, LiteralString
 
 import msgspec
+from msgspec.structs import astuple
 
 from tidings.backends._shared import held_from_row, others_ready, settle
 from tidings.errors import (
@@ -56,6 +57,12 @@ _INSERT: LiteralString = (
     "INSERT INTO tidings_log (global_position, stream, stream_position, id, kind, type, version, "
     "data, correlation_id, causation_id, headers, recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+# A log row is (global_position, stream, stream_position), a NewMessage's fields in order, then
+# recorded_at: _row and _apply_alone build it with astuple.
+if NewMessage.__struct_fields__ != (
+    "id", "kind", "type", "version", "data", "correlation_id", "causation_id", "headers"
+):  # fmt: skip
+    raise ImportError("NewMessage's fields are no longer in the order of the log's columns")
 _UPSERT_HELD: LiteralString = (
     "INSERT INTO tidings_held (subscription, partition, stream, global_position, message_id, type, "
     "status, attempts, error, traceback, history, due_at, first_failed_at, last_failed_at) "
@@ -258,6 +265,37 @@ class SqliteStore(Store):
             raise
 
     def commit_now(self, tx: Transaction) -> list[Appended] | None:
+        if not self._may_commit_now():
+            return None
+        done = self._apply_alone(tx)
+        if done is not None:
+            return done
+        assert self._conn is not None
+        try:
+            ((result, error),) = self._commit_txs(self._conn, [tx])
+        except _Locked:
+            return None  # another process writes: queue, and wait for it
+        if error is not None:
+            raise error
+        assert result is not None
+        return result
+
+    def append_now(self, stream: str, messages: Sequence[NewMessage], expected: int) -> int | None:
+        """``commit_now`` of one append (a decided invoke's every commit), without the
+        Transaction: the stream's version after it, or None when ``commit`` must do it.
+        (_may_commit_now, written out.)"""
+        if self._closed:
+            raise StoreClosed()
+        loop = get_running_loop()
+        if loop is not self._loop:
+            self._may_commit_now()  # raises, and says why
+        ready = self._ready
+        if self._flushing or ready is None or (ready and others_ready(loop)):
+            return None
+        return self._append_alone(stream, messages, expected)
+
+    def _may_commit_now(self) -> bool:
+        """Whether a commit can be made in this call: nothing else could join its group."""
         if self._closed:
             raise StoreClosed()
         loop = get_running_loop()
@@ -269,19 +307,9 @@ class SqliteStore(Store):
         # now, in this call, rather than one loop iteration later (a sequential caller's case).
         # (others_ready(loop), written out for its usual case: nothing ready at all.)
         ready = self._ready
-        if self._flushing or ready is None or (ready and others_ready(loop)) or self._conn is None:
-            return None
-        done = self._apply_alone(tx)
-        if done is not None:
-            return done
-        try:
-            ((result, error),) = self._commit_txs(self._conn, [tx])
-        except _Locked:
-            return None  # another process writes: queue, and wait for it
-        if error is not None:
-            raise error
-        assert result is not None
-        return result
+        return not (
+            self._flushing or ready is None or (ready and others_ready(loop)) or self._conn is None
+        )
 
     async def commit(self, tx: Transaction) -> list[Appended]:
         done = self.commit_now(tx)
@@ -423,21 +451,11 @@ class SqliteStore(Store):
         return outcomes
 
     def _apply_alone(self, tx: Transaction) -> list[Appended] | None:
-        """Commit a transaction of one append, to a stream whose version is known here (or
-        expected to be new) and as expected, in its own SQLite transaction: a sequential
-        caller's every commit, without the planning a group needs. None when the long way
-        (``_commit_txs``) must do it: for anything else, and after any SQLite error, rolled back
-        (a collision with a row another process appended, a lock, a failed write), so that
-        there is one place that finds out and tells what went wrong.
-
-        Written out (no call to tx.beyond_appends or _row for one message): right after a disk
-        sync every cache is cold, and each step here costs several times what it costs warm.
-        """
-        top = self._top
+        """Commit a transaction of one append with ``_append_alone``, or None when it cannot
+        (then the long way, ``_commit_txs``, must)."""
         appends = tx.appends
         if (
-            top is None
-            or len(appends) != 1
+            len(appends) != 1
             or tx.checkpoints
             or tx.held
             or tx.unheld
@@ -449,12 +467,31 @@ class SqliteStore(Store):
         ):
             return None
         op = appends[0]
-        messages = op.messages
-        if not messages:
-            return None  # nothing inserted would check what is remembered: the long way reads
+        version = self._append_alone(op.stream, op.messages, op.expected_version)
+        if version is None:
+            return None
+        assert self._top is not None
+        return [Appended(op.stream, version, self._top)]
+
+    def _append_alone(
+        self, stream: str, messages: Sequence[NewMessage], expected: int
+    ) -> int | None:
+        """Commit one append, to a stream whose version is known here (or expected to be new)
+        and as expected, in its own SQLite transaction: a sequential caller's every commit,
+        without the planning a group needs. Returns the stream's version after it, or None when
+        the long way (``_commit_txs``) must do it: for anything else, and after any SQLite
+        error, rolled back (a collision with a row another process appended, a lock, a failed
+        write), so that there is one place that finds out and tells what went wrong.
+
+        Written out (no call to _row for one message): right after a disk sync every cache is
+        cold, and each step here costs several times what it costs warm.
+        """
+        top = self._top
+        if top is None or not messages:
+            # (nothing inserted would check what is remembered: the long way reads)
+            return None
         # A stream expected to be new is not looked up: were it not new, its position 1 would
         # break the log's unique positions (as in _plan).
-        stream, expected = op.stream, op.expected_version
         version = 0 if expected == 0 else self._versions.get(stream)
         if version is None or (expected != version and expected != ANY):
             return None
@@ -463,24 +500,20 @@ class SqliteStore(Store):
         top += 1
         version += 1
         if len(messages) == 1:
-            m = messages[0]
-            row: tuple[Any, ...] = (
-                top, stream, version, m.id, m.kind, m.type, m.version, m.data,
-                m.correlation_id, m.causation_id, m.headers, time_now(),
-            )  # fmt: skip
+            # _row(), written out: a NewMessage's fields are the row's, in order
+            row = (top, stream, version, *astuple(messages[0]), time_now())
         else:
             now = time_now()
             rows = [_row(top + n, stream, version + n, m, now) for n, m in enumerate(messages)]
             top += len(messages) - 1
             version += len(messages) - 1
-        # What the commit leaves is remembered, and its result made, before the commit; a
-        # failure below forgets it all (no top: the next group reads what is stored).
+        # What the commit leaves is remembered before the commit; a failure below forgets it
+        # all (no top: the next group reads what is stored).
         self._top = top
         versions = self._versions
         if len(versions) > 100_000:
             versions.clear()
         versions[stream] = version
-        done = [Appended(stream, version, top)]
         try:
             cur.execute("BEGIN IMMEDIATE")
             if len(messages) == 1:
@@ -496,7 +529,7 @@ class SqliteStore(Store):
             if isinstance(exc, sqlite3.Error):
                 return None
             raise
-        return done
+        return version
 
     def _plan(
         self,
@@ -998,20 +1031,7 @@ class SqliteStore(Store):
 
 def _row(top: int, stream: str, version: int, m: NewMessage, now: float) -> tuple[Any, ...]:
     """The log row of ``m`` at global position ``top``, stream position ``version``."""
-    return (
-        top,
-        stream,
-        version,
-        m.id,
-        m.kind,
-        m.type,
-        m.version,
-        m.data,
-        m.correlation_id,
-        m.causation_id,
-        m.headers,
-        now,
-    )
+    return (top, stream, version, *astuple(m), now)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
