@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from tidings import (
 )
 from tidings.backends._shared import others_ready
 from tidings.backends.memory import MemoryStore
+from tidings.backends.sqlite import SqliteStore
 from tidings.errors import InvalidName, MessageTooLarge
 from tidings.store import Appended, Transaction
 
@@ -365,10 +367,24 @@ class Recording(MemoryStore):
         return await super().commit(tx)
 
 
-async def test_a_store_subclass_that_overrides_commit_sees_every_commit() -> None:
-    # The built-in stores commit at once when they can (commit_now), without commit(): a
-    # subclass's override of commit() must still see every commit of invoke, publish and send.
-    store = Recording()
+class RecordingSqlite(SqliteStore):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.committed: list[Transaction] = []
+
+    async def commit(self, tx: Transaction) -> list[Appended]:
+        self.committed.append(tx)
+        return await super().commit(tx)
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_store_subclass_that_overrides_commit_sees_every_commit(
+    backend: str, tmp_path: Path
+) -> None:
+    # The built-in stores commit at once when they can (commit_now, append_now), without
+    # commit(): a subclass's override of commit() must still see every commit of invoke (a
+    # decider's too), publish and send.
+    store = Recording() if backend == "memory" else RecordingSqlite(tmp_path / "r.db")
     app = make_app()
     app.store = store
     app.decider(
