@@ -454,17 +454,7 @@ class SqliteStore(Store):
         """Commit a transaction of one append with ``_append_alone``, or None when it cannot
         (then the long way, ``_commit_txs``, must)."""
         appends = tx.appends
-        if (
-            len(appends) != 1
-            or tx.checkpoints
-            or tx.held
-            or tx.unheld
-            or tx.outcomes
-            or tx.documents
-            or tx.scheduled
-            or tx.unscheduled
-            or tx.audit
-        ):
+        if len(appends) != 1 or tx.beyond_appends():
             return None
         op = appends[0]
         version = self._append_alone(op.stream, op.messages, op.expected_version)
