@@ -19,6 +19,7 @@ import time
 from asyncio import get_running_loop
 from collections.abc import Callable, Sequence
 from importlib import resources
+from threading import get_ident
 from time import time as time_now
 from typing import Any, LiteralString
 
@@ -153,8 +154,10 @@ class SqliteStore(Store):
         self._top: int | None = None
         self._versions: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: the loop's ready callbacks (asyncio's own loop; None for another kind): see commit_now
+        #: the loop's ready callbacks, and the loop, when it is asyncio's own (which keeps them in
+        #: ``_ready`` and its thread in ``_thread_id``); None for another kind: see _may_commit_now
         self._ready: Any = None
+        self._base_loop: Any = None
         self._pending: list[_Pending] = []
         self._flushing = False
         self._closed = True
@@ -179,6 +182,7 @@ class SqliteStore(Store):
             return
         self._loop = asyncio.get_running_loop()
         self._ready = getattr(self._loop, "_ready", None)
+        self._base_loop = self._loop if isinstance(self._loop, asyncio.BaseEventLoop) else None
         try:
             conn: sqlite3.Connection = await self._retry_locked(self._connect)
         except sqlite3.Error as exc:
@@ -283,14 +287,14 @@ class SqliteStore(Store):
     def append_now(self, stream: str, messages: Sequence[NewMessage], expected: int) -> int | None:
         """``commit_now`` of one append (a decided invoke's every commit), without the
         Transaction: the stream's version after it, or None when ``commit`` must do it.
-        (_may_commit_now, written out.)"""
+        (_may_commit_now, written out for asyncio's own loop running in this thread.)"""
         if self._closed:
             raise StoreClosed()
-        loop = get_running_loop()
-        if loop is not self._loop:
-            self._may_commit_now()  # raises, and says why
-        ready = self._ready
-        if self._flushing or ready is None or (ready and others_ready(loop)):
+        loop = self._base_loop
+        if loop is None or loop._thread_id != get_ident():
+            if not self._may_commit_now():
+                return None
+        elif self._flushing or (self._ready and others_ready(loop)):
             return None
         return self._append_alone(stream, messages, expected)
 
@@ -298,11 +302,17 @@ class SqliteStore(Store):
         """Whether a commit can be made in this call: nothing else could join its group."""
         if self._closed:
             raise StoreClosed()
-        loop = get_running_loop()
-        if loop is not self._loop:
-            raise StoreError(
-                "this SQLite store was opened in another event loop; open one App per event loop"
-            )
+        loop = self._base_loop
+        # The store's loop is the one running here when it is asyncio's own loop and runs in this
+        # thread (a thread runs one loop at a time). Only otherwise is asyncio asked, whose
+        # get_running_loop() makes a getpid() system call every time on Python 3.11.
+        if loop is None or loop._thread_id != get_ident():
+            loop = get_running_loop()
+            if loop is not self._loop:
+                raise StoreError(
+                    "this SQLite store was opened in another event loop; open one App per event "
+                    "loop"
+                )
         # Nothing else can run before a flush would: nobody could join this group, so commit
         # now, in this call, rather than one loop iteration later (a sequential caller's case).
         # (others_ready(loop), written out for its usual case: nothing ready at all.)
