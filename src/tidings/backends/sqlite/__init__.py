@@ -499,12 +499,12 @@ class SqliteStore(Store):
         assert cur is not None
         top += 1
         version += 1
+        rows = None
         if len(messages) == 1:
             # _row(), written out: a NewMessage's fields are the row's, in order
             row = (top, stream, version, *astuple(messages[0]), time_now())
         else:
-            now = time_now()
-            rows = [_row(top + n, stream, version + n, m, now) for n, m in enumerate(messages)]
+            rows = _rows(top, stream, version, messages)
             top += len(messages) - 1
             version += len(messages) - 1
         # What the commit leaves is remembered before the commit; a failure below forgets it
@@ -516,7 +516,7 @@ class SqliteStore(Store):
         versions[stream] = version
         try:
             cur.execute("BEGIN IMMEDIATE")
-            if len(messages) == 1:
+            if rows is None:
                 cur.execute(_INSERT, row)
             else:
                 cur.executemany(_INSERT, rows)
@@ -1032,6 +1032,15 @@ class SqliteStore(Store):
 def _row(top: int, stream: str, version: int, m: NewMessage, now: float) -> tuple[Any, ...]:
     """The log row of ``m`` at global position ``top``, stream position ``version``."""
     return (top, stream, version, *astuple(m), now)
+
+
+def _rows(
+    top: int, stream: str, version: int, messages: Sequence[NewMessage]
+) -> list[tuple[Any, ...]]:
+    """The log rows of ``messages``, the first at global position ``top`` and stream position
+    ``version``. (Not a comprehension in _append_alone, which would make its variables cells.)"""
+    now = time_now()
+    return [_row(top + n, stream, version + n, m, now) for n, m in enumerate(messages)]
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
