@@ -9,7 +9,6 @@ date by upcasters registered on the :class:`TypeRegistry`.
 from __future__ import annotations
 
 import itertools
-import operator
 import os
 import random
 import re
@@ -204,11 +203,13 @@ class Envelope(msgspec.Struct, frozen=True, gc=False):
 
 # --- ids -------------------------------------------------------------------------------------
 
-#: A millisecond's ids: the millisecond, its ids in order, and their first 24 characters.
-_Millisecond = tuple[int, Iterator[str], str]
+#: A millisecond's ids: the millisecond, the text of their first 24 characters, and their counter.
+_Millisecond = tuple[int, str, Iterator[int]]
 
 _uuid_lock = threading.Lock()
-_uuid_state: _Millisecond = (-1, iter(()), "")
+_uuid_state: _Millisecond = (-1, "", itertools.count())
+#: The text of ids up to their last two digits: for which millisecond, for which counter // 256.
+_uuid_head: tuple[_Millisecond | None, int, str] = (None, -1, "")
 _uuid_time_ns = time.time_ns
 _UUID_COUNTER_MAX = 0xFFFF_FFFF_FFFF  # the counter is the last 48 bits (12 hex digits)
 _UUID_HEX2 = [f"{b:02x}" for b in range(256)]
@@ -241,35 +242,49 @@ def uuid7() -> str:
     allows. A clock that steps back does not make ids go back: they stay in the last millisecond
     seen. Ids made by one thread are strictly increasing, and no two ids of a process are equal.
 
-    Without a lock on the way: a millisecond's ids come from one iterator made of itertools and
-    ``str.format`` alone (_uuid_millisecond), so that taking the next one runs no Python code
-    and no other thread can interleave with it; the iterator is replaced (under a lock) when the
-    clock passes its millisecond. An id costs a clock reading and a ``next``.
+    Without a lock on the way: a millisecond's state is one tuple, replaced (under a lock) when the
+    clock passes it, and its counter is an ``itertools.count``, whose ``next`` no other thread can
+    interleave with. Formatting is what costs, so the text up to the counter's last two digits is
+    made once per 256 ids, and each id only looks its last two digits up.
     """
+    global _uuid_head
     ms = _uuid_time_ns() // 1_000_000
     state = _uuid_state
     if ms > state[0]:
         state = _uuid_advance(ms)
-    text = next(state[1], None)
-    if text is None:  # this millisecond's counter is used up: borrow the next one
-        _uuid_advance(state[0] + 1)
-        return uuid7()
-    return text
+    n = next(state[2])
+    head = _uuid_head
+    if head[0] is not state or head[1] != n >> 8:
+        if n > _UUID_COUNTER_MAX:  # this millisecond's counter is used up: borrow the next one
+            _uuid_advance(state[0] + 1)
+            return uuid7()
+        head = _uuid_head = (state, n >> 8, state[1] + f"{n >> 8:010x}")
+    return head[2] + _UUID_HEX2[n & 0xFF]
 
 
 def uuid7_pair() -> tuple[str, str]:
     """Two new ids, the second after the first: for an invoked command and the first message it
-    records, which nearly every invoke makes. One clock reading for both."""
+    records, which nearly every invoke makes. One clock reading and (255 times in 256) no
+    formatting beyond the last two digits of each, instead of a :func:`uuid7` call for each."""
+    global _uuid_head
     ms = _uuid_time_ns() // 1_000_000
     state = _uuid_state
     if ms > state[0]:
         state = _uuid_advance(ms)
-    ids = state[1]
-    first = next(ids, None)
-    second = next(ids, None)
-    if first is None or second is None:  # the counter ran out (after the first): uuid7 borrows
-        return first or uuid7(), uuid7()
-    return first, second
+    counter = state[2]
+    n = next(counter)
+    m = next(counter)
+    head = _uuid_head
+    if head[0] is not state or head[1] != n >> 8 or m >> 8 != n >> 8:
+        if m >> 8 != n >> 8 or m > _UUID_COUNTER_MAX:
+            # The two straddle a head (once in 256), or the counter is used up: uuid7's to
+            # make, n and m unused.
+            first = uuid7()
+            return first, uuid7()
+        # A new millisecond (or the next 256 of its ids): the head, as uuid7 makes it.
+        head = _uuid_head = (state, n >> 8, state[1] + f"{n >> 8:010x}")
+    text = head[2]
+    return text + _UUID_HEX2[n & 0xFF], text + _UUID_HEX2[m & 0xFF]
 
 
 def _uuid_advance(ms: int) -> _Millisecond:
@@ -282,27 +297,7 @@ def _uuid_advance(ms: int) -> _Millisecond:
 
 
 def _uuid_millisecond(ms: int) -> _Millisecond:
-    """Millisecond ``ms``: its first 24 characters, and a counter starting at random below 2**47."""
-    prefix = _uuid_ms_prefix(ms)
-    return ms, _uuid_ids(prefix, _uuid_random.getrandbits(47)), prefix
-
-
-def _uuid_ids(prefix: str, start: int) -> Iterator[str]:
-    """The ids that start with ``prefix`` (24 characters), the counter starting at ``start``.
-
-    After the prefix come the counter's 12 hex digits: ten that change every 256 ids
-    (``str.format``, once per 256) and two looked up. Every part is an iterator of C code, which
-    ends after the counter's last value."""
-    head = (prefix + "{:010x}").format
-    high, low = start >> 8, start & 0xFF
-    heads = itertools.chain(
-        itertools.repeat(head(high), 256 - low),
-        itertools.chain.from_iterable(
-            map(itertools.repeat, map(head, itertools.count(high + 1)), itertools.repeat(256))
-        ),
-    )
-    lows = itertools.islice(itertools.cycle(_UUID_HEX2), low, None)
-    return itertools.islice(map(operator.add, heads, lows), _UUID_COUNTER_MAX + 1 - start)
+    return ms, _uuid_ms_prefix(ms), itertools.count(_uuid_random.getrandbits(47))
 
 
 def _uuid_ms_prefix(ms: int) -> str:

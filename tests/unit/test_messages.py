@@ -76,7 +76,8 @@ def test_uuid7_ids_keep_increasing_when_the_clock_steps_back_or_a_millisecond_ru
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The generator's state is put back afterwards, or later ids would stay in this test's future.
-    monkeypatch.setattr(messages, "_uuid_state", messages._uuid_state)
+    for name in ("_uuid_state", "_uuid_head"):
+        monkeypatch.setattr(messages, name, getattr(messages, name))
     now = [5_000_000_000_000 * 1_000_000]  # ns: a millisecond after any the process has seen
     monkeypatch.setattr(messages, "_uuid_time_ns", lambda: now[0])
     # within a millisecond the last 48 bits count up by one (past a wrap of their last byte)
@@ -86,9 +87,9 @@ def test_uuid7_ids_keep_increasing_when_the_clock_steps_back_or_a_millisecond_ru
     now[0] -= 10_000_000  # the clock steps back 10 ms: ids stay in the last millisecond seen
     ids += [uuid7() for _ in range(3)]
     # a millisecond whose counter is used up: the next id borrows the following millisecond
-    millisecond, _, prefix = messages._uuid_state
-    ids_left = messages._uuid_ids(prefix, messages._UUID_COUNTER_MAX)
-    monkeypatch.setattr(messages, "_uuid_state", (millisecond, ids_left, prefix))
+    millisecond, prefix, _ = messages._uuid_state
+    counter = itertools.count(messages._UUID_COUNTER_MAX)
+    monkeypatch.setattr(messages, "_uuid_state", (millisecond, prefix, counter))
     ids.append(uuid7())  # the counter's last value
     ids.append(uuid7())
     now[0] += 20_000_000
@@ -100,21 +101,11 @@ def test_uuid7_ids_keep_increasing_when_the_clock_steps_back_or_a_millisecond_ru
     assert int(ids[303][-12:], 16) == messages._UUID_COUNTER_MAX
 
 
-@pytest.mark.parametrize("start", [0, 1, 255, 256, 0x1234_5678_9AFF, 2**47 - 1])
-def test_a_millisecond_s_ids_count_up_by_one_from_any_start(start: int) -> None:
-    prefix = "0192d4f1-8c2e-7abc-9def-"
-    ids = list(itertools.islice(messages._uuid_ids(prefix, start), 600))
-    assert all(i.startswith(prefix) and _UUID7.fullmatch(i) for i in ids)
-    assert [int(i[-12:], 16) for i in ids] == list(range(start, start + 600))
-    # and they end after the counter's last value
-    last = list(messages._uuid_ids(prefix, messages._UUID_COUNTER_MAX - 2))
-    assert [i[-12:] for i in last] == ["fffffffffffd", "fffffffffffe", "ffffffffffff"]
-
-
 def test_uuid7_pairs_are_two_ids_in_order_among_the_others(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(messages, "_uuid_state", messages._uuid_state)
+    for name in ("_uuid_state", "_uuid_head"):
+        monkeypatch.setattr(messages, name, getattr(messages, name))
     now = [5_000_000_000_000 * 1_000_000]
     monkeypatch.setattr(messages, "_uuid_time_ns", lambda: now[0])
     ids: list[str] = []
@@ -130,9 +121,9 @@ def test_uuid7_pairs_are_two_ids_in_order_among_the_others(
         ids += uuid7_pair()
     # a millisecond whose counter runs out between or after the two
     for left in (1, 0):
-        millisecond, _, prefix = messages._uuid_state
-        ids_left = messages._uuid_ids(prefix, messages._UUID_COUNTER_MAX - left)
-        monkeypatch.setattr(messages, "_uuid_state", (millisecond, ids_left, prefix))
+        millisecond, prefix, _ = messages._uuid_state
+        counter = itertools.count(messages._UUID_COUNTER_MAX - left)
+        monkeypatch.setattr(messages, "_uuid_state", (millisecond, prefix, counter))
         ids += uuid7_pair()
         ids += uuid7_pair()
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
@@ -158,7 +149,8 @@ def test_uuid7_ids_from_many_threads_are_unique_and_each_thread_s_increase() -> 
 def test_a_forked_child_makes_ids_of_its_own_after_the_parent_s(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(messages, "_uuid_state", messages._uuid_state)
+    for name in ("_uuid_state", "_uuid_head"):
+        monkeypatch.setattr(messages, name, getattr(messages, name))
     now = 5_000_000_000_000 * 1_000_000  # one millisecond for parent and child alike
     monkeypatch.setattr(messages, "_uuid_time_ns", lambda: now)
     before = uuid7()
