@@ -638,7 +638,8 @@ class App:
                     )
                 )
                 ctx._spare_id, spare_id = spare_id, None  # the first attempt's only
-                ctx._decided, decided = decided, None
+                if decided is not None:  # (a refusal or no events, handed over from above)
+                    ctx._decided, decided = decided, None
                 result = handler.fn(command, ctx)
                 if handler.is_async or (handler.is_async is None and type(result) is Coroutine):
                     result = await result
