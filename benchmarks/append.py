@@ -20,6 +20,10 @@ Contenders, all measured in one run:
   own migration file): 1 row per transaction and 1,000 rows per transaction.
 * in memory: ``App(store="memory://").invoke`` of a plain command handler, bare and publishing one
   event, beside a minimal message bus in the style of "Architecture Patterns with Python".
+* a yardstick, not a contender: a hand-written "minimal invoke" that does for the 1-event decider
+  command only what any framework must with these messages (the command, two UUIDv7s, ``decide``,
+  msgspec encoding, the row, the state kept in a dict), paired with raw sqlite3 like tidings. The
+  distance between it and tidings is what tidings' own layers cost.
 
 The disk this was written on is noisy (an fsync takes about 0.5 ms and varies by 40% and more from
 one second to the next), so contenders are interleaved: every round runs each contender once for a
@@ -62,6 +66,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import msgspec
 from eventsourcing.application import Application
 
 import tidings
@@ -72,8 +77,10 @@ from bench_cinema import (  # the shared benchmark domain, beside this file
     cinema_app,
     es_new_screening,
     reserve,
+    screening,
 )
 from tidings import App, Command, Context
+from tidings.messages import uuid7_pair
 
 # --- the cinema domain, for tidings ------------------------------------------------------------
 
@@ -338,6 +345,51 @@ def raw_sqlite(key: str, sync: str, rows_per_tx: int) -> Opener:
                 return rows_per_tx
 
             yield transaction
+        finally:
+            conn.close()
+
+    return open_
+
+
+def ideal_invoke(key: str, sync: str) -> Opener:
+    """The least a framework must do for a 1-event decider invoke with these messages, written by
+    hand: make the command, two UUIDv7s, take a kept state from a dict, decide (the same
+    ``decide``), encode the event with msgspec, insert its row as raw sqlite3 does, keep the
+    state. Nothing checked, nothing shared: a yardstick for tidings' own layers, not a
+    contender."""
+
+    @contextlib.asynccontextmanager
+    async def open_(path: Path) -> AsyncIterator[Step]:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {sync.upper()}")
+            conn.executescript(log_schema())
+            observe(key, conn)
+            cur = conn.cursor()
+            encode = msgspec.json.Encoder().encode
+            decide, stream_of, initial = screening.decide, screening.stream, screening.initial
+            states: dict[str, tuple[Any, int]] = {}
+            ids = itertools.count()
+            top = 0
+
+            async def invoke() -> int:
+                nonlocal top
+                command = reserve(str(next(ids)), 1)
+                command_id, event_id = uuid7_pair()
+                stream = stream_of(command)
+                state, version = states.pop(stream, None) or (initial, 0)
+                (event,) = decide(command, state)
+                top += 1
+                row = (top, stream, version + 1, event_id, "event", "SeatReserved", 1,
+                       encode(event), command_id, command_id, None, time.time())  # fmt: skip
+                cur.execute("BEGIN IMMEDIATE")
+                cur.execute(INSERT, row)
+                cur.execute("COMMIT")
+                states[stream] = (state, version + 1)
+                return 1
+
+            yield invoke
         finally:
             conn.close()
 
@@ -627,6 +679,8 @@ def slots() -> list[Slot]:
     one(BATCHES, "td-append-normal", "tidings app.append 1000, NORMAL",    "events/s", sequential(tidings_append("td-append-normal", "normal", 1000)))
     pair("pair-1-td",    "tidings invoke, 1 event, FULL",  "events/s", lambda k: tidings_invoke(k, "full", 1),
          "pair-1-raw",   "raw sqlite3, 1 row/tx, FULL",    lambda k: raw_sqlite(k, "full", 1))
+    pair("pair-ideal",   "hand-written minimal invoke, FULL", "events/s", lambda k: ideal_invoke(k, "full"),
+         "pair-ideal-raw", "raw sqlite3, 1 row/tx, FULL",   lambda k: raw_sqlite(k, "full", 1))
     pair("pair-1000-td", "tidings app.append 1000, FULL",  "events/s", lambda k: tidings_append(k, "full", 1000),
          "pair-1000-raw", "raw sqlite3, 1000 rows/tx, FULL", lambda k: raw_sqlite(k, "full", 1000))
     pair("pair-mem-td-1",  "tidings memory:// invoke, 1 event", "µs", lambda k: tidings_memory(True),
@@ -657,6 +711,7 @@ TARGETS = [
     Target("app.append 1000 FULL / raw 1000 rows/tx FULL (paired)",       "pair-1000-td",   "pair-1000-raw",   "min", 0.5),
     Target("memory invoke + 1 event / minimal bus + 1 event (paired)",    "pair-mem-td-1",  "pair-mem-bus-1",  "max", 3.0),
     Target("1 caller, 1-event invokes FULL / raw 1 row/tx FULL (slots)",  "td-1-full",      "raw-1-full",      "min", 0.90, False),
+    Target("hand-written minimal invoke FULL / raw 1 row/tx FULL (paired)", "pair-ideal",   "pair-ideal-raw",  "min", 0.90, False),
     Target("app.append 1000 FULL / raw 1000 rows/tx FULL (slots)",        "td-append-full", "raw-1000-full",   "min", 0.5, False),
     Target("16 callers, 1 event FULL / eventsourcing sequential",         "td16-1-full",    "es-1",            "min", 4.0, False),
     Target("16 callers, 10 events FULL / eventsourcing 16 threads, 10",   "td16-10-full",   "es16-10",         "min", 4.0, False),
