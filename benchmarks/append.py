@@ -298,6 +298,21 @@ INSERT = (
 PAYLOAD = b'{"screening_id":"1234567","seat":"A1","customer":"customer-1"}'
 
 
+@contextlib.contextmanager
+def raw_log(key: str, path: Path, sync: str) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection to a new file holding tidings' log table, in WAL mode at
+    ``sync``, closed afterwards."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {sync.upper()}")
+        conn.executescript(log_schema())
+        observe(key, conn)
+        yield conn
+    finally:
+        conn.close()
+
+
 def raw_sqlite(key: str, sync: str, rows_per_tx: int) -> Opener:
     """Rows shaped like the ones tidings writes for a decided event (a 36-character id, the
     command's id as correlation and causation, a new stream for each transaction), inserted with
@@ -305,12 +320,7 @@ def raw_sqlite(key: str, sync: str, rows_per_tx: int) -> Opener:
 
     @contextlib.asynccontextmanager
     async def open_(path: Path) -> AsyncIterator[Step]:
-        conn = sqlite3.connect(path, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {sync.upper()}")
-            conn.executescript(log_schema())
-            observe(key, conn)
+        with raw_log(key, path, sync) as conn:
             position = 0
 
             def transaction() -> int:
@@ -345,8 +355,6 @@ def raw_sqlite(key: str, sync: str, rows_per_tx: int) -> Opener:
                 return rows_per_tx
 
             yield transaction
-        finally:
-            conn.close()
 
     return open_
 
@@ -360,12 +368,7 @@ def ideal_invoke(key: str, sync: str) -> Opener:
 
     @contextlib.asynccontextmanager
     async def open_(path: Path) -> AsyncIterator[Step]:
-        conn = sqlite3.connect(path, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {sync.upper()}")
-            conn.executescript(log_schema())
-            observe(key, conn)
+        with raw_log(key, path, sync) as conn:
             cur = conn.cursor()
             encode = msgspec.json.Encoder().encode
             decide, stream_of, initial = screening.decide, screening.stream, screening.initial
@@ -390,8 +393,6 @@ def ideal_invoke(key: str, sync: str) -> Opener:
                 return 1
 
             yield invoke
-        finally:
-            conn.close()
 
     return open_
 

@@ -375,36 +375,14 @@ class App:
                 return events
             return keep(ctx, stream, state, version, events)
 
-        initial, initial_is_made = decider.initial, callable(decider.initial)
-
-        def handle(command: Command, ctx: Context) -> list[Event] | Awaitable[list[Event]]:
-            # Synchronous when the command is decided on a kept (or assumed new) state and gives
-            # events, an invoke's usual case; a coroutine when the store must be read first.
-            # Written out, as an invoke's every call shows in its time.
-            if ctx._decided is not None:  # invoke decided already: confirm, or append
+        def handle(command: Command, ctx: Context) -> Awaitable[list[Event]]:
+            # App.invoke decides on a kept (or assumed new) state itself, and hands over here
+            # only what it could not finish: a refusal or no events decided on that state
+            # (ctx._decided), confirmed by a read before it is given. Everything else (after a
+            # conflict, with cache=0, a sent command) loads the stream.
+            if ctx._decided is not None:
                 return confirm_and_decide(command, ctx, *ctx._decided)
-            if states is None or not ctx._assume:
-                return load_and_decide(command, ctx)
-            stream = ctx.stream or decider.stream(command)  # invoke's turn key is this stream
-            kept = states.take(stream)
-            if kept is None:  # a stream not seen here: assumed new (decider.initial_state())
-                state: S = initial() if initial_is_made else initial  # type: ignore[operator,assignment]
-                version = 0
-            else:
-                state, version = kept
-            try:
-                events = decider.decide(command, state)
-                if type(events) is not list:
-                    events = list(events)
-            except Exception as exc:  # a refusal, or decide not expecting this state
-                return confirm_and_decide(command, ctx, stream, state, version, exc)
-            if not events:
-                return confirm_and_decide(command, ctx, stream, state, version, None)
-            ctx._assumed = True
-            ctx._append(stream, events, version)
-            # keep(), written out; the context is new for every attempt, so nothing is pending
-            ctx._after = [partial(states.put, stream, state, version, events)]
-            return events
+            return load_and_decide(command, ctx)
 
         handle.__qualname__ = f"Decider({getattr(decider.decide, '__qualname__', 'decide')})"
         for cls in commands:
@@ -414,7 +392,7 @@ class App:
                 CommandHandler(
                     cls,
                     handle,
-                    None,
+                    True,
                     retry_on_conflict,
                     decider.stream,
                     policy or RetryPolicy(),
@@ -561,21 +539,27 @@ class App:
         message_id, spare_id = uuid7_pair()
         correlation_id = correlation_id or message_id
         turns = self._locks._waiting  # StreamTurns' own, written out below: every invoke's path
-        assume = True
-        #: what the decider's way below decided, when it could not commit it
-        decided: tuple[str, Any, int, Exception | None] | None = None
-        states = handler.states
-        if states is not None:  # (a decider reads no headers: it has no Context)
-            # A decider's command on a state kept here, or on a stream not seen here (assumed
-            # new), with the stream's turn free: decided and committed right here, without a
-            # Context — an invoke's usual case, written out. The general way below takes what
-            # this cannot finish: a refusal or no events (which it confirms, as the decider's
-            # handler does), a conflict (it loads the stream and decides again).
-            decider = handler.decider
-            assert decider is not None
-            stream = decider.stream(command)
-            if stream not in turns:
-                kept = states._states.pop(stream, None)  # states.take(stream), written out
+        key = None
+        if handler.lock_stream is not None:
+            key = handler.lock_stream(command)
+            if key in turns:
+                await self._locks.acquire(key)
+            else:
+                turns[key] = None  # try_acquire
+        try:
+            #: what the decider's way below decided, when it could not commit it
+            decided: tuple[str, Any, int, Exception | None] | None = None
+            states = handler.states
+            if states is not None:  # (a decider reads no headers: it has no Context)
+                # A decider's command on a state kept here, or on a stream not seen here
+                # (assumed new): decided and committed right here, on the stream's turn
+                # (``key``), without a Context — an invoke's usual case, written out. The
+                # decider's handler, the general way below, takes what this cannot finish: a
+                # refusal or no events (which it confirms by a read), a conflict (it loads the
+                # stream and decides again, not counted as a retry).
+                decider = handler.decider
+                assert decider is not None and key is not None
+                kept = states._states.pop(key, None)  # states.take(key), written out
                 if kept is None:
                     state = decider.initial
                     if callable(state):
@@ -590,52 +574,36 @@ class App:
                     if type(events) is not list:
                         events = list(events)
                 except Exception as exc:  # a refusal, or decide not expecting this state
-                    decided = (stream, state, version, exc)
+                    decided = (key, state, version, exc)
                 else:
                     if not events:
-                        decided = (stream, state, version, None)
+                        decided = (key, state, version, None)
                     else:
                         messages = new_events(self, events, correlation_id, message_id, spare_id)
-                        turns[stream] = None
                         try:
-                            if self._append_now(validate_stream(stream), messages, version) is None:
-                                one = Transaction([AppendOp(stream, messages, version)])
+                            if self._append_now(validate_stream(key), messages, version) is None:
+                                one = Transaction([AppendOp(key, messages, version)])
                                 if self._commit_now(one) is None:
                                     await self.store.commit(one)
                         except WrongExpectedVersion:
-                            assume = False  # decided on a state assumed, not loaded: load it
+                            pass  # decided on a state assumed, not loaded: the handler loads it
                         else:
                             # states.put, written out: the stream was taken out above
                             kept_states = states._states
-                            kept_states[stream] = (state, version + len(events), events)
+                            kept_states[key] = (state, version + len(events), events)
                             if len(kept_states) > states.limit:
                                 states._evict()
                             if self._wakeups:  # self._committed(), for appends
                                 for wakeup in self._wakeups:
                                     wakeup.set()
                             return events
-                        finally:
-                            if turns[stream]:
-                                self._locks.release(stream)
-                            else:
-                                del turns[stream]
-        key = None
-        if handler.lock_stream is not None:
-            key = handler.lock_stream(command)
-            if key in turns:
-                await self._locks.acquire(key)
-            else:
-                turns[key] = None  # try_acquire
-        try:
             attempt = 0
             while True:
                 # A decider's context carries the stream its command acts on (the turn's key).
                 ctx = (
-                    Context(self, message_id, correlation_id, stream=key, _assume=assume)
+                    Context(self, message_id, correlation_id, stream=key)
                     if headers is None
-                    else Context(
-                        self, message_id, correlation_id, None, headers, key, _assume=assume
-                    )
+                    else Context(self, message_id, correlation_id, None, headers, key)
                 )
                 ctx._spare_id, spare_id = spare_id, None  # the first attempt's only
                 if decided is not None:  # (a refusal or no events, handed over from above)
@@ -650,9 +618,6 @@ class App:
                     if self._commit_now(tx) is None:
                         await self.store.commit(tx)
                 except WrongExpectedVersion:
-                    if ctx._assumed:
-                        assume = False  # decided on a state assumed, not loaded: not a retry
-                        continue
                     if attempt >= handler.retry_on_conflict:
                         raise
                     attempt += 1

@@ -123,10 +123,6 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
     _tx: Transaction | None = None
     #: run after this context's transaction committed (invoke only)
     _after: list[Callable[[], None]] | None = None
-    #: a decider may decide on a state it keeps instead of loading (invoke's first try)
-    _assume: bool = False
-    #: it did, and appended at that state's version
-    _assumed: bool = False
     #: an id made with the message's own, for the first message this handler records
     _spare_id: str | None = None
     #: what invoke decided already, on a decider's kept state: (stream, state, version, refusal)
