@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 
+from tidings.backends import open_store
 from tidings.context import Context, new_events, when
 from tidings.decider import Decider, StreamStates
 from tidings.delivery.alerts import AlertCallback, Alerts
@@ -61,7 +62,6 @@ from tidings.store import (
     Scheduled,
     Store,
     Transaction,
-    open_store,
 )
 
 if TYPE_CHECKING:

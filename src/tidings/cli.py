@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tidings.app import App
+from tidings.backends import open_store
 from tidings.errors import TidingsError
-from tidings.store import open_store
 
 T = TypeVar("T")
 

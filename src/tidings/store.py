@@ -1,4 +1,4 @@
-"""The storage capabilities every backend implements, and the one place store URLs are parsed.
+"""The storage capabilities every backend implements (abstract base classes), and ``Transaction``.
 
 A backend is a class implementing the ABCs below. The log is the foundation: one ordered sequence of
 every message (commands and events alike), split into streams whose positions are gapless.
@@ -10,11 +10,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from typing import Any, Final, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from tidings.errors import ConfigurationError
 from tidings.messages import Envelope, NewMessage
 
 #: ``expected_version``: append whatever the stream's version is.
@@ -187,26 +185,23 @@ class Transaction(msgspec.Struct):
     """Everything one unit of work commits at once, or not at all.
 
     Appends are applied in order, so two appends to one stream in one transaction see each other.
-    Everything but the appends is empty (a shared empty tuple) until given a list: most units of
-    work only append, and eight empty lists for each are measurable. Build the lists, then pass
-    them (``Transaction(held=[...])``) or assign them; :meth:`extend` joins two transactions.
     """
 
     appends: list[AppendOp] = msgspec.field(default_factory=list)
-    checkpoints: Sequence[CheckpointMove] = ()
-    held: Sequence[Held] = ()
-    unheld: Sequence[HeldDelete] = ()
-    outcomes: Sequence[Outcome] = ()
-    documents: Sequence[DocumentWrite] = ()
-    scheduled: Sequence[Scheduled] = ()
-    unscheduled: Sequence[str] = ()
-    audit: Sequence[AuditEntry] = ()
+    checkpoints: list[CheckpointMove] = msgspec.field(default_factory=list)
+    held: list[Held] = msgspec.field(default_factory=list)
+    unheld: list[HeldDelete] = msgspec.field(default_factory=list)
+    outcomes: list[Outcome] = msgspec.field(default_factory=list)
+    documents: list[DocumentWrite] = msgspec.field(default_factory=list)
+    scheduled: list[Scheduled] = msgspec.field(default_factory=list)
+    unscheduled: list[str] = msgspec.field(default_factory=list)
+    audit: list[AuditEntry] = msgspec.field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.appends) or self.beyond_appends()
 
     def beyond_appends(self) -> bool:
-        """Whether it holds anything besides appends (a store's cheap path takes only appends)."""
+        """Whether it holds anything besides appends."""
         return bool(
             self.checkpoints
             or self.held
@@ -220,16 +215,8 @@ class Transaction(msgspec.Struct):
 
     def extend(self, other: Transaction) -> None:
         """Add everything ``other`` holds after what this one holds."""
-        self.appends.extend(other.appends)
-        if other.beyond_appends():
-            self.checkpoints = grow(self.checkpoints, *other.checkpoints)
-            self.held = grow(self.held, *other.held)
-            self.unheld = grow(self.unheld, *other.unheld)
-            self.outcomes = grow(self.outcomes, *other.outcomes)
-            self.documents = grow(self.documents, *other.documents)
-            self.scheduled = grow(self.scheduled, *other.scheduled)
-            self.unscheduled = grow(self.unscheduled, *other.unscheduled)
-            self.audit = grow(self.audit, *other.audit)
+        for name in self.__struct_fields__:
+            getattr(self, name).extend(getattr(other, name))
 
 
 def grow(items: Sequence[T], *more: T) -> list[T]:
@@ -412,6 +399,14 @@ class AuditStore(abc.ABC):
         """The latest entries, newest first."""
 
 
+class ChangeFeed(abc.ABC):
+    """A store that can tell a waiting worker when another process wrote to the log."""
+
+    @abc.abstractmethod
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when the log may have grown, or after ``timeout`` seconds."""
+
+
 class Store(
     EventLog,
     SubscriptionStore,
@@ -425,36 +420,3 @@ class Store(
     """A complete backend: every capability."""
 
     url: str
-
-
-def open_store(url: str) -> Store:
-    """Build the store a URL names: ``memory://``, ``sqlite:///path/to/file.db`` (absolute with
-    four slashes: ``sqlite:////var/lib/app.db``; ``?synchronous=normal`` trades the last commits on a
-    power cut for speed), or ``postgresql://user:password@host:5432/dbname?schema=shop`` (also
-    ``postgres://``; ``schema`` defaults to ``tidings``, other options go to libpq)."""
-    parts = urlsplit(url)
-    options = dict(parse_qsl(parts.query))
-    if parts.scheme == "memory":
-        from tidings.backends.memory import MemoryStore
-
-        return MemoryStore()
-    if parts.scheme == "sqlite":
-        from tidings.backends.sqlite import SqliteStore
-
-        path = parts.path
-        if parts.netloc:
-            raise ConfigurationError(
-                f"store URL {url!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db"
-            )
-        path = path[1:] if path.startswith("/") else path
-        if not path:
-            raise ConfigurationError(f"store URL {url!r} names no file: use sqlite:///app.db")
-        return SqliteStore(path, **options)
-    if parts.scheme in ("postgresql", "postgres"):
-        from tidings.backends.postgres import PostgresStore
-
-        schema = options.pop("schema", "tidings")
-        return PostgresStore(urlunsplit(parts._replace(query=urlencode(options))), schema=schema)
-    raise ConfigurationError(
-        f"unknown store URL {url!r}: use memory://, sqlite:///path.db, postgresql://host/db"
-    )

@@ -17,6 +17,7 @@ import msgspec
 import pytest
 
 import tidings.backends.postgres
+from tidings.backends import open_store
 from tidings.errors import (
     ConfigurationError,
     StoreClosed,
@@ -31,7 +32,6 @@ from tidings.store import (
     Held,
     Store,
     Transaction,
-    open_store,
 )
 from tidings.testing.contract import new_message
 

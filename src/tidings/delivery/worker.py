@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from tidings.delivery.runner import Route, Runner, partition_of
 from tidings.errors import ConfigurationError, StoreError
 from tidings.messages import uuid7
+from tidings.store import ChangeFeed
 
 if TYPE_CHECKING:
     from tidings.app import App
@@ -104,7 +105,7 @@ class Worker:
         ]
         tasks.append(asyncio.create_task(self._schedule(), name="tidings:schedule"))
         listening = None
-        if hasattr(self.app.store, "wait_for_change"):
+        if isinstance(self.app.store, ChangeFeed):
             listening = asyncio.create_task(self._listen(), name="tidings:listen")
             tasks.append(listening)
         log.info("worker %s running %d subscription(s)", self.id, len(self.runners))
@@ -167,7 +168,9 @@ class Worker:
     async def _listen(self) -> None:
         """Wake every runner when the store says the log grew in another process (PostgreSQL's
         LISTEN/NOTIFY); polling stays the safety net."""
-        wait = self.app.store.wait_for_change  # type: ignore[attr-defined]
+        store = self.app.store
+        assert isinstance(store, ChangeFeed)
+        wait = store.wait_for_change
         while not self._stopping.is_set():
             try:
                 await wait(self.idle_poll * 4)

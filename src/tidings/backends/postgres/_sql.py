@@ -4,17 +4,17 @@ schema (quoted as an identifier, never pasted in as text)."""
 from __future__ import annotations
 
 import re
-from importlib import resources
 from typing import LiteralString
 
 from psycopg import sql
 
+from tidings.backends._sql import migrations as read_migrations
+from tidings.backends._sql import named_statements
 from tidings.errors import ConfigurationError
 
 #: The database clock in epoch seconds: every lease and due time is measured on it.
 _NOW: LiteralString = "extract(epoch FROM clock_timestamp())::float8"
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 def validate_schema(schema: str) -> str:
@@ -33,30 +33,18 @@ def _bind(text: str, schema: str) -> sql.Composed:
     return template.format(schema=sql.Identifier(schema), now=sql.SQL(_NOW))
 
 
-def _body(text: str) -> str:
-    return "\n".join(
-        line for line in text.strip().splitlines() if not line.lstrip().startswith("--")
-    ).strip()
-
-
 def queries(schema: str) -> dict[str, bytes]:
     """Every named statement of ``queries.sql``, bound to ``schema``, as the bytes sent: composed
     once here, not at every execution (and so cached by the driver's query conversion)."""
-    text = resources.files(__package__).joinpath("queries.sql").read_text("utf-8")
-    parts = _NAME.split(text)
-    found: dict[str, bytes] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        found[name] = _bind(_body(body), schema).as_bytes(None)
-    return found
+    return {
+        name: _bind(body, schema).as_bytes(None)
+        for name, body in named_statements(__package__ or "").items()
+    }
 
 
 def migrations(schema: str) -> list[tuple[int, str, sql.Composed]]:
     """The numbered migrations, in order, bound to ``schema``."""
-    found = []
-    for entry in resources.files(f"{__package__}.migrations").iterdir():
-        name = entry.name
-        if name.endswith(".sql"):
-            found.append(
-                (int(name.split("_", 1)[0]), name, _bind(entry.read_text("utf-8"), schema))
-            )
-    return sorted(found, key=lambda m: m[0])
+    return [
+        (version, name, _bind(script, schema))
+        for version, name, script in read_migrations(f"{__package__}.migrations")
+    ]

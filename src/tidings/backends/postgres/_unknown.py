@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from tidings.backends.postgres._plan import Result
+from tidings.backends._plan import Result
 from tidings.errors import StoreUnavailable
 
 

@@ -51,10 +51,10 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
+from tidings.backends._plan import Head, Plan, Result, plan_group
 from tidings.backends._shared import held_from_row, others_ready, settle
 from tidings.backends.postgres import _lean, _sql
 from tidings.backends.postgres._listen import Listener
-from tidings.backends.postgres._plan import Head, Plan, Result, plan_group
 from tidings.backends.postgres._unknown import UnknownOutcome, committed
 from tidings.errors import (
     ConfigurationError,
@@ -69,6 +69,7 @@ from tidings.store import (
     Appended,
     AppendOp,
     AuditEntry,
+    ChangeFeed,
     Held,
     Outcome,
     PartitionInfo,
@@ -126,7 +127,7 @@ def _signed32(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-class PostgresStore(Store):
+class PostgresStore(Store, ChangeFeed):
     """A store in a PostgreSQL schema. ``App(store="postgresql://user@host/db?schema=shop")`` or
     ``PostgresStore(url, schema="shop")``.
 
