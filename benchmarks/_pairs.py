@@ -254,7 +254,12 @@ class Single:
             self.others.setdefault(name, []).append(found[name])
 
     def detail(self) -> str:
-        return ", ".join(f"{name} {fmt(statistics.median(v))}" for name, v in self.others.items())
+        """The other values' medians; a name's last word is its unit (``"p50 ms"``)."""
+        shown = []
+        for name, values in self.others.items():
+            what, _, unit = name.rpartition(" ")
+            shown.append(f"{what} {fmt(statistics.median(values))} {unit}")
+        return ", ".join(shown)
 
 
 Slot = Pair | Single
@@ -284,22 +289,22 @@ async def run_rounds(slots: Sequence[Slot], args: argparse.Namespace) -> None:
 
 def table(slots: Sequence[Slot]) -> list[str]:
     """Each slot's median, floor and verdict, every round's value, and what it is made of."""
-    head = f"{'key':<14} {'target':<58} {'median':>9} {'floor':>10}  {'verdict':<7}  rounds"
+    head = f"{'key':<10} {'target':<58} {'median':>16} {'floor':>16}  {'verdict':<7}  rounds"
     lines = [head, "-" * len(head)]
     for slot in slots:
         if not slot.values:
             continue
         median = statistics.median(slot.values)
-        x = "x" if isinstance(slot, Pair) else ""
+        unit = "x" if isinstance(slot, Pair) else f" {slot.unit}"
         verdict = "info" if slot.floor is None else "MET" if slot.floor.met(median) else "MISSED"
-        floor = "" if slot.floor is None else f"{slot.floor}{x}"
+        floor = "" if slot.floor is None else f"{slot.floor}{unit}"
         rounds = " ".join(fmt(v) for v in slot.values)
         lines.append(
-            f"{slot.key:<14} {slot.label:<58} {fmt(median) + x:>9} {floor:>10}  {verdict:<7}  {rounds}"
+            f"{slot.key:<10} {slot.label:<58} {fmt(median) + unit:>16} {floor:>16}  {verdict:<7}"
+            f"  {rounds}"
         )
-        unit = "" if x else f" ({slot.unit})"
-        if slot.detail() or unit:
-            lines.append(f"{'':<14}   medians{unit}: {slot.detail()}".rstrip(": "))
+        if slot.detail():
+            lines.append(f"{'':<10}   medians: {slot.detail()}")
     if FAILED_CHECKS:
         lines += ["", "FAILED CHECKS (the numbers above may be wrong):"]
         lines += [f"  {what}" for what in FAILED_CHECKS]
@@ -408,7 +413,14 @@ def main(
     print("\n".join(table(slots)), flush=True)
 
 
-@contextlib.asynccontextmanager
-async def turn_of(turn: Turn) -> AsyncIterator[Turn]:
-    """A contender that needs no set-up (a one-shot trial does its own)."""
-    yield turn
+def one_shot(trial: Callable[[], Awaitable[Sample]]) -> Contender:
+    """A contender whose every turn is one whole trial that sets itself up and times itself."""
+
+    @contextlib.asynccontextmanager
+    async def contender() -> AsyncIterator[Turn]:
+        async def turn(seconds: float) -> Sample:
+            return await trial()
+
+        yield turn
+
+    return contender
