@@ -212,7 +212,7 @@ class Pair:
             done = 0
             want = 0.0 if self.turns else seconds
             while min(times) < want or done < self.turns:
-                for i in (0, 1) if done % 2 == 0 else (1, 0):
+                for i in (0, 1) if (done + len(self.values)) % 2 == 0 else (1, 0):
                     sample = await turns[i](self.block)
                     counts[i] += sample.count
                     times[i] += sample.seconds

@@ -133,7 +133,7 @@ def ideal_invoke() -> Contender:
                 command = reserve(str(next(ids)), 1)
                 command_id, event_id = uuid7(), uuid7()
                 stream = screening.stream(command)
-                state, version = states.pop(stream, None) or (screening.initial, 0)
+                state, version = states.pop(stream, None) or (frozenset(), 0)
                 (event,) = screening.decide(command, state)
                 top += 1
                 row = (top, stream, version + 1, event_id, "event", "SeatReserved", 1,

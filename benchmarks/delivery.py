@@ -97,7 +97,7 @@ async def publish_log(
     counts = [0] * streams
     done = call = 0
     while done < events:
-        calls = []
+        calls: list[Awaitable[Any]] = []
         while len(calls) < 100 and done < events:
             stream_no, size = call % streams, min(10, events - done)
             first = counts[stream_no]
