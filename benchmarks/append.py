@@ -2,8 +2,8 @@
 
 Run by hand (not in CI)::
 
-    python benchmarks/append.py               # 7 rounds, about 2 minutes
-    python benchmarks/append.py --quick       # 3 short rounds, under a minute
+    python benchmarks/append.py               # 7 rounds, about a minute
+    python benchmarks/append.py --quick       # 3 short rounds, about 20 s
     python benchmarks/append.py --only seq --rounds 15
 
 Every slot is a pair (see ``_pairs.py``): tidings and its peer, each on its own fresh file in the

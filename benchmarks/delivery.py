@@ -2,8 +2,8 @@
 
 Run by hand (not in CI)::
 
-    python benchmarks/delivery.py                 # 5 rounds, about 5 minutes
-    python benchmarks/delivery.py --quick         # 2 rounds, smaller logs, 1-2 minutes
+    python benchmarks/delivery.py                 # 5 rounds, about 4 minutes
+    python benchmarks/delivery.py --quick         # 2 rounds, smaller logs, about a minute
     python benchmarks/delivery.py --only latency --rounds 9
 
 Every database is a fresh SQLite file at ``synchronous=FULL`` (tidings' default), except the big

@@ -2,8 +2,8 @@
 
 Run by hand (not in CI), against a server it may create a database on::
 
-    python benchmarks/postgres.py                 # 5 rounds, about 5 minutes
-    python benchmarks/postgres.py --quick         # 2 short rounds, 1-2 minutes
+    python benchmarks/postgres.py                 # 5 rounds, about 2 minutes
+    python benchmarks/postgres.py --quick         # 2 short rounds, under a minute
     python benchmarks/postgres.py --only seq --rounds 9 --url postgresql://user@host:5432/db
 
 The run creates a database (``tidings_bench_<pid>``) on the server of ``--url``, gives every
