@@ -1,5 +1,4 @@
-"""The ``App``: the facade where messages and handlers are registered, and commands invoked or sent
-and events published.
+"""The ``App``: the facade where handlers are registered and messages invoked, sent and published.
 
 One App is one service. It is wired explicitly (``App("cinema", store="sqlite:///cinema.db")``) and
 opens its store on first use or in ``async with app:``; nothing happens at import.
@@ -318,7 +317,8 @@ class App:
         the handler did is committed.
         """
         handler = self.handlers.handler_of(command)
-        await self.open()
+        if not self._opened:
+            await self.open()
         return await handler.invoke(command, self.services, correlation_id, headers)
 
     async def send(
@@ -386,7 +386,8 @@ class App:
     ) -> None:
         tx = Transaction()
         record(tx, new, stream, delay, at, expected_version)
-        await self.open()
+        if not self._opened:
+            await self.open()
         await self.committer.commit(tx)
 
     async def append(
@@ -403,22 +404,10 @@ class App:
         ``ids`` names the events (default: new UUIDv7s). Appending again with ids that are all in
         the log already records nothing and returns where they are — a writer unsure whether its
         append went through can append again. (Their content is not compared.)"""
-        events = list(events)
-        if ids is not None and len(ids) != len(events):
-            raise ValueError(f"app.append: {len(ids)} ids for {len(events)} events")
-        new = []
-        for n, event in enumerate(events):
-            if not isinstance(event, Event):
-                raise TypeError(
-                    f"app.append takes events, got {type(event).__name__}: send commands with app.send"
-                )
-            new.append(
-                self.factory.new(
-                    event, correlation_id=correlation_id, id=None if ids is None else ids[n]
-                )
-            )
+        new = self.factory.events(events, correlation_id, None, ids=ids, via="app")
         tx = Transaction([AppendOp(validate_stream(stream), new, expected_version)])
-        await self.open()
+        if not self._opened:
+            await self.open()
         (done,) = await self.committer.commit(tx)
         return done
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from tidings.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -76,17 +76,34 @@ class MessageFactory:
         )
 
     def events(
-        self, events: Iterable[Event], correlation_id: str, causation_id: str
+        self,
+        events: Iterable[Event],
+        correlation_id: str | None,
+        causation_id: str | None,
+        *,
+        ids: Sequence[str] | None = None,
+        via: str = "ctx",
     ) -> list[NewMessage]:
-        """``events`` encoded for one append, caused by ``causation_id``."""
+        """``events`` encoded for one append, named by ``ids`` when given (``via`` names the
+        caller in the error for a message that is not an event)."""
+        events = list(events)
+        if ids is not None and len(ids) != len(events):
+            raise ValueError(f"{via}.append: {len(ids)} ids for {len(events)} events")
         new = []
-        for event in events:
+        for n, event in enumerate(events):
             if not isinstance(event, Event):
                 raise TypeError(
-                    f"ctx.append takes events, got {type(event).__name__}: send commands with "
-                    "ctx.send"
+                    f"{via}.append takes events, got {type(event).__name__}: send commands with "
+                    f"{via}.send"
                 )
-            new.append(self.new(event, correlation_id=correlation_id, causation_id=causation_id))
+            new.append(
+                self.new(
+                    event,
+                    correlation_id=correlation_id,
+                    causation_id=causation_id,
+                    id=None if ids is None else ids[n],
+                )
+            )
         return new
 
     def to_send(

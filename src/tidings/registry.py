@@ -1,5 +1,4 @@
-"""The handler registry: the one handler of each command type, the subscribers, and the problems
-``validate`` finds in them."""
+"""The handler registry: each command type's one handler, the subscribers, and wiring problems."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The repository: reads streams and documents for the application, decoded, and folds streams into states."""
+"""The repository: streams and documents read for the application, and streams folded into states."""
 
 from __future__ import annotations
 
