@@ -21,8 +21,8 @@ from tidings.errors import (
     TidingsError,
     WrongExpectedVersion,
 )
-from tidings.handlers import Problem
 from tidings.messages import Command, Envelope, Event, Message, uuid7
+from tidings.registry import Problem
 from tidings.store import ANY, NO_STREAM
 
 # A library logs; the application decides where it goes (nothing is printed unless it configures

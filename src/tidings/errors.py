@@ -38,6 +38,10 @@ class Refused(TidingsError):
         return f"Refused({self.reason!r}, code={self.code!r})"
 
 
+class DeadLetterNotFound(TidingsError):
+    """No held message has this id; list them with `tidings dlq list`."""
+
+
 class CommandDead(TidingsError):
     """A sent command was given up on after its last attempt; it is a dead letter now."""
 

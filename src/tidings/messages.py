@@ -242,10 +242,9 @@ def uuid7() -> str:
     allows. A clock that steps back does not make ids go back: they stay in the last millisecond
     seen. Ids made by one thread are strictly increasing, and no two ids of a process are equal.
 
-    Without a lock on the way: a millisecond's state is one tuple, replaced (under a lock) when the
-    clock passes it, and its counter is an ``itertools.count``, whose ``next`` no other thread can
-    interleave with. Formatting is what costs, so the text up to the counter's last two digits is
-    made once per 256 ids, and each id only looks its last two digits up.
+    A millisecond's state is one tuple, replaced under a lock when the clock passes it; its counter
+    is an ``itertools.count``, whose ``next`` is atomic. The text up to the counter's last two
+    digits is made once per 256 ids.
     """
     global _uuid_head
     ms = _uuid_time_ns() // 1_000_000
@@ -260,31 +259,6 @@ def uuid7() -> str:
             return uuid7()
         head = _uuid_head = (state, n >> 8, state[1] + f"{n >> 8:010x}")
     return head[2] + _UUID_HEX2[n & 0xFF]
-
-
-def uuid7_pair() -> tuple[str, str]:
-    """Two new ids, the second after the first: for an invoked command and the first message it
-    records, which nearly every invoke makes. One clock reading and (255 times in 256) no
-    formatting beyond the last two digits of each, instead of a :func:`uuid7` call for each."""
-    global _uuid_head
-    ms = _uuid_time_ns() // 1_000_000
-    state = _uuid_state
-    if ms > state[0]:
-        state = _uuid_advance(ms)
-    counter = state[2]
-    n = next(counter)
-    m = next(counter)
-    head = _uuid_head
-    if head[0] is not state or head[1] != n >> 8 or m >> 8 != n >> 8:
-        if m >> 8 != n >> 8 or m > _UUID_COUNTER_MAX:
-            # The two straddle a head (once in 256), or the counter is used up: uuid7's to
-            # make, n and m unused.
-            first = uuid7()
-            return first, uuid7()
-        # A new millisecond (or the next 256 of its ids): the head, as uuid7 makes it.
-        head = _uuid_head = (state, n >> 8, state[1] + f"{n >> 8:010x}")
-    text = head[2]
-    return text + _UUID_HEX2[n & 0xFF], text + _UUID_HEX2[m & 0xFF]
 
 
 def _uuid_advance(ms: int) -> _Millisecond:

@@ -29,7 +29,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -37,9 +37,6 @@ from tidings.context import Context
 from tidings.errors import ConfigurationError
 from tidings.messages import Command, Event, uuid7, validate_subscription_name
 from tidings.store import NO_STREAM
-
-if TYPE_CHECKING:
-    from tidings.app import App
 
 S = TypeVar("S")
 
@@ -81,6 +78,12 @@ class Instance(msgspec.Struct):
     done: bool = False
     state: msgspec.Raw = msgspec.Raw(b"null")
     timeouts: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Documents(Protocol):
+    """Where documents are read: an App, or a handler's Context."""
+
+    async def get(self, collection: str, key: str, type: type[Instance]) -> Instance | None: ...
 
 
 class Step:
@@ -263,9 +266,10 @@ class Workflow(Generic[S]):
         instance.version += 1
         ctx.put(self.collection, key, instance)
 
-    async def instance(self, app: App, key: str) -> tuple[S | None, bool]:
-        """An instance's current state and whether it is done (``(None, False)`` if none)."""
-        stored = await app.get(self.collection, key, Instance)
+    async def instance(self, documents: Documents, key: str) -> tuple[S | None, bool]:
+        """An instance's current state and whether it is done (``(None, False)`` if none), read
+        through ``documents`` (an App)."""
+        stored = await documents.get(self.collection, key, Instance)
         if stored is None:
             return None, False
         return msgspec.json.decode(stored.state, type=self.state), stored.done

@@ -240,7 +240,7 @@ def test_kept_states_stay_within_the_limit_dropping_the_oldest_first() -> None:
     assert states.take("s-50") is None  # an old one is gone
     states.put("s-98", 7, 3)  # put again: now the newest, so it outlives older ones
     n = 100
-    while "s-97" in states._states:
+    while "s-97" in states:
         states.put(f"s-{n}", 0, 0)
         n += 1
         assert n < 120
@@ -434,7 +434,7 @@ async def test_a_decided_invoke_wakes_this_process_s_workers_and_records_its_cau
     app = cinema(tmp_path / "s.db")
     async with app:
         wakeup = asyncio.Event()  # what a worker's subscription waits on between polls
-        app._wakeups.add(wakeup)
+        app.committer.add_wakeup(wakeup)
         await app.invoke(Reserve(screening="1", seat="A1"), correlation_id="order-7")
         assert wakeup.is_set()
         (stored,) = await app.read_stream("screening-1")

@@ -15,7 +15,7 @@ import pytest
 
 from tidings import App, Command, Event, MessageDecodeError, messages
 from tidings.errors import ConfigurationError, UnknownMessageType
-from tidings.messages import Envelope, TypeRegistry, uuid7, uuid7_pair
+from tidings.messages import Envelope, TypeRegistry, uuid7
 
 
 class TicketSold(Event, type_name="cinema.TicketSold", version=3):
@@ -99,35 +99,6 @@ def test_uuid7_ids_keep_increasing_when_the_clock_steps_back_or_a_millisecond_ru
     ms = [uuid.UUID(i).int >> 80 for i in ids]
     assert ms == [5_000_000_000_000] * 304 + [5_000_000_000_001] + [5_000_000_000_010] * 3
     assert int(ids[303][-12:], 16) == messages._UUID_COUNTER_MAX
-
-
-def test_uuid7_pairs_are_two_ids_in_order_among_the_others(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    for name in ("_uuid_state", "_uuid_head"):
-        monkeypatch.setattr(messages, name, getattr(messages, name))
-    now = [5_000_000_000_000 * 1_000_000]
-    monkeypatch.setattr(messages, "_uuid_time_ns", lambda: now[0])
-    ids: list[str] = []
-    for i in range(700):  # across several wraps of the last byte, and a millisecond change
-        if i == 350:
-            now[0] += 1_000_000
-        first, second = uuid7_pair()
-        ids += [first, second, uuid7()]
-    # pairs alone: each new millisecond's first pair makes the head
-    for i in range(600):
-        if i % 7 == 0:
-            now[0] += 1_000_000
-        ids += uuid7_pair()
-    # a millisecond whose counter runs out between or after the two
-    for left in (1, 0):
-        millisecond, prefix, _ = messages._uuid_state
-        counter = itertools.count(messages._UUID_COUNTER_MAX - left)
-        monkeypatch.setattr(messages, "_uuid_state", (millisecond, prefix, counter))
-        ids += uuid7_pair()
-        ids += uuid7_pair()
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    assert all(_UUID7.fullmatch(i) for i in ids)
 
 
 def test_uuid7_ids_from_many_threads_are_unique_and_each_thread_s_increase() -> None:

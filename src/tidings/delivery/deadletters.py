@@ -9,20 +9,14 @@ from __future__ import annotations
 import builtins
 import getpass
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from tidings.errors import TidingsError
+from tidings.committer import Committer
+from tidings.errors import DeadLetterNotFound, TidingsError
 from tidings.messages import Envelope
 from tidings.store import DEAD, REPLAY, WAITING, AuditEntry, Held, HeldDelete, Transaction
-
-if TYPE_CHECKING:
-    from tidings.app import App
-
-
-class DeadLetterNotFound(TidingsError):
-    """No held message has this id; list them with `tidings dlq list`."""
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -53,10 +47,12 @@ def _actor(actor: str | None) -> str:
 
 
 class DeadLetters:
-    """``app.dead_letters``: list, show, retry and skip."""
+    """``app.dead_letters``: list, show, retry and skip. ``ready`` opens the store (once)."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(self, committer: Committer, ready: Callable[[], Awaitable[object]]) -> None:
+        self.committer = committer
+        self.store = committer.store
+        self.ready = ready
 
     async def list(
         self,
@@ -67,15 +63,15 @@ class DeadLetters:
         limit: int = 100,
     ) -> builtins.list[Held]:
         """Held messages, dead ones by default (``status=None`` for every held message)."""
-        await self.app.open()
-        return await self.app.store.held(
+        await self.ready()
+        return await self.store.held(
             subscription=subscription, stream=stream, status=status, limit=limit
         )
 
     async def get(self, id: int) -> Held:
         """One held message by id."""
-        await self.app.open()
-        found = await self.app.store.held(id=id, limit=1)
+        await self.ready()
+        found = await self.store.held(id=id, limit=1)
         if not found:
             raise DeadLetterNotFound(f"no held message #{id}; list them with `tidings dlq list`")
         return found[0]
@@ -83,9 +79,9 @@ class DeadLetters:
     async def show(self, id: int) -> DeadLetter:
         """A held message with its envelope and the number of messages waiting behind it."""
         held = await self.get(id)
-        found = await self.app.store.read_all(after=held.global_position - 1, limit=1)
+        found = await self.store.read_all(after=held.global_position - 1, limit=1)
         envelope = found[0] if found and found[0].global_position == held.global_position else None
-        behind = await self.app.store.held(
+        behind = await self.store.held(
             subscription=held.subscription, stream=held.stream, status=WAITING
         )
         return DeadLetter(
@@ -107,9 +103,7 @@ class DeadLetters:
         ]
 
     async def _head(self, held: Held) -> Held:
-        rows = await self.app.store.held(
-            subscription=held.subscription, stream=held.stream, limit=1
-        )
+        rows = await self.store.held(subscription=held.subscription, stream=held.stream, limit=1)
         return rows[0]
 
     async def retry(self, id: int, *, actor: str | None = None) -> Held:
@@ -130,8 +124,8 @@ class DeadLetters:
         self, subscription: str, stream: str, *, actor: str | None = None
     ) -> int:
         """Retry the held message at the head of one stream (the rest follow). Returns 0 or 1."""
-        await self.app.open()
-        rows = await self.app.store.held(subscription=subscription, stream=stream, limit=1)
+        await self.ready()
+        rows = await self.store.held(subscription=subscription, stream=stream, limit=1)
         if not rows or rows[0].status == WAITING:
             return 0
         await self._mark(rows, "dlq.retry-stream", actor)
@@ -154,7 +148,7 @@ class DeadLetters:
         """Give up on a held message: it is not handled, and the messages waiting behind it in its
         stream are released, in order."""
         held = await self.get(id)
-        stream = await self.app.store.held(subscription=held.subscription, stream=held.stream)
+        stream = await self.store.held(subscription=held.subscription, stream=held.stream)
         behind = [h for h in stream if h.global_position > held.global_position][:1]
         tx = Transaction(
             unheld=[HeldDelete(held.subscription, held.global_position)],
@@ -166,7 +160,7 @@ class DeadLetters:
             ],
             audit=[self._audit("dlq.skip", held, actor)],
         )
-        await self.app._commit(tx)
+        await self.committer.commit(tx)
         return held
 
     async def _mark(self, rows: builtins.list[Held], action: str, actor: str | None) -> None:
@@ -176,7 +170,7 @@ class DeadLetters:
             ],
             audit=[self._audit(action, h, actor) for h in rows],
         )
-        await self.app._commit(tx)
+        await self.committer.commit(tx)
 
     @staticmethod
     def _audit(action: str, held: Held, actor: str | None) -> AuditEntry:

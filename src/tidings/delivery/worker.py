@@ -24,15 +24,16 @@ import random
 import signal
 import socket
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
-from tidings.delivery.runner import Route, Runner, partition_of
+from tidings.context import Services
+from tidings.delivery.alerts import Alerts
+from tidings.delivery.handling import Route
+from tidings.delivery.runner import Runner, Settings, partition_of
 from tidings.errors import ConfigurationError, StoreError
 from tidings.messages import uuid7
-from tidings.store import ChangeFeed
-
-if TYPE_CHECKING:
-    from tidings.app import App
+from tidings.registry import Handlers
+from tidings.store import ChangeFeed, Store
 
 log = logging.getLogger("tidings.worker")
 
@@ -40,17 +41,21 @@ __all__ = ["Worker", "partition_of"]
 
 
 class Worker:
-    """Runs every subscription and sent-command handler of an app.
+    """Runs every subscription and sent-command handler of an app (made by ``app.worker()``).
 
     ``lease_ttl`` is how long a partition stays with a worker that stopped renewing it (a killed
     worker's partitions are taken over after at most this long). ``batch_size`` is how many
-    messages are read and committed together.
+    messages are read and committed together. ``ready`` opens the store (once) before it runs.
     """
 
     def __init__(
         self,
-        app: App,
+        store: Store,
+        handlers: Handlers,
+        services: Services,
+        alerts: Alerts,
         *,
+        ready: Callable[[], Awaitable[object]] | None = None,
         worker_id: str | None = None,
         lease_ttl: float = 10.0,
         batch_size: int = 500,
@@ -58,7 +63,11 @@ class Worker:
         replay_interval: float = 0.1,
         seed: int | None = None,
     ) -> None:
-        self.app = app
+        self.store = store
+        self.handlers = handlers
+        self.services = services
+        self.alerts = alerts
+        self.ready = ready
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid7()[-12:]}"
         self.lease_ttl = lease_ttl
         self.batch_size = batch_size
@@ -70,18 +79,25 @@ class Worker:
         self._schedule_wakeup = asyncio.Event()
 
     def _routes(self) -> list[Route]:
-        routes = [Route.for_subscriber(s) for s in self.app.subscribers.values()]
-        routes += [Route.for_command(h) for h in self.app.command_handlers.values()]
+        routes = [Route.for_subscriber(s) for s in self.handlers.subscribers.values()]
+        routes += [Route.for_command(h) for h in self.handlers.commands.values()]
         return routes
 
     async def _prepare(self) -> None:
-        await self.app.open()
-        problems = self.app.validate()
+        if self.ready is not None:
+            await self.ready()
+        problems = self.handlers.problems()
         if problems:
             raise ConfigurationError(
                 "the app is not ready to run: " + "; ".join(p.message for p in problems)
             )
-        self.runners = [Runner(self, route) for route in self._routes()]
+        settings = Settings(
+            self.id, self.lease_ttl, self.batch_size, self.replay_interval, self.rng
+        )
+        self.runners = [
+            Runner(route, self.store, self.services, self.alerts, settings)
+            for route in self._routes()
+        ]
         for runner in self.runners:
             await runner.setup()
 
@@ -105,7 +121,7 @@ class Worker:
         ]
         tasks.append(asyncio.create_task(self._schedule(), name="tidings:schedule"))
         listening = None
-        if isinstance(self.app.store, ChangeFeed):
+        if isinstance(self.store, ChangeFeed):
             listening = asyncio.create_task(self._listen(), name="tidings:listen")
             tasks.append(listening)
         log.info("worker %s running %d subscription(s)", self.id, len(self.runners))
@@ -125,13 +141,13 @@ class Worker:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             try:
-                await self.app.store.release(self.id)
+                await self.store.release(self.id)
             except StoreError as exc:
                 log.warning("could not release leases: %s", exc)
             log.info("worker %s stopped", self.id)
 
     async def _run_runner(self, runner: Runner) -> None:
-        self.app._wakeups.add(runner.wakeup)
+        self.services.committer.add_wakeup(runner.wakeup)
         idle = 0.005
         try:
             while not self._stopping.is_set():
@@ -159,7 +175,7 @@ class Worker:
                 except TimeoutError:
                     idle = min(idle * 2, self.idle_poll)
         finally:
-            self.app._wakeups.discard(runner.wakeup)
+            self.services.committer.discard_wakeup(runner.wakeup)
 
     async def _pause(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -168,7 +184,7 @@ class Worker:
     async def _listen(self) -> None:
         """Wake every runner when the store says the log grew in another process (PostgreSQL's
         LISTEN/NOTIFY); polling stays the safety net."""
-        store = self.app.store
+        store = self.store
         assert isinstance(store, ChangeFeed)
         wait = store.wait_for_change
         while not self._stopping.is_set():
@@ -184,16 +200,16 @@ class Worker:
 
     async def _schedule(self) -> None:
         wakeup = self._schedule_wakeup
-        self.app._wakeups.add(wakeup)
+        self.services.committer.add_wakeup(wakeup)
         try:
             while not self._stopping.is_set():
                 wakeup.clear()
                 try:
-                    if await self.app.store.release_due():
+                    if await self.store.release_due():
                         for runner in self.runners:
                             runner.wakeup.set()
                         continue
-                    due = await self.app.store.next_due()
+                    due = await self.store.next_due()
                 except StoreError as exc:
                     log.warning("scheduler: %s", exc)
                     due = None
@@ -201,7 +217,7 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), timeout=max(timeout, 0.001))
         finally:
-            self.app._wakeups.discard(wakeup)
+            self.services.committer.discard_wakeup(wakeup)
 
     async def drain(self, *, max_rounds: int = 100_000) -> int:
         """Deliver until nothing is left to do now, as the only worker (tests, the harness, scripts).
@@ -214,7 +230,7 @@ class Worker:
         rounds = 0
         try:
             while rounds < max_rounds:
-                did = await self.app.store.release_due() > 0
+                did = await self.store.release_due() > 0
                 for runner in self.runners:
                     did = await runner.step(replay=True) or did
                 if not did:
@@ -222,4 +238,4 @@ class Worker:
                 rounds += 1
             return rounds
         finally:
-            await self.app.store.release(self.id)
+            await self.store.release(self.id)

@@ -148,7 +148,7 @@ class WorkflowSpec(Generic[S]):
 
     async def _step(self, event: Event) -> Step:
         await self.app.open()
-        ctx = Context(self.app, message_id=uuid7(), correlation_id="spec")
+        ctx = Context(self.app.factory, self.app.reader, uuid7(), "spec")
         await self.workflow.react(event, ctx)
         tx: Transaction = ctx.transaction
         step = Step()
@@ -170,7 +170,7 @@ class WorkflowSpec(Generic[S]):
                 step.sent.append(message)
             elif isinstance(message, Event):
                 step.published.append(message)
-        await self.app._commit(tx)
+        await self.app.committer.commit(tx)
         key = event.key if isinstance(event, WorkflowTimeout) else None
         if key is None:
             entry = self.workflow.handlers.get(type(event))

@@ -1,0 +1,310 @@
+"""Handling one message: its handler run under the retry policy, and what that leaves in a batch."""
+
+from __future__ import annotations
+
+import random
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from tidings.context import Context, Overlay, Services
+from tidings.delivery.alerts import Alert
+from tidings.delivery.policy import RetryPolicy
+from tidings.errors import ConfigurationError, MessageDecodeError, Refused
+from tidings.messages import CommandFailed, Envelope
+from tidings.registry import CommandHandler, Subscriber
+from tidings.store import (
+    ANY,
+    DEAD,
+    FAILED,
+    REFUSED,
+    RETRYING,
+    SUCCEEDED,
+    WAITING,
+    AppendOp,
+    Attempt,
+    Held,
+    Outcome,
+    Transaction,
+)
+
+_encoder = msgspec.json.Encoder()
+#: How many failed attempts a held message keeps in its history.
+_HISTORY = 50
+
+
+@dataclass(frozen=True)
+class Route:
+    """What one subscription delivers, and to whom."""
+
+    name: str
+    types: tuple[str, ...]
+    fn: Any
+    is_async: bool
+    policy: RetryPolicy
+    start: str
+    partitions: int
+    #: set for the subscription of a sent-command handler
+    command: CommandHandler | None = None
+
+    @classmethod
+    def for_subscriber(cls, sub: Subscriber) -> Route:
+        return cls(
+            sub.name,
+            tuple(e.__type_name__ for e in sub.events),
+            sub.fn,
+            sub.is_async,
+            sub.policy,
+            sub.start,
+            sub.partitions,
+        )
+
+    @classmethod
+    def for_command(cls, handler: CommandHandler) -> Route:
+        return cls(
+            handler.subscription,
+            (handler.command.__type_name__,),
+            handler.fn,
+            handler.is_async,
+            handler.policy,
+            "beginning",
+            8,
+            handler,
+        )
+
+
+@dataclass
+class Handled:
+    """What running a handler on one message came to."""
+
+    attempts: int
+    ok: bool = False
+    tx: Transaction | None = None
+    result: bytes | None = None
+    refused: Refused | None = None
+    error: str = ""
+    traceback: str = ""
+    final: bool = False
+    due_in: float | None = None
+    history: list[Attempt] = field(default_factory=list)
+
+
+def failure(
+    attempts: int,
+    error: BaseException,
+    tb: str,
+    history: list[Attempt],
+    *,
+    final: bool,
+    due_in: float | None = None,
+) -> Handled:
+    """A failed handling, with ``error`` last in its history."""
+    text = describe(error)
+    if not history or history[-1].error != text:
+        history = [*history, Attempt(time.time(), text)]
+    return Handled(attempts, error=text, traceback=tb, final=final, due_in=due_in, history=history)
+
+
+def describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class Handling:
+    """Runs one route's handler on a message, retrying under the route's policy."""
+
+    def __init__(self, route: Route, services: Services, rng: random.Random) -> None:
+        self.route = route
+        self.services = services
+        self.rng = rng
+
+    async def handle(
+        self, env: Envelope, attempts: int, *, immediate: bool, overlay: Overlay | None
+    ) -> Handled:
+        """Handle ``env`` after ``attempts`` earlier attempts; with ``immediate``, retry at once
+        as often as the policy allows."""
+        route, services = self.route, self.services
+        history: list[Attempt] = []
+        try:
+            message = services.factory.registry.decode(env)
+            headers = env.headers
+        except MessageDecodeError as exc:
+            # It will not decode on a retry either: park it now, with the decode error as its
+            # cause. Deploying the class and retrying releases it.
+            return failure(attempts + 1, exc, traceback.format_exc(), history, final=True)
+        attempt = attempts
+        while True:
+            attempt += 1
+            ctx = Context(
+                services.factory,
+                services.reader,
+                env.id,
+                env.correlation_id or env.id,
+                env.causation_id,
+                headers,
+                env.stream,
+                attempt,
+                overlay,
+            )
+            error: Exception
+            try:
+                result = route.fn(message, ctx)
+                if route.is_async:
+                    result = await result
+            except Refused as refused:
+                if route.command is not None:
+                    return Handled(attempt, refused=refused)
+                error = ConfigurationError(
+                    f"subscriber {route.name!r} raised Refused({refused.reason!r}): an event is a fact "
+                    "and cannot be refused; raise an ordinary exception to have it retried, or make "
+                    "the message a command"
+                )
+                tb = traceback.format_exc()
+            except Exception as exc:
+                error = exc
+                tb = traceback.format_exc()
+            else:
+                encoded = None
+                if route.command is not None and result is not None:
+                    try:
+                        encoded = _encoder.encode(result)
+                    except (TypeError, msgspec.EncodeError) as exc:
+                        tb = f"the result of {route.command.name} ({type(result).__name__}) is not JSON: {exc}"
+                        return failure(attempt, exc, tb, history, final=True)
+                return Handled(attempt, ok=True, tx=ctx.writes, result=encoded)
+            history.append(Attempt(time.time(), describe(error)))
+            policy = route.policy
+            if immediate and policy.retries_now(attempt) and not policy.gives_up(attempt, error):
+                continue
+            return self.failed(attempt, error, tb, history)
+
+    def failed(
+        self, attempt: int, error: BaseException, tb: str, history: list[Attempt]
+    ) -> Handled:
+        """The failure of ``attempt``: final when the policy gives up, else due after its backoff."""
+        policy = self.route.policy
+        if policy.gives_up(attempt, error):
+            return failure(attempt, error, tb, history, final=True)
+        due_in = policy.delay(attempt, self.rng)
+        return failure(attempt, error, tb, history, final=False, due_in=due_in)
+
+
+class Batch:
+    """What handled messages leave behind for one commit: a transaction, and the alerts to fire
+    once it committed. ``blocked`` is the route's set of streams whose later messages wait;
+    ``overlay`` the documents written so far, when the batch holds several messages."""
+
+    def __init__(
+        self,
+        route: Route,
+        services: Services,
+        blocked: set[str],
+        overlay: Overlay | None = None,
+    ) -> None:
+        self.route = route
+        self.services = services
+        self.blocked = blocked
+        self.overlay = overlay
+        self.tx = Transaction()
+        self.alerts: list[Alert] = []
+
+    def wait(self, env: Envelope, partition: int) -> None:
+        """Hold ``env`` behind the held message of its stream."""
+        self.tx.held.append(
+            Held(
+                self.route.name,
+                partition,
+                env.stream,
+                env.global_position,
+                env.id,
+                env.type,
+                WAITING,
+            )
+        )
+
+    def add(
+        self, handled: Handled, env: Envelope, partition: int, history: Sequence[Attempt] = ()
+    ) -> None:
+        """Add what handling ``env`` left behind: its writes, its outcome, or its held row (after
+        ``history``, its earlier attempts)."""
+        route, tx = self.route, self.tx
+        command = route.command
+        if handled.ok:
+            if handled.tx is not None:
+                tx.extend(handled.tx)
+                if self.overlay is not None:
+                    for doc in handled.tx.documents:
+                        self.overlay[(doc.collection, doc.key)] = doc.data
+            if command is not None:
+                tx.outcomes.append(
+                    Outcome(env.id, env.type, SUCCEEDED, handled.result, attempts=handled.attempts)
+                )
+            return
+        if handled.refused is not None:
+            tx.outcomes.append(
+                Outcome(
+                    env.id,
+                    env.type,
+                    REFUSED,
+                    reason=handled.refused.reason,
+                    code=handled.refused.code,
+                    attempts=handled.attempts,
+                )
+            )
+            return
+        now = time.time()
+        tx.held.append(
+            Held(
+                route.name,
+                partition,
+                env.stream,
+                env.global_position,
+                env.id,
+                env.type,
+                DEAD if handled.final else RETRYING,
+                handled.attempts,
+                handled.error,
+                handled.traceback,
+                [*history, *handled.history][-_HISTORY:],
+                due_in=handled.due_in,
+                first_failed_at=now,
+                last_failed_at=now,
+            )
+        )
+        if route.policy.sequenced:
+            self.blocked.add(env.stream)
+        if command is not None:
+            status = DEAD if handled.final else FAILED
+            tx.outcomes.append(
+                Outcome(env.id, env.type, status, error=handled.error, attempts=handled.attempts)
+            )
+            if handled.final:
+                failed = CommandFailed(
+                    command_id=env.id,
+                    command_type=env.type,
+                    stream=env.stream,
+                    error=handled.error,
+                    attempts=handled.attempts,
+                )
+                new = self.services.factory.new(
+                    failed, correlation_id=env.correlation_id or env.id, causation_id=env.id
+                )
+                tx.appends.append(AppendOp(f"{env.stream}.failed", [new], ANY))
+        if handled.final:
+            kind = "command-dead" if command is not None else "message-parked"
+            self.alerts.append(
+                Alert(
+                    kind,
+                    route.name,
+                    env.id,
+                    env.type,
+                    env.stream,
+                    handled.error,
+                    handled.attempts,
+                    now,
+                )
+            )

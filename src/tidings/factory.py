@@ -1,0 +1,134 @@
+"""The message factory: turns commands and events into the ``NewMessage``s a store appends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from tidings.messages import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Command,
+    Event,
+    Message,
+    NewMessage,
+    TypeRegistry,
+    encode,
+    encode_headers,
+    uuid7,
+    validate_message_id,
+    validate_stream,
+)
+from tidings.store import ANY
+
+
+class MessageFactory:
+    """Gives a message its id, kind, type name, version and JSON payload (within
+    ``max_message_bytes``), and its correlation and causation.
+
+    It registers every message class it meets with ``registry`` (for decoding), and remembers
+    which command types were sent, so that ``App.validate`` can find those without a handler.
+    """
+
+    def __init__(
+        self, registry: TypeRegistry, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> None:
+        self.registry = registry
+        self.max_message_bytes = max_message_bytes
+        #: what an envelope says of each class met: kind, type name, version
+        self._meta: dict[type[Message], tuple[str, str, int]] = {}
+        self._sent: set[type[Command]] = set()
+
+    def register(self, *classes: type[Message]) -> None:
+        """Make message classes known (for decoding, validation and the advisor)."""
+        for cls in classes:
+            self.registry.register(cls)
+            self._meta[cls] = (cls.__kind__, cls.__type_name__, cls.__version__)
+
+    def known(self) -> set[type[Message]]:
+        """Every message class met: registered, handled, recorded or sent."""
+        return self._meta.keys() | self._sent
+
+    def new(
+        self,
+        message: Message,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        id: str | None = None,
+    ) -> NewMessage:
+        """``message`` encoded, with ``id`` (validated) or a new UUIDv7; a message without a
+        correlation id starts its own correlation."""
+        meta = self._meta.get(type(message))
+        if meta is None:
+            self.register(type(message))
+            meta = self._meta[type(message)]
+        message_id = uuid7() if id is None else validate_message_id(id)
+        kind, type_name, version = meta
+        return NewMessage(
+            message_id,
+            kind,
+            type_name,
+            version,
+            encode(message, self.max_message_bytes),
+            correlation_id or message_id,
+            causation_id,
+            encode_headers(headers),
+        )
+
+    def events(
+        self,
+        events: Iterable[Event],
+        correlation_id: str | None,
+        causation_id: str | None,
+        *,
+        ids: Sequence[str] | None = None,
+        via: str = "ctx",
+    ) -> list[NewMessage]:
+        """``events`` encoded for one append, named by ``ids`` when given (``via`` names the
+        caller in the error for a message that is not an event)."""
+        events = list(events)
+        if ids is not None and len(ids) != len(events):
+            raise ValueError(f"{via}.append: {len(ids)} ids for {len(events)} events")
+        new = []
+        for n, event in enumerate(events):
+            if not isinstance(event, Event):
+                raise TypeError(
+                    f"{via}.append takes events, got {type(event).__name__}: send commands with "
+                    f"{via}.send"
+                )
+            new.append(
+                self.new(
+                    event,
+                    correlation_id=correlation_id,
+                    causation_id=causation_id,
+                    id=None if ids is None else ids[n],
+                )
+            )
+        return new
+
+    def to_send(
+        self,
+        command: Command,
+        stream: str | None,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        id: str | None = None,
+    ) -> tuple[NewMessage, str, int]:
+        """A command to send: its message, the stream it goes to and the version expected there.
+
+        Without a ``stream`` the command is a stream of its own, named by its id and so new:
+        sent commands run in parallel unless the sender names a stream to order them by.
+        """
+        new = self.new(
+            command,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            headers=headers,
+            id=id,
+        )
+        self._sent.add(type(command))
+        if stream is None:
+            return new, f"{new.type}-{new.id}", 0
+        return new, validate_stream(stream), ANY

@@ -1,0 +1,279 @@
+"""The handler registry: each command type's one handler, the subscribers, and wiring problems."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+from tidings.context import NO_HEADERS, Context, Services
+from tidings.decider import Decider, DeciderHandler
+from tidings.delivery.policy import RetryPolicy
+from tidings.errors import (
+    ConfigurationError,
+    DuplicateHandler,
+    HandlerNotFound,
+    WrongExpectedVersion,
+)
+from tidings.factory import MessageFactory
+from tidings.messages import Command, Event, Message, uuid7, validate_subscription_name
+
+
+@dataclass(frozen=True, slots=True)
+class CommandHandler:
+    """The one handler of a command type."""
+
+    command: type[Command]
+    #: runs the command with a Context (a sent command, by the worker; or an invoked one)
+    fn: Callable[[Any, Context], Any]
+    #: whether ``fn`` returns an awaitable
+    is_async: bool
+    #: how many times an invoke re-runs the handler after ``WrongExpectedVersion``
+    retry_on_conflict: int = 0
+    #: retries when the command is sent (a refusal is an answer, never retried)
+    policy: RetryPolicy = RetryPolicy()
+    #: set when a decider handles the command: it invokes it itself
+    decider: DeciderHandler[Any] | None = None
+
+    @property
+    def subscription(self) -> str:
+        """The name of the subscription that delivers sent commands of this type."""
+        return f"cmd:{self.command.__type_name__}"
+
+    @property
+    def name(self) -> str:
+        return getattr(self.fn, "__qualname__", repr(self.fn))
+
+    async def invoke(
+        self,
+        command: Command,
+        services: Services,
+        correlation_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Run the command now and commit what it wrote; return its result."""
+        message_id = uuid7()
+        correlation_id = correlation_id or message_id
+        if self.decider is not None:
+            return await self.decider.invoke(command, services, message_id, correlation_id)
+        conflicts = 0
+        while True:
+            ctx = Context(
+                services.factory,
+                services.reader,
+                message_id,
+                correlation_id,
+                headers=NO_HEADERS if headers is None else headers,
+            )
+            result = self.fn(command, ctx)
+            if self.is_async:
+                result = await result
+            tx = ctx.writes
+            if tx:
+                try:
+                    await services.committer.commit(tx)
+                except WrongExpectedVersion:
+                    if conflicts >= self.retry_on_conflict:
+                        raise
+                    conflicts += 1
+                    continue
+            return result
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """A named, durable subscriber to one or more event types."""
+
+    name: str
+    events: tuple[type[Event], ...]
+    fn: Callable[[Any, Context], Any]
+    is_async: bool
+    policy: RetryPolicy = RetryPolicy()
+    #: where a new subscription starts: "beginning" (catch up on everything) or "now"
+    start: str = "beginning"
+    partitions: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A mistake in the application's wiring, found by :meth:`App.validate`."""
+
+    code: str
+    message: str
+
+
+class Handlers:
+    """The handlers of one App. Registering a handler makes its message classes known to
+    ``factory``."""
+
+    def __init__(self, factory: MessageFactory) -> None:
+        self.factory = factory
+        self.commands: dict[type[Command], CommandHandler] = {}
+        self.subscribers: dict[str, Subscriber] = {}
+
+    def command(
+        self, fn: Callable[..., Any], *, retry_on_conflict: int, policy: RetryPolicy | None
+    ) -> None:
+        """Register ``fn`` as the handler of the command type(s) its first parameter names."""
+        for cls in message_types(fn, "command handler"):
+            if not issubclass(cls, Command):
+                raise ConfigurationError(
+                    f"{fn.__qualname__} handles {cls.__name__}, which is an Event: events go to "
+                    f"subscribers, register it with @app.subscriber('a-name')"
+                )
+            self.add_command(
+                CommandHandler(
+                    cls,
+                    fn,
+                    inspect.iscoroutinefunction(fn),
+                    retry_on_conflict,
+                    policy or RetryPolicy(),
+                )
+            )
+
+    def decider(
+        self,
+        decider: Decider[Any],
+        commands: Sequence[type[Command]],
+        *,
+        retry_on_conflict: int,
+        policy: RetryPolicy | None,
+        cache: int,
+    ) -> None:
+        """Register one :class:`DeciderHandler` for ``commands``."""
+        if not commands:
+            raise ConfigurationError(
+                "app.decider(decider, *commands): name the command types it decides"
+            )
+        if cache < 0:
+            raise ConfigurationError("app.decider: cache= is a number of streams, 0 or more")
+        handler = DeciderHandler(decider, retry_on_conflict=retry_on_conflict, cache=cache)
+        for cls in commands:
+            if not (isinstance(cls, type) and issubclass(cls, Command)):
+                raise ConfigurationError(f"app.decider: {cls!r} is not a Command class")
+            self.add_command(
+                CommandHandler(
+                    cls, handler, True, retry_on_conflict, policy or RetryPolicy(), handler
+                )
+            )
+
+    def add_command(self, handler: CommandHandler) -> None:
+        existing = self.commands.get(handler.command)
+        if existing is not None:
+            raise DuplicateHandler(
+                f"{handler.command.__name__} already has a handler ({existing.name}); a command has "
+                f"exactly one recipient. If {handler.name} should react to what happened, make it "
+                "a subscriber to the event the first handler publishes"
+            )
+        self.factory.register(handler.command)
+        self.commands[handler.command] = handler
+
+    def subscriber(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        policy: RetryPolicy | None,
+        start: str,
+        partitions: int,
+    ) -> None:
+        """Register ``fn`` as the subscriber ``name`` to the event type(s) its first parameter names."""
+        events = []
+        for cls in message_types(fn, "subscriber"):
+            if issubclass(cls, Command):
+                raise ConfigurationError(
+                    f"subscriber {name!r} takes {cls.__name__}, which is a Command: a command has "
+                    f"exactly one handler, register it with @app.command"
+                )
+            if issubclass(cls, Event):
+                events.append(cls)
+        self.add_subscriber(
+            Subscriber(
+                name,
+                tuple(events),
+                fn,
+                inspect.iscoroutinefunction(fn),
+                policy or RetryPolicy(),
+                start,
+                partitions,
+            )
+        )
+
+    def add_subscriber(self, subscriber: Subscriber) -> None:
+        existing = self.subscribers.get(subscriber.name)
+        if existing is not None:
+            raise ConfigurationError(
+                f"a subscriber named {subscriber.name!r} already exists ({existing.fn.__qualname__}); "
+                "each subscriber needs its own name, which keys its checkpoint"
+            )
+        self.factory.register(*subscriber.events)
+        self.subscribers[subscriber.name] = subscriber
+
+    def handler_of(self, command: Command) -> CommandHandler:
+        """The handler that carries ``command`` out (raises ``HandlerNotFound``)."""
+        handler = self.commands.get(type(command))
+        if handler is not None:
+            return handler
+        if isinstance(command, Event):
+            raise TypeError(
+                f"{type(command).__name__} is an Event: events are published (app.publish), "
+                "not invoked"
+            )
+        raise HandlerNotFound(
+            f"no handler for {type(command).__name__}: register one with @app.command"
+        )
+
+    def problems(self) -> list[Problem]:
+        """Mistakes in the wiring that would otherwise surface only in production."""
+        return [
+            Problem(
+                "command-without-handler",
+                f"command {cls.__type_name__} has no handler: register one with @app.command, "
+                "or it will wait forever when sent",
+            )
+            for cls in sorted(self.factory.known(), key=lambda c: c.__type_name__)
+            if issubclass(cls, Command) and cls not in self.commands
+        ]
+
+
+def check_subscription(name: str, start: str, partitions: int) -> None:
+    """Raise ``ConfigurationError`` unless these are a subscriber's valid settings."""
+    validate_subscription_name(name)
+    if start not in ("beginning", "now"):
+        raise ConfigurationError(f"start={start!r}: use 'beginning' or 'now'")
+    if not 1 <= partitions <= 1024:
+        raise ConfigurationError(f"partitions={partitions}: use 1 to 1024")
+
+
+def message_types(fn: Callable[..., Any], role: str) -> tuple[type[Message], ...]:
+    """The message classes named by the annotation of ``fn``'s first parameter."""
+    params = list(inspect.signature(fn).parameters.values())
+    if not params:
+        raise ConfigurationError(
+            f"{role} {fn.__qualname__} takes no parameters: write it as (message, ctx)"
+        )
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot read the annotations of {fn.__qualname__}: {exc}"
+        ) from exc
+    hint = hints.get(params[0].name)
+    if hint is None:
+        raise ConfigurationError(
+            f"{role} {fn.__qualname__}: annotate its first parameter with the message class it "
+            "handles, e.g. (cmd: ReserveSeat, ctx: Context)"
+        )
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        found = typing.get_args(hint)
+    else:
+        found = (hint,)
+    for cls in found:
+        if not (isinstance(cls, type) and issubclass(cls, Message)):
+            raise ConfigurationError(
+                f"{role} {fn.__qualname__}: {cls!r} is not a Command or Event class"
+            )
+    return found
