@@ -203,6 +203,10 @@ class Workflow(Generic[S]):
         stored = await ctx.get(self.collection, key, Instance)
         instance = stored if stored is not None else Instance()
         stream = self.stream(key)
+        if isinstance(message, WorkflowTimeout):
+            if instance.timeouts.get(message.name) != message.token or handler is None:
+                return  # cancelled, replaced, completed, or no handler: a stale timeout
+            instance.timeouts.pop(message.name)
         if instance.done or (stored is None and not starts):
             reason = (
                 "the instance has completed"
@@ -223,10 +227,6 @@ class Workflow(Generic[S]):
                 ),
             )
             return
-        if isinstance(message, WorkflowTimeout):
-            if instance.timeouts.get(message.name) != message.token or handler is None:
-                return  # cancelled, replaced, or no handler: a stale timeout changes nothing
-            instance.timeouts.pop(message.name)
         state = (
             msgspec.json.decode(instance.state, type=self.state)
             if stored is not None

@@ -13,8 +13,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def blocks(path: Path, language: str = "python") -> str:
+    return "\n\n".join(re.findall(rf"```{language}\n(.*?)```", path.read_text(), flags=re.S))
+
+
 def python_blocks(path: Path) -> str:
-    return "\n\n".join(re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S))
+    return blocks(path)
 
 
 @pytest.mark.parametrize("doc", ["docs/quickstart.md", "README.md"])
@@ -38,3 +42,29 @@ def test_the_code_blocks_run(doc: str, tmp_path: Path) -> None:
         assert "True ticket for A2 sent to ada" in done.stdout
     else:
         assert done.stdout.split() == ["seat", "taken", "succeeded", "taken"]
+
+
+def test_the_workflow_guide_prints_what_it_says(tmp_path: Path) -> None:
+    doc = ROOT / "docs/workflows.md"
+    script = tmp_path / "guide.py"
+    script.write_text(blocks(doc))
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == blocks(doc, "text").strip()
+
+
+def test_the_testing_guide_is_a_test_file_that_passes(tmp_path: Path) -> None:
+    doc = ROOT / "docs/testing.md"
+    (tmp_path / "test_guide.py").write_text(blocks(doc))
+    (tmp_path / "pyproject.toml").write_text(blocks(doc, "toml"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_guide.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 passed" in done.stdout
