@@ -22,10 +22,11 @@ from tidings.backends._plan import Head, Plan, Result, plan_group
 from tidings.backends.postgres._retry import Retry
 from tidings.backends.postgres._unknown import UnknownOutcome, committed
 from tidings.errors import StoreError
-from tidings.store import ANY, Appended, Transaction
+from tidings.store import ANY, Appended, AppendOp, Transaction
 
 log = logging.getLogger("tidings.postgres")
 _Conn = psycopg.AsyncConnection[Any]
+_Cursor = psycopg.AsyncCursor[Any]
 _IDLE = psycopg.pq.TransactionStatus.IDLE
 _encode = msgspec.json.Encoder().encode
 
@@ -49,34 +50,40 @@ class GroupWriter:
         self._q = queries
         self._channel = channel
         self._retrying = retrying
-        self._conn: _Conn | None = None
+        self._kept: tuple[_Conn, _Cursor] | None = None
 
     async def close(self) -> None:
         """Give the connection kept for writing back to the pool."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await self._pool.putconn(conn)
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            await self._pool.putconn(kept[0])
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[_Conn]:
-        """The connection groups are written on: one (groups are written one at a time), kept
-        between groups; given back to the pool once it broke or was left inside a transaction."""
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = await self._pool.getconn()
+    async def _cursor(self) -> AsyncIterator[_Cursor]:
+        """A cursor on the connection groups are written on: one (groups are written one at a
+        time), kept between groups; given back to the pool once it broke or was left inside a
+        transaction."""
+        if self._kept is None:
+            conn = await self._pool.getconn()
+            self._kept = (conn, conn.cursor(binary=True))
+        conn, cur = self._kept
         try:
-            yield conn
+            yield cur
         finally:
             if conn.broken or conn.info.transaction_status != _IDLE:
-                self._conn = None
+                self._kept = None
                 await self._pool.putconn(conn)
 
     async def write(self, txs: list[Transaction]) -> list[Result]:
         """Commit ``txs`` together; each one's appends, or why it was refused, in order."""
         if _appends_only(txs):
             try:
-                async with self._connection() as conn:
-                    done = await self._append(conn, txs)
+                async with self._cursor() as cur:
+                    if len(txs) == 1 and len(txs[0].appends) == 1:
+                        op = txs[0].appends[0]
+                        if len(op.messages) == 1:
+                            return await self._append_one(cur, op)
+                    done = await self._append(cur, txs)
                 if done is not None:
                     return done
             except psycopg.Error as exc:
@@ -86,7 +93,29 @@ class GroupWriter:
                 log.debug("PostgreSQL: one-statement append missed (%s)", exc)
         return await self._commit(txs)
 
-    async def _append(self, conn: _Conn, txs: list[Transaction]) -> list[Result] | None:
+    async def _append_one(self, cur: _Cursor, op: AppendOp) -> list[Result]:
+        """``_append`` of one message (a sequential caller's every commit), as parameters."""
+        m = op.messages[0]
+        params = {
+            "stream": op.stream,
+            "base": -1 if op.expected_version == ANY else op.expected_version,
+            "id": m.id,
+            "kind": m.kind,
+            "type": m.type,
+            "version": m.version,
+            "data": m.data,
+            "correlation_id": m.correlation_id,
+            "causation_id": m.causation_id,
+            "headers": m.headers,
+            "channel": self._channel,
+        }
+        await cur.execute(self._q["append_one"], params, prepare=True)
+        found = await cur.fetchone()
+        assert found is not None
+        top, version, _ = found
+        return [([Appended(op.stream, version, top)], None)]
+
+    async def _append(self, cur: _Cursor, txs: list[Transaction]) -> list[Result] | None:
         """Commit a group that only appends in one statement, numbering it as ``plan_group``
         would; None when its own expected versions depend on each other in a way only the long
         way checks. A stream not at its expected version makes the statement fail: nothing is
@@ -118,26 +147,8 @@ class GroupWriter:
                             known[1],
                         )
                     )
-        if len(rows) == 1:
-            (stream, base), m = next(iter(streams.items())), txs[0].appends[0].messages[0]
-            query = self._q["append_one"]
-            params: dict[str, Any] = {
-                "stream": stream,
-                "base": base[0],
-                "id": m.id,
-                "kind": m.kind,
-                "type": m.type,
-                "version": m.version,
-                "data": m.data,
-                "correlation_id": m.correlation_id,
-                "causation_id": m.causation_id,
-                "headers": m.headers,
-            }
-        else:
-            query = self._q["append"]
-            params = {"rows": _encode(rows), "count": len(rows)}
-        params["channel"] = self._channel
-        cur = await conn.execute(query, params, prepare=True)
+        params = {"rows": _encode(rows), "count": len(rows), "channel": self._channel}
+        await cur.execute(self._q["append"], params, prepare=True)
         found = await cur.fetchone()
         assert found is not None
         top, positions, _ = found
@@ -159,8 +170,8 @@ class GroupWriter:
         while True:
             cause: BaseException
             try:
-                async with self._connection() as conn:
-                    return await self._apply(conn, txs)
+                async with self._cursor() as cur:
+                    return await self._apply(cur.connection, txs)
             except UnknownOutcome as unknown:
                 if await committed(self._pool, self._q, unknown, retry):
                     return unknown.results

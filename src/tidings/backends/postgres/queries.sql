@@ -308,7 +308,8 @@ FROM written
 -- name: append_one
 -- A group of one message (a sequential caller's every commit): ``append`` with the message as plain
 -- parameters instead of a JSON array, which spares the server parsing it (~10% of the commit).
--- base as in ``append``: -1 for any version, else the version the stream must be at.
+-- base as in ``append``: -1 for any version, else the version the stream must be at. Returns the
+-- message's global and stream positions.
 WITH head AS (
     UPDATE {schema}.head SET top = top + 1 RETURNING top, {now} AS now
 ), written AS (
@@ -329,5 +330,5 @@ WITH head AS (
     FROM head
     RETURNING stream_position
 )
-SELECT head.top - 1, ARRAY[written.stream_position], pg_notify(%(channel)s::text, head.top::text)
+SELECT head.top, written.stream_position, pg_notify(%(channel)s::text, head.top::text)
 FROM head, written
