@@ -1,7 +1,7 @@
 """Writing one group of transactions to PostgreSQL, for the store's ``GroupCommitter``.
 
-A group that only appends goes in as one statement in autocommit (``append``: lock the head row,
-number, insert, notify). Any other group, or one whose statement failed, takes the long way: one
+A group that only appends goes in as one statement in autocommit (``append``, or ``append_one``
+for a lone message: lock the head row, number, insert, notify). Any other group, or one whose statement failed, takes the long way: one
 database transaction of two round trips (read under the append lock, plan with ``plan_group``, then
 write and COMMIT in one pipeline), retried while the server cannot be reached, and never applied
 twice when its COMMIT was lost in flight (``_unknown``).

@@ -307,7 +307,7 @@ FROM written
 
 -- name: append_one
 -- A group of one message (a sequential caller's every commit): ``append`` with the message as plain
--- parameters instead of a JSON array, which spares the server parsing it (~10% of the commit).
+-- parameters, sparing the server the JSON array on the commit a sequential caller waits for.
 -- base as in ``append``: -1 for any version, else the version the stream must be at. Returns the
 -- message's global and stream positions.
 WITH head AS (

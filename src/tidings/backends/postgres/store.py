@@ -135,10 +135,10 @@ class PostgresStore(Store, ChangeFeed):
         pool, group = self._pool, self._group
         if pool is None or group is None:
             return
-        self._group = None
+        writer, self._group, self._writer = self._writer, None, None
         await group.close()  # the group being written finishes, retrying for retry_timeout
-        if self._writer is not None:
-            await self._writer.close()
+        if writer is not None:
+            await writer.close()
         await self._listener.close()
         self._pool = None
         await pool.close()
