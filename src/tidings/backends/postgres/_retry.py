@@ -27,6 +27,6 @@ class Retry:
         if time.monotonic() + self._delay > self._deadline:
             message = why or f"cannot {self._what}: {cause}"
             raise StoreUnavailable(f"PostgreSQL at {self._where}: {message}") from cause
-        log.info("PostgreSQL: %s failed (%s); retrying", self._what, cause)
+        log.info("PostgreSQL: cannot %s yet (%s); retrying", self._what, cause or why)
         await asyncio.sleep(self._delay)
         self._delay = min(self._delay * 2, 1.0)

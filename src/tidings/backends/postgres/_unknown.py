@@ -55,6 +55,6 @@ async def committed(
         await retry.pause(
             cause,
             "the connection was lost during a commit and whether it committed cannot be told "
-            f"yet ({cause or 'still in progress'}); commit again: stored message ids and fenced "
-            "checkpoints make that safe",
+            f"yet ({cause or 'it is still in progress'}); commit again: stored message ids and "
+            "fenced checkpoints make that safe",
         )
