@@ -9,7 +9,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from tidings.testing.contract import new_message
 
 try:
     import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     from tidings.backends.postgres import PostgresStore
 except ImportError:
@@ -45,9 +46,14 @@ except ImportError:
     pytest.skip("PostgreSQL tests need psycopg: pip install -e '.[dev]'", allow_module_level=True)
 
 
+def with_options(url: str, **options: Any) -> str:
+    return make_conninfo(url, **options)
+
+
 @pytest.fixture
 async def store(postgres_url: str, pg_schema: str) -> AsyncIterator[PostgresStore]:
-    made = PostgresStore(postgres_url, schema=pg_schema)
+    # Its sessions carry the schema's name, so that a test can find them on the server.
+    made = PostgresStore(with_options(postgres_url, application_name=pg_schema), schema=pg_schema)
     await made.open()
     yield made
     await made.close()
@@ -67,14 +73,91 @@ async def append_lock_held(url: str, schema: str) -> AsyncIterator[psycopg.Async
         yield other
 
 
-async def waiting_on_a_lock(url: str, pid: int) -> None:
-    """Return once the server session ``pid`` waits on a lock (fail after 10 s)."""
+async def waiting_on_a_lock(url: str, application_name: str) -> int:
+    """The server session of ``application_name`` that waits on a lock, once there is one (fail
+    after 10 s)."""
     deadline = time.monotonic() + 10
-    while not await sql(
-        url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", pid
-    ):
-        assert time.monotonic() < deadline, f"session {pid} never waited on a lock"
+    query = (
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'"
+    )
+    while not (found := await sql(url, query, application_name)):
+        assert time.monotonic() < deadline, f"no session of {application_name} waited on a lock"
         await asyncio.sleep(0.01)  # pace the polling; the condition is what we wait for
+    return int(found[0][0])
+
+
+class Proxy:
+    """A TCP proxy in front of the server that cuts a connection at a chosen point of what the
+    client sends: how a test loses a connection exactly there, as a network would."""
+
+    def __init__(self, url: str) -> None:
+        params = conninfo_to_dict(url)
+        self._server = (str(params.get("host", "127.0.0.1")), int(params.get("port", 5432)))
+        self._url = url
+        self._marker: bytes | None = None
+        self._after = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._listening: asyncio.Server | None = None
+        #: how many connections were cut
+        self.cuts = 0
+
+    async def __aenter__(self) -> Proxy:
+        self._listening = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._listening is not None
+        self._listening.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def url(self, **options: Any) -> str:
+        assert self._listening is not None
+        port = self._listening.sockets[0].getsockname()[1]
+        return with_options(self._url, host="127.0.0.1", port=port, **options)
+
+    def cut(self, marker: bytes, *, after: bool) -> None:
+        """Cut the next connection whose client sends ``marker``: before that reaches the server,
+        or after (the server gets it and acts on it, but no reply reaches the client)."""
+        self._marker, self._after = marker, after
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        server_r, server_w = await asyncio.open_connection(*self._server)
+        cut = False
+
+        async def replies() -> None:
+            while data := await server_r.read(65536):
+                if not cut:  # once cut, the server's replies are read and dropped
+                    client_w.write(data)
+                    await client_w.drain()
+
+        replying = asyncio.create_task(replies())
+        try:
+            while data := await client_r.read(65536):
+                if self._marker is not None and self._marker in data:
+                    self._marker, cut = None, True
+                    self.cuts += 1
+                    if self._after:
+                        server_w.write(data)
+                        await server_w.drain()
+                    else:
+                        server_w.close()
+                    client_w.close()
+                    break
+                server_w.write(data)
+                await server_w.drain()
+            await replying  # until the server ends the session (or the proxy stops)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            replying.cancel()
+            client_w.close()
+            server_w.close()
+            self._tasks.discard(task)
 
 
 def test_store_urls_name_the_schema_and_keep_libpq_options() -> None:
@@ -154,83 +237,65 @@ async def test_the_store_reconnects_after_its_connections_are_killed(
         await store.close()
 
 
-Lose = Callable[[Any, Callable[[Any], Awaitable[None]]], Awaitable[None]]
-
-
-async def commit_losing_the_connection(store: PostgresStore, lose: Lose) -> Store:
+async def commit_losing_the_connection(url: str, schema: str, *, after: bool) -> Store:
     """Commit a worker-like transaction (an append, an audit entry, a fenced checkpoint move)
-    while ``lose`` breaks the connection around the first COMMIT; return the store."""
-    await store.setup_subscription("sub", 1, 0)
-    await store.claim("sub", "w1", 1, 30)
-    real = store._send_commit
-    calls = 0
-
-    async def once(conn: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            await lose(conn, real)
-        else:
-            await real(conn)
-
-    store._send_commit = once  # type: ignore[method-assign]
-    message = new_message()
-    tx = Transaction(
-        appends=[AppendOp("s", [message])],
-        checkpoints=[CheckpointMove("sub", 0, "w1", 0, 7)],
-        audit=[AuditEntry("ada", "test.commit", "s")],
-    )
-    (done,) = await store.commit(tx)
-    assert (done.version, done.global_position) == (1, 1)
-    return store
+    through a proxy that cuts the connection as its COMMIT goes out (``after``: once the server
+    has it); return a store on the schema."""
+    async with Proxy(url) as proxy:
+        store = PostgresStore(proxy.url(), schema=schema)
+        await store.open()
+        try:
+            await store.setup_subscription("sub", 1, 0)
+            await store.claim("sub", "w1", 1, 30)
+            tx = Transaction(
+                appends=[AppendOp("s", [new_message()])],
+                checkpoints=[CheckpointMove("sub", 0, "w1", 0, 7)],
+                audit=[AuditEntry("ada", "test.commit", "s")],
+            )
+            proxy.cut(b"COMMIT", after=after)
+            (done,) = await store.commit(tx)
+            assert proxy.cuts == 1
+            assert (done.version, done.global_position) == (1, 1)
+        finally:
+            await store.close()
+    found = PostgresStore(url, schema=schema)
+    await found.open()
+    return found
 
 
 async def assert_applied_once(store: Store) -> None:
-    assert [e.stream_position for e in await store.read_stream("s")] == [1]
-    assert [(e.actor, e.action) for e in await store.audit_entries()] == [("ada", "test.commit")]
-    assert (await store.partitions("sub"))[0].position == 7
+    try:
+        assert [e.stream_position for e in await store.read_stream("s")] == [1]
+        assert [(e.actor, e.action) for e in await store.audit_entries()] == [
+            ("ada", "test.commit")
+        ]
+        assert (await store.partitions("sub"))[0].position == 7
+    finally:
+        await store.close()
 
 
 async def test_a_commit_whose_acknowledgement_is_lost_is_found_committed_not_applied_again(
-    store: PostgresStore,
+    postgres_url: str, pg_schema: str
 ) -> None:
-    async def commit_then_lose_the_reply(conn: Any, real: Callable[[Any], Awaitable[None]]) -> None:
-        await real(conn)
-        async with conn.pipeline() as pipe:  # the COMMIT reaches the server and is applied...
-            await pipe.sync()
-        await conn.close()  # ...but its reply never reaches us
-
-    await assert_applied_once(await commit_losing_the_connection(store, commit_then_lose_the_reply))
+    await assert_applied_once(
+        await commit_losing_the_connection(postgres_url, pg_schema, after=True)
+    )
 
 
 async def test_a_commit_lost_before_it_reached_the_server_is_committed_again_once(
-    store: PostgresStore,
+    postgres_url: str, pg_schema: str
 ) -> None:
-    async def lose_before(conn: Any, real: Callable[[Any], Awaitable[None]]) -> None:
-        await conn.close()
-
-    await assert_applied_once(await commit_losing_the_connection(store, lose_before))
-
-
-# --- the one-round-trip append ------------------------------------------------------------------
+    await assert_applied_once(
+        await commit_losing_the_connection(postgres_url, pg_schema, after=False)
+    )
 
 
-def only_the_short_way(store: PostgresStore) -> list[int]:
-    """Make the long way fail; return the list its calls are counted in."""
-    calls: list[int] = []
-
-    async def long_way(conn: Any, txs: list[Transaction]) -> Any:
-        calls.append(len(txs))
-        raise AssertionError("the group should have been committed in one statement")
-
-    store._apply_group = long_way  # type: ignore[method-assign]
-    return calls
+# --- the one-statement append ------------------------------------------------------------------
 
 
 async def test_a_group_that_only_appends_is_numbered_as_the_planner_would(
     store: PostgresStore,
 ) -> None:
-    only_the_short_way(store)
     # Stored JSON goes through as itself: odd spacing and escapes come back byte for byte.
     odd = b'{ "a" :\t[1, 2] , "b":"\\u00e9\xc3\xa9" }'
     first = [new_message(odd), new_message(), new_message()]
@@ -269,14 +334,6 @@ async def test_one_group_keeps_the_last_outcome_and_checkpoint_each_transaction_
 
     await store.setup_subscription("sub", 2, 0)
     await store.claim("sub", "w1", 2, 30)
-    groups: list[int] = []
-    real = store._apply_group
-
-    async def counted(conn: Any, txs: list[Transaction]) -> Any:
-        groups.append(len(txs))
-        return await real(conn, txs)
-
-    store._apply_group = counted  # type: ignore[method-assign]
     a, b = new_message().id, new_message().id
     await asyncio.gather(
         store.commit(
@@ -296,7 +353,7 @@ async def test_one_group_keeps_the_last_outcome_and_checkpoint_each_transaction_
         ),
         store.commit(Transaction(checkpoints=[CheckpointMove("sub", 1, "w1", 0, 3)])),
     )
-    assert groups == [3]  # one group, so one statement had to keep the last of each
+    # (All three reached commit() in one loop iteration: one group, one statement per table.)
     assert [p.position for p in await store.partitions("sub")] == [9, 3]
     found = await store.outcome(a)
     assert found is not None
@@ -314,7 +371,6 @@ async def test_one_group_keeps_the_last_outcome_and_checkpoint_each_transaction_
 async def test_a_lone_message_goes_in_byte_for_byte_through_the_prepared_statement(
     store: PostgresStore,
 ) -> None:
-    only_the_short_way(store)
     # Binary parameters: a backslash or a \x in the JSON is not read as a bytea escape.
     odd = b'{"path":"C:\\\\x41\\\\","quote":"\\"","e":"\xc3\xa9\xf0\x9f\x8e\xac"}'
     message = msgspec.structs.replace(new_message(odd), headers=b'{"k":"\\\\x00"}')
@@ -325,73 +381,35 @@ async def test_a_lone_message_goes_in_byte_for_byte_through_the_prepared_stateme
     assert stored.headers == {"k": "\\x00"}
 
 
-async def test_a_session_reset_under_the_store_prepares_its_statement_again(
-    store: PostgresStore,
-) -> None:
-    calls = only_the_short_way(store)
-    await store.commit(Transaction([AppendOp("a", [new_message()], 0)]))
-    writer = store._writer
-    assert writer is not None
-    await writer.execute("DISCARD ALL")  # what a pooler or an admin may do: prepared ones gone
-    (done,) = await store.commit(Transaction([AppendOp("a", [new_message()], 1)]))
-    assert (done.version, done.global_position) == (2, 2) and store._writer is writer
-    assert calls == []
-
-
 async def test_a_writer_killed_while_its_one_statement_append_waits_commits_it_once(
     store: PostgresStore, postgres_url: str, pg_schema: str
 ) -> None:
     await store.commit(Transaction([AppendOp("s", [new_message()], 0)]))
-    writer = store._writer
-    assert writer is not None
-    pid = writer.info.backend_pid
     # Another session holds the append lock: the store's statement is sent and waits on it.
     async with append_lock_held(postgres_url, pg_schema):
         message = new_message()
         commit = asyncio.create_task(store.commit(Transaction([AppendOp("s", [message], 1)])))
-        await waiting_on_a_lock(postgres_url, pid)
+        pid = await waiting_on_a_lock(postgres_url, pg_schema)
         await sql(postgres_url, "SELECT pg_terminate_backend(%s)", pid)
         assert not commit.done()
     (done,) = await asyncio.wait_for(commit, 10)  # the lock is gone with the blocker's session
-    assert (done.version, done.global_position) == (2, 2) and store._writer is not writer
+    assert (done.version, done.global_position) == (2, 2)
     assert [e.id for e in await store.read_stream("s")][1:] == [message.id]
 
 
-@pytest.mark.parametrize("path", ["own task", "flusher"])
-async def test_a_caller_cancelled_while_its_statement_waits_leaves_the_store_working(
-    store: PostgresStore, postgres_url: str, pg_schema: str, path: str
+async def test_a_caller_cancelled_while_its_commit_waits_leaves_the_store_working(
+    store: PostgresStore, postgres_url: str, pg_schema: str
 ) -> None:
     await store.commit(Transaction([AppendOp("s", [new_message()], 0)]))
-    writer = store._writer
-    assert writer is not None
-    pid = writer.info.backend_pid
-    real = store._send_append
-    sent = asyncio.Event()
-    paths: list[str] = []
-
-    async def noted(conn: Any, query: str, params: Any) -> Any:
-        paths.append("own task" if store._inline is not None else "flusher")
-        sent.set()
-        return await real(conn, query, params)
-
-    store._send_append = noted  # type: ignore[method-assign]
     async with append_lock_held(postgres_url, pg_schema):
         cancelled = new_message()
         stuck = asyncio.create_task(store.commit(Transaction([AppendOp("s", [cancelled], 1)])))
-        if path == "own task":
-            async with asyncio.timeout(5):  # a timer: nothing in the ready queue, it commits
-                await sent.wait()
-        else:
-            await asyncio.wait_for(sent.wait(), 5)  # its task is ready: handed to the flusher
-        assert paths == [path]
-        await waiting_on_a_lock(postgres_url, pid)
+        await waiting_on_a_lock(postgres_url, pg_schema)
         stuck.cancel()
         with pytest.raises(asyncio.CancelledError):
             await stuck
-        if path == "own task":
-            assert store._writer is None  # left mid-statement: given back, never used again
     # The blocker is gone. The cancelled append may have gone in (its statement was on the
-    # server, or in the flusher's group); either way once, and the store goes on, gapless.
+    # server); either way once, and the store goes on, gapless.
     later = new_message()
     (done,) = await asyncio.wait_for(store.commit(Transaction([AppendOp("t", [later])])), 10)
     log = await store.read_all()
@@ -400,74 +418,29 @@ async def test_a_caller_cancelled_while_its_statement_waits_leaves_the_store_wor
     assert done.global_position == len(log)
 
 
-async def test_one_statement_and_long_way_commits_take_turns_on_one_writer(
+async def test_one_statement_and_long_way_commits_take_turns(
     store: PostgresStore,
 ) -> None:
     await store.setup_subscription("sub", 1, 0)
     await store.claim("sub", "w1", 1, 30)
     await store.commit(Transaction([AppendOp("s", [new_message()], 0)]))  # one statement
-    writer = store._writer
     for version in range(1, 4):
-        # The long way (a checkpoint moves) waits on the writer's socket through psycopg...
+        # The long way (a checkpoint moves)...
         mixed = Transaction(
             [AppendOp("s", [new_message()], 2 * version - 1)],
             checkpoints=[CheckpointMove("sub", 0, "w1", version - 1, version)],
         )
         await asyncio.wait_for(store.commit(mixed), 10)
-        # ...and the one-statement append after it must still hear its reply.
+        # ...and the one-statement append after it.
         (done,) = await asyncio.wait_for(
             store.commit(Transaction([AppendOp("s", [new_message()], 2 * version)])), 10
         )
         assert done.version == 2 * version + 1
-    assert store._writer is writer
 
 
-async def test_the_writer_leaves_no_reader_registered_once_its_connection_is_gone(
-    store: PostgresStore, postgres_url: str
-) -> None:
-    from tidings.backends.postgres import _lean
-
-    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
-
-    async def committed_through_a_registered_writer(version: int) -> tuple[Any, int]:
-        (done,) = await store.commit(Transaction([AppendOp("a", [new_message()], version)]))
-        assert done.version == version + 1
-        writer = store._writer
-        assert writer is not None
-        fd = writer.pgconn.socket
-        assert _lean._sessions[writer].fd == fd and fd in selector.get_map()
-        return writer, fd
-
-    writer, fd = await committed_through_a_registered_writer(0)
-    # The server ends the idle session: its socket turns readable with nobody waiting, and the
-    # callback unregisters itself instead of being called at every turn of the loop.
-    await sql(postgres_url, "SELECT pg_terminate_backend(%s)", writer.info.backend_pid)
-    deadline = time.monotonic() + 10
-    while _lean._sessions[writer].fd is not None:
-        assert time.monotonic() < deadline, "the reader stayed registered on a closed session"
-        await asyncio.sleep(0.01)  # pace the polling; the condition is what we wait for
-    assert fd not in selector.get_map()
-    # The next commit finds the connection lost and takes the long way on a new one...
-    await store.commit(Transaction([AppendOp("a", [new_message()], 1)]))
-    writer, fd = await committed_through_a_registered_writer(2)  # ...then the short way again
-    await store.close()
-    assert fd not in selector.get_map()
-
-
-def test_a_prepared_statement_placeholder_must_say_its_type() -> None:
-    from tidings.backends.postgres._lean import Statement
-
-    made = Statement("t", b"SELECT %(a)s::text, %(b)s::bigint, %(a)s")
-    assert (made.text, made.names) == (b"SELECT $1::text, $2::bigint, $1", ["a", "b"])
-    assert made.values({"a": "\u00e9", "b": 7}) == [b"\xc3\xa9", (7).to_bytes(8, "big")]
-    with pytest.raises(ValueError, match="placeholder b needs a cast"):
-        Statement("t", b"SELECT %(b)s + 1")
-
-
-async def test_groups_of_new_streams_and_of_known_versions_are_numbered_in_one_statement(
+async def test_groups_of_new_streams_and_of_known_versions_are_numbered_as_the_planner_would(
     store: PostgresStore,
 ) -> None:
-    only_the_short_way(store)
     (new,) = await store.commit(Transaction([AppendOp("x", [new_message(), new_message()], 0)]))
     assert (new.version, new.global_position) == (2, 2)
     known = await asyncio.gather(
@@ -508,15 +481,12 @@ async def test_a_lone_append_at_any_version_overtaken_while_it_waits_is_committe
     store: PostgresStore, postgres_url: str, pg_schema: str
 ) -> None:
     await store.commit(Transaction([AppendOp("a", [new_message()])]))
-    writer = store._writer
-    assert writer is not None
-    pid = writer.info.backend_pid
     # Another writer holds the append lock; the store's statement reads the stream's version (1)
     # under its snapshot, then waits for the lock...
     async with append_lock_held(postgres_url, pg_schema) as other:
         message = new_message()
         late = asyncio.create_task(store.commit(Transaction([AppendOp("a", [message])])))
-        await waiting_on_a_lock(postgres_url, pid)
+        await waiting_on_a_lock(postgres_url, pg_schema)
         # ...while the other appends to the same stream and commits: the store's position 2 is
         # taken by the time it holds the lock.
         await other.execute(f'UPDATE "{pg_schema}".head SET top = top + 1')
@@ -566,135 +536,87 @@ async def test_a_lone_append_ahead_of_its_stream_is_refused_not_numbered_with_a_
     assert (done.version, done.global_position) == (2, 2)
 
 
-async def test_a_lone_append_at_a_stale_version_is_refused_without_the_long_way(
+async def test_a_lone_append_at_a_stale_version_is_refused_with_where_the_stream_is(
     store: PostgresStore,
 ) -> None:
-    calls = only_the_short_way(store)
     stored = new_message()
     await store.commit(Transaction([AppendOp("a", [new_message(), stored], 0)]))
     for expected in (0, 1, 5):  # new, behind, ahead: each told where the stream is
         with pytest.raises(WrongExpectedVersion) as refused:
             await store.commit(Transaction([AppendOp("a", [new_message()], expected)]))
         assert (refused.value.expected, refused.value.actual) == (expected, 2)
-    assert calls == []  # the failed statement wrote nothing; one read told the version
     (done,) = await store.commit(Transaction([AppendOp("a", [new_message()], 2)]))
     assert (done.version, done.global_position) == (3, 3)
-    # A message stored already, sent again at a stale version, is the long way's to recognise.
-    del store._apply_group
+    # A message stored already, sent again at a stale version, is recognised, not refused.
     (again,) = await store.commit(Transaction([AppendOp("a", [stored], 0)]))
     assert (again.version, again.global_position) == (3, 2)
     assert len(await store.read_all()) == 3
 
 
-async def test_a_one_statement_append_whose_reply_is_lost_is_not_applied_twice(
-    store: PostgresStore,
+@pytest.mark.parametrize("after", [True, False], ids=["reply lost", "lost before sent"])
+async def test_a_one_statement_append_whose_connection_is_lost_is_applied_once(
+    postgres_url: str, pg_schema: str, after: bool
 ) -> None:
-    real = store._send_append
-    calls = 0
-
-    async def lose_the_reply(conn: Any, query: str, params: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        cur = await real(conn, query, params)  # committed (autocommit)...
-        if calls == 1:
-            await conn.close()  # ...but as far as we know, the connection died first
-            raise psycopg.OperationalError("connection lost")
-        return cur
-
-    store._send_append = lose_the_reply  # type: ignore[method-assign]
-    message = new_message()
-    (done,) = await store.commit(Transaction([AppendOp("s", [message], 0)]))
-    assert (done.version, done.global_position) == (1, 1)
-    assert [e.id for e in await store.read_all()] == [message.id]
+    async with Proxy(postgres_url) as proxy:
+        store = PostgresStore(proxy.url(), schema=pg_schema)
+        await store.open()
+        try:
+            message = new_message()
+            proxy.cut(b"pg_notify", after=after)  # the append, committed (autocommit) or not
+            (done,) = await store.commit(Transaction([AppendOp("s", [message], 0)]))
+            assert proxy.cuts == 1
+            assert (done.version, done.global_position) == (1, 1)
+            assert [e.id for e in await store.read_all()] == [message.id]
+        finally:
+            await store.close()
 
 
-async def test_a_one_statement_append_lost_before_it_was_sent_is_applied_once(
-    store: PostgresStore,
+async def test_commits_arriving_while_a_group_is_written_go_out_together_after_it(
+    store: PostgresStore, postgres_url: str, pg_schema: str
 ) -> None:
-    real = store._send_append
-
-    async def lose_first(conn: Any, query: str, params: Any) -> Any:
-        store._send_append = real  # type: ignore[method-assign]
-        await conn.close()
-        return await real(conn, query, params)
-
-    store._send_append = lose_first  # type: ignore[method-assign]
-    (done,) = await store.commit(Transaction([AppendOp("s", [new_message()], 0)]))
-    assert (done.version, done.global_position) == (1, 1)
-    assert len(await store.read_all()) == 1
-
-
-async def test_commits_arriving_while_a_caller_commits_its_own_go_out_together_after_it(
-    store: PostgresStore,
-) -> None:
-    real = store._send_append
-    sent = asyncio.Event()
-    go = asyncio.Event()
-
-    async def held(conn: Any, query: str, params: Any) -> Any:
-        if not sent.is_set():
-            sent.set()
-            await go.wait()
-        return await real(conn, query, params)
-
-    store._send_append = held  # type: ignore[method-assign]
-    first = asyncio.create_task(store.commit(Transaction([AppendOp("a", [new_message()], 0)])))
-    await asyncio.wait_for(sent.wait(), 5)
-    later = [
-        asyncio.create_task(store.commit(Transaction([AppendOp(s, [new_message()], 0)])))
-        for s in ("b", "c")
-    ]
-    closing = asyncio.create_task(store.close())
-    await asyncio.sleep(0)
-    assert not first.done() and not closing.done()
-    go.set()
-    await asyncio.wait_for(closing, 10)  # close waited for every commit
-    done = [(d.stream, d.global_position) for t in (first, *later) for d in t.result()]
+    async with append_lock_held(postgres_url, pg_schema):
+        first = asyncio.create_task(store.commit(Transaction([AppendOp("a", [new_message()])])))
+        await waiting_on_a_lock(postgres_url, pg_schema)
+        later = [
+            asyncio.create_task(store.commit(Transaction([AppendOp(s, [new_message()], 0)])))
+            for s in ("b", "c")
+        ]
+        await asyncio.sleep(0.05)  # give them time to (wrongly) go out on their own
+        assert not first.done() and not any(t.done() for t in later)
+    done = [(d.stream, d.global_position) for t in (first, *later) for d in await t]
     assert done == [("a", 1), ("b", 2), ("c", 3)]
-    await store.open()
     log = await store.read_all()
-    assert [e.stream for e in log] == ["a", "b", "c"]
     assert log[1].recorded_at == log[2].recorded_at != log[0].recorded_at  # b and c: one group
 
 
-@pytest.mark.parametrize("path", ["own task", "flusher"])
-async def test_a_caller_cancelled_while_it_commits_leaves_the_store_working(
-    store: PostgresStore, path: str
+async def test_close_lets_the_group_being_written_finish(
+    store: PostgresStore, postgres_url: str, pg_schema: str
 ) -> None:
-    real = store._send_append
-    sent, gate = asyncio.Event(), asyncio.Event()
-    paths: list[str] = []
-
-    async def held(conn: Any, query: str, params: Any) -> Any:
-        if not sent.is_set():
-            sent.set()
-            paths.append("own task" if store._inline is not None else "flusher")
-            await gate.wait()  # cancelled here if the caller commits its own group
-        return await real(conn, query, params)
-
-    store._send_append = held  # type: ignore[method-assign]
-    stuck = asyncio.create_task(store.commit(Transaction([AppendOp("a", [new_message()])])))
-    if path == "own task":
-        async with asyncio.timeout(5):  # a timer: nothing in the ready queue, the caller commits
-            await sent.wait()
-    else:
-        await asyncio.wait_for(sent.wait(), 5)  # its task is ready: the commit is handed over
-    assert paths == [path]
-    stuck.cancel()
-    gate.set()  # a group the flusher commits goes on without the cancelled caller
-    with pytest.raises(asyncio.CancelledError):
-        await stuck
-    (done,) = await asyncio.wait_for(
-        store.commit(Transaction([AppendOp("a", [new_message()])])), 10
-    )
-    (after,) = await asyncio.wait_for(
-        store.commit(Transaction([AppendOp("b", [new_message()])])), 10
-    )
-    # The cancelled commit went in whole or not at all; either way the log stays gapless.
-    log = await store.read_all()
-    assert [e.global_position for e in log] == list(range(1, len(log) + 1))
-    assert len(log) in (2, 3) and after.global_position == len(log)
-    assert done.version == len(log) - 1
+    async with append_lock_held(postgres_url, pg_schema):
+        first = asyncio.create_task(store.commit(Transaction([AppendOp("a", [new_message()])])))
+        await waiting_on_a_lock(postgres_url, pg_schema)
+        later = [
+            asyncio.create_task(store.commit(Transaction([AppendOp(s, [new_message()], 0)])))
+            for s in ("b", "c")
+        ]
+        await asyncio.sleep(0)
+        closing = asyncio.create_task(store.close())
+        await asyncio.sleep(0.05)
+        assert not first.done() and not closing.done()
+    await asyncio.wait_for(closing, 10)  # close waited for the group in flight
+    ((a,),) = [await first]
+    assert (a.stream, a.global_position) == ("a", 1)
+    # The commits queued behind it were each either committed or refused: never half done.
+    outcomes = await asyncio.gather(*later, return_exceptions=True)
+    await store.open()
+    streams = [e.stream for e in await store.read_all()]
+    assert streams[0] == "a"
+    for stream, outcome in zip(("b", "c"), outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            assert isinstance(outcome, StoreClosed) and stream not in streams
+        else:
+            assert stream in streams
+    assert [e.global_position for e in await store.read_all()] == list(range(1, len(streams) + 1))
 
 
 async def test_wait_for_change_wakes_on_another_stores_commit(

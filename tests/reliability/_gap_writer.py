@@ -3,13 +3,15 @@ of its own, committing events while a reader in the test process reads the log.
 
 Usage: python _gap_writer.py URL SCHEMA NAME TASKS EVENTS_PER_TASK SEED REPORT_PATH
 
-Half the writers (even task numbers) hold each transaction open for a random time after its rows
-are written and before its ``COMMIT`` (the window in which a sequence-numbered log lets a reader see
-a later position before an earlier one), and roll 5% of them back there instead. The other half
-commit as the store does by default: a group that only appends goes in one statement, so both ways
-of taking the append lock race each other. Prints ``ready``, waits for ``go`` on stdin,
-runs, writes a JSON report to REPORT_PATH: every committed event as ``[id, global position]`` and
-every rolled-back id.
+Half the writers (even task numbers) connect with ``tidings_test.hold=on``: the trigger the test
+installs (see test_postgres_gaps) then holds each of their transactions open for a random time after
+its rows are written and before its ``COMMIT`` (the window in which a sequence-numbered log lets a
+reader see a later position before an earlier one), and rolls 5% of them back there instead. Their
+transactions also add an audit entry, so that they take the store's long way (a database
+transaction); the other half only append, which the store does in one statement, so both ways of
+taking the append lock race each other. Prints ``ready``, waits for ``go`` on stdin, runs, writes a
+JSON report to REPORT_PATH: every committed event as ``[id, global position]`` and every
+rolled-back id.
 """
 
 from __future__ import annotations
@@ -20,32 +22,23 @@ import random
 import sys
 from pathlib import Path
 
+from psycopg.conninfo import make_conninfo
+
 from tidings.backends.postgres import PostgresStore
+from tidings.errors import StoreError
 from tidings.messages import NewMessage, uuid7
-from tidings.store import ANY, AppendOp, Transaction
+from tidings.store import ANY, AppendOp, AuditEntry, Transaction
 
 STREAMS = 8
-ROLLBACK = 0.05
 MAX_BATCH = 8
-MAX_HOLD = 0.001
-
-
-class RolledBack(Exception):
-    """Raised inside a transaction to roll it back."""
 
 
 async def writer(
     url: str, schema: str, name: str, quota: int, rng: random.Random, hold: bool
 ) -> tuple[list[tuple[str, int]], list[str]]:
-    store = PostgresStore(url, schema=schema, max_connections=1)
-
-    async def hold_then_maybe_roll_back() -> None:
-        await asyncio.sleep(rng.uniform(0, MAX_HOLD))
-        if rng.random() < ROLLBACK:
-            raise RolledBack()
-
     if hold:
-        store._before_commit = hold_then_maybe_roll_back
+        url = make_conninfo(url, options="-c jit=off -c tidings_test.hold=on")
+    store = PostgresStore(url, schema=schema, max_connections=1)
     committed: list[tuple[str, int]] = []
     rolled_back: list[str] = []
     await store.open()
@@ -57,9 +50,12 @@ async def writer(
                 for _ in range(n)
             ]
             tx = Transaction([AppendOp(f"gap-{rng.randrange(STREAMS)}", messages, ANY)])
+            if hold:
+                tx.audit.append(AuditEntry(name, "gap.write", "log"))
             try:
                 (done,) = await store.commit(tx)
-            except RolledBack:
+            except StoreError as refused:
+                assert "rolled back by the test" in str(refused), refused
                 rolled_back.extend(m.id for m in messages)
                 continue
             first = done.global_position - n + 1

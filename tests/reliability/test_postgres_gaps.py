@@ -2,7 +2,8 @@
 
 16 writers (4 processes x 4 asyncio tasks, each with a store and connection of its own) append
 EVENTS events. Half of them hold each transaction open for a random time after its rows are
-written, 5% rolling back there; the other half commit in the store's one-statement append. Meanwhile
+written, 5% rolling back there (a deferred trigger does it, on their sessions only); the other half
+commit in the store's one-statement append. Meanwhile
 a reader in this process follows the log with
 ``read_all(after=checkpoint)`` and moves its checkpoint past what it read, as a worker does. On a
 log whose positions come from a sequence the reader would see a later position while an earlier one
@@ -30,6 +31,25 @@ WRITER = Path(__file__).with_name("_gap_writer.py")
 START_TIMEOUT = 60.0
 #: Seconds without a new event after which the reader counts as stuck.
 STUCK = 120.0
+
+#: On the sessions of the writers that hold (``tidings_test.hold=on``), once per transaction, just
+#: before it commits (the append lock held): wait up to 1 ms, and roll back 5% of the time.
+HOLD = """
+CREATE FUNCTION {schema}.hold_then_maybe_roll_back() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('tidings_test.hold', true) = 'on'
+       AND current_setting('tidings_test.held', true) IS DISTINCT FROM 'yes' THEN
+        PERFORM set_config('tidings_test.held', 'yes', true);
+        PERFORM pg_sleep(random() * 0.001);
+        IF random() < 0.05 THEN
+            RAISE EXCEPTION 'rolled back by the test';
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER hold_then_maybe_roll_back AFTER INSERT ON {schema}.log
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {schema}.hold_then_maybe_roll_back();
+"""
 
 
 async def start_writers(
@@ -72,10 +92,14 @@ async def start_writers(
 async def test_a_catch_up_reader_sees_every_committed_event_once_in_order_under_16_writers(
     postgres_url: str, pg_schema: str, tmp_path: Path
 ) -> None:
+    import psycopg
+
     from tidings.backends.postgres import PostgresStore
 
     reader = PostgresStore(postgres_url, schema=pg_schema)
     await reader.open()  # creates the schema before the writers start
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute(HOLD.format(schema=pg_schema).encode())
     try:
         started = time.monotonic()
         procs, reports = await start_writers(postgres_url, pg_schema, tmp_path)

@@ -312,14 +312,12 @@ async def test_connections_terminated_during_handling_and_append(
     # A second appender whose store does not retry by itself (its retry budget is set to 0 once it
     # is open): every lost connection reaches the caller as an error, and the append is retried by
     # this test. The first one keeps the default budget and retries inside the store.
-    impatient = build_app_at(
-        PostgresStore(
-            with_options(postgres_url, application_name=appender_name),
-            schema=pg_schema,
-            max_connections=2,
-        ),
-        str(effects),
+    impatient_store = PostgresStore(
+        with_options(postgres_url, application_name=appender_name),
+        schema=pg_schema,
+        max_connections=2,
     )
+    impatient = build_app_at(impatient_store, str(effects))
 
     # Every append is decided (and its ids fixed) before the first try, so that a retry after an
     # error is the same append: App.append makes new ids on every call, so this goes to the store.
@@ -370,7 +368,7 @@ async def test_connections_terminated_during_handling_and_append(
 
     async with app, impatient:
         await app.store.last_position()  # the schema exists before the worker starts
-        impatient.store._retry_timeout = 0.0  # type: ignore[attr-defined]
+        impatient_store.retry_timeout = 0.0
         worker = await start_worker(
             None,
             effects,

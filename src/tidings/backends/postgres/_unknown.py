@@ -7,15 +7,13 @@ session is ended, so that the answer becomes final: committed, or aborted and sa
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from tidings.backends._plan import Result
-from tidings.errors import StoreUnavailable
+from tidings.backends.postgres._retry import Retry
 
 
 class UnknownOutcome(Exception):
@@ -33,12 +31,10 @@ async def committed(
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]],
     queries: dict[str, bytes],
     unknown: UnknownOutcome,
-    deadline: float,
-    where: str,
+    retry: Retry,
 ) -> bool:
     """Whether the transaction of ``unknown`` committed; ``StoreUnavailable`` if that cannot be
-    told by ``deadline`` (``time.monotonic()``)."""
-    delay = 0.02
+    told before ``retry`` gives up."""
     while True:
         cause: BaseException | None = None
         try:
@@ -56,11 +52,9 @@ async def committed(
                 )
         except psycopg.OperationalError as exc:
             cause = exc
-        if time.monotonic() + delay > deadline:
-            raise StoreUnavailable(
-                f"PostgreSQL at {where}: the connection was lost during a commit and whether it "
-                f"committed cannot be told yet ({cause or 'still in progress'}); commit again: "
-                "stored message ids and fenced checkpoints make that safe"
-            ) from cause
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 1.0)
+        await retry.pause(
+            cause,
+            "the connection was lost during a commit and whether it committed cannot be told "
+            f"yet ({cause or 'it is still in progress'}); commit again: stored message ids and "
+            "fenced checkpoints make that safe",
+        )

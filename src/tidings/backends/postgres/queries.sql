@@ -262,49 +262,35 @@ SELECT key, data FROM {schema}.documents WHERE collection = %s ORDER BY key LIMI
 SELECT actor, action, target, detail, at, id FROM {schema}.audit ORDER BY id DESC LIMIT %s
 
 -- ---------------------------------------------------------------------------------------------
--- The one-statement commit of a group that only appends (see store.py, _append_group), in three
--- shapes: every statement has fewer plan nodes the more the store knows, and each node costs at
--- every execution. %(rows)s is a JSON array of [stream, id, kind, type, version, data, correlation
--- id, causation id, headers, base, k]: data and headers are the stored JSON itself; base is the
--- version the stream is expected at before the group (-1: whatever it is) and k the row's place
--- among the group's rows for that stream. A stream that moved on past its expected version
--- collides with a stored position; an expected version ahead of the stream gives a NULL position,
--- which the log refuses. Either way nothing is written, and the store takes the long way.
+-- The one-statement commit of a group that only appends (_write.py). %(rows)s is a JSON array, as
+-- UTF-8 bytes, of [stream, id, kind, type, version, data, correlation id, causation id, headers,
+-- base, k]: data and headers are the stored JSON itself; base is the version the stream is
+-- expected at before the group (-1: whatever it is) and k the row's place among the group's rows
+-- for that stream. A stream that moved past its expected version collides with a stored position;
+-- one behind it gives a NULL position, which the log refuses: either way nothing is written.
 
--- name: append_new
--- Every stream is expected to be new (base 0): the log's unique positions are the whole check.
-WITH rows AS (
-    SELECT u.n, u.r
-    FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS u(r, n)
-), head AS (
-    UPDATE {schema}.head SET top = top + %(count)s::bigint RETURNING top - %(count)s AS base, {now} AS now
-), written AS (
-    INSERT INTO {schema}.log (global_position, stream, stream_position, id, kind, type, version,
-                              data, correlation_id, causation_id, headers, recorded_at)
-    SELECT head.base + rows.n, r->>0, (r->>10)::bigint, r->>1, r->>2, r->>3, (r->>4)::integer,
-           convert_to((r->5)::text, 'UTF8'), r->>6, r->>7,
-           CASE WHEN json_typeof(r->8) = 'null' THEN NULL ELSE convert_to((r->8)::text, 'UTF8') END,
-           head.now
-    FROM head, rows
-)
-SELECT base, pg_notify(%(channel)s::text, (base + %(count)s)::text) FROM head
-
--- name: append_known
--- Every stream's expected version is known: a stream must have reached it (checked once per
--- stream, MATERIALIZED so that it is not re-run for every row).
+-- name: append
+-- Each stream's version is read once, before any row goes in (MATERIALIZED: per row, each read
+-- would walk the index entries of the rows this statement has just inserted).
 WITH rows AS (
     SELECT u.n, u.r->>0 AS stream, (u.r->>9)::bigint AS base, (u.r->>10)::bigint AS k, u.r
-    FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS u(r, n)
+    FROM json_array_elements(convert_from(%(rows)s::bytea, 'UTF8')::json)
+         WITH ORDINALITY AS u(r, n)
 ), starts AS MATERIALIZED (
     SELECT s.stream,
-           CASE WHEN s.base = 0 OR EXISTS (
-                    SELECT FROM {schema}.log l
-                    WHERE l.stream = s.stream AND l.stream_position = s.base)
-                THEN s.base
+           CASE
+               WHEN s.base < 0 THEN (
+                   SELECT coalesce(max(l.stream_position), 0) FROM {schema}.log l
+                   WHERE l.stream = s.stream)
+               WHEN s.base = 0 OR EXISTS (
+                   SELECT FROM {schema}.log l
+                   WHERE l.stream = s.stream AND l.stream_position = s.base)
+               THEN s.base
            END AS version
     FROM (SELECT DISTINCT stream, base FROM rows) AS s
 ), head AS (
-    UPDATE {schema}.head SET top = top + %(count)s::bigint RETURNING top - %(count)s AS base, {now} AS now
+    UPDATE {schema}.head SET top = top + %(count)s::bigint
+    RETURNING top - %(count)s::bigint AS base, {now} AS now
 ), written AS (
     INSERT INTO {schema}.log (global_position, stream, stream_position, id, kind, type, version,
                               data, correlation_id, causation_id, headers, recorded_at)
@@ -313,16 +299,17 @@ WITH rows AS (
            CASE WHEN json_typeof(r->8) = 'null' THEN NULL ELSE convert_to((r->8)::text, 'UTF8') END,
            head.now
     FROM head, rows JOIN starts USING (stream)
+    RETURNING global_position, stream_position
 )
-SELECT base, pg_notify(%(channel)s::text, (base + %(count)s)::text) FROM head
+SELECT min(global_position) - 1, array_agg(stream_position ORDER BY global_position),
+       pg_notify(%(channel)s::text, max(global_position)::text)
+FROM written
 
 -- name: append_one
--- A group of one message (a sequential caller's every commit): what the shapes above do, with the
--- message as plain parameters instead of a JSON array, which spares the server parsing it and
--- the plan two nodes. base: the version the stream must be at (0: new), or -1 for any; a stream
--- not at it leaves the position NULL (which the log refuses) or collides with a stored one. The
--- stream's version is not read first: that read cost every append about as much server time as
--- a failed one costs, and the store reads it only after a failure (stream_state).
+-- A group of one message (a sequential caller's every commit): ``append`` with the message as plain
+-- parameters, sparing the server the JSON array on the commit a sequential caller waits for.
+-- base as in ``append``: -1 for any version, else the version the stream must be at. Returns the
+-- message's global and stream positions.
 WITH head AS (
     UPDATE {schema}.head SET top = top + 1 RETURNING top, {now} AS now
 ), written AS (
@@ -343,47 +330,5 @@ WITH head AS (
     FROM head
     RETURNING stream_position
 )
-SELECT head.top - 1, pg_notify(%(channel)s::text, head.top::text), written.stream_position
+SELECT head.top, written.stream_position, pg_notify(%(channel)s::text, head.top::text)
 FROM head, written
-
--- name: stream_state
--- After a lone append failed on its stream's position: where the stream is, and whether the
--- message is stored already (then the long way tells where it went).
-SELECT (SELECT coalesce(max(l.stream_position), 0) FROM {schema}.log l
-        WHERE l.stream = %(stream)s::text),
-       EXISTS (SELECT FROM {schema}.log l WHERE l.id = %(id)s::text)
-
--- name: append_rows
--- Some stream is appended to at whatever version it is: its version is read here, once per stream
--- and before any of the rows goes in (MATERIALIZED: per row, each read would walk the index
--- entries of the rows this statement has just inserted), and the positions are returned.
-WITH rows AS (
-    SELECT u.n, u.r->>0 AS stream, (u.r->>9)::bigint AS base, (u.r->>10)::bigint AS k, u.r
-    FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS u(r, n)
-), starts AS MATERIALIZED (
-    SELECT s.stream,
-           CASE
-               WHEN s.base < 0 THEN (
-                   SELECT coalesce(max(l.stream_position), 0) FROM {schema}.log l
-                   WHERE l.stream = s.stream)
-               WHEN s.base = 0 OR EXISTS (
-                   SELECT FROM {schema}.log l
-                   WHERE l.stream = s.stream AND l.stream_position = s.base)
-               THEN s.base
-           END AS version
-    FROM (SELECT DISTINCT stream, base FROM rows) AS s
-), head AS (
-    UPDATE {schema}.head SET top = top + %(count)s::bigint RETURNING top - %(count)s AS base, {now} AS now
-), written AS (
-    INSERT INTO {schema}.log (global_position, stream, stream_position, id, kind, type, version,
-                              data, correlation_id, causation_id, headers, recorded_at)
-    SELECT head.base + rows.n, rows.stream, starts.version + rows.k,
-           r->>1, r->>2, r->>3, (r->>4)::integer, convert_to((r->5)::text, 'UTF8'), r->>6, r->>7,
-           CASE WHEN json_typeof(r->8) = 'null' THEN NULL ELSE convert_to((r->8)::text, 'UTF8') END,
-           head.now
-    FROM head, rows JOIN starts USING (stream)
-    RETURNING global_position, stream_position
-)
-SELECT min(global_position) - 1, pg_notify(%(channel)s::text, max(global_position)::text),
-       array_agg(stream_position ORDER BY global_position)
-FROM written
