@@ -411,10 +411,6 @@ class App:
         (done,) = await self.committer.commit(tx)
         return done
 
-    def _new_message(self, message: Message) -> NewMessage:
-        # Kept for tests/reliability/test_postgres_workers.py until it calls self.factory.new.
-        return self.factory.new(message)
-
     # --- outcomes, documents and reading ------------------------------------------------------
 
     async def outcome(self, message_id: str) -> Outcome:

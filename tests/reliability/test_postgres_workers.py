@@ -326,7 +326,7 @@ async def test_connections_terminated_during_handling_and_append(
     for s in range(T_STREAMS):
         batches = [
             [
-                app._new_message(Tick(stream_n=s, n=n))
+                app.factory.new(Tick(stream_n=s, n=n))
                 for n in range(r * T_PER_APPEND + 1, (r + 1) * T_PER_APPEND + 1)
             ]
             for r in range(T_ROUNDS)
