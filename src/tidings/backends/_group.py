@@ -7,10 +7,11 @@ from collections.abc import Awaitable, Callable
 
 from tidings.backends._plan import Result
 from tidings.backends._shared import settle
-from tidings.errors import StoreClosed, StoreError
+from tidings.errors import StoreClosed, StoreError, StoreUnavailable
 from tidings.store import Appended, Transaction
 
-#: Writes a group of transactions in one database transaction: each one's result, in order.
+#: Writes a group of transactions in one database transaction: each one's result, in order. It
+#: raises only when nothing of the group was written.
 Write = Callable[[list[Transaction]], Awaitable[list[Result]]]
 
 
@@ -20,15 +21,21 @@ class GroupCommitter:
     The first commit starts a flush task; asyncio runs it after every callback that is ready
     already, so every caller that reaches ``commit`` in the same loop iteration joins its group.
     Commits that arrive while a group is being written form the next one. A transaction that
-    ``write`` refuses fails alone; an exception from ``write`` itself fails its whole group.
+    ``write`` refuses fails alone. When ``write`` raises for a group of several transactions,
+    each is written again alone, so that one whose data the database refuses fails alone too;
+    ``StoreUnavailable`` (the database itself failed) fails the whole group at once.
+
+    It belongs to one event loop: ``loop``, or else the loop of its first commit.
     """
 
-    def __init__(self, write: Write, *, limit: int = 512) -> None:
+    def __init__(
+        self, write: Write, *, limit: int = 512, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self._write = write
         self._limit = limit
         self._pending: list[tuple[Transaction, asyncio.Future[list[Appended]]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop = loop
         self._closed = False
 
     async def commit(self, tx: Transaction) -> list[Appended]:
@@ -55,7 +62,7 @@ class GroupCommitter:
                 group = self._pending[: self._limit]
                 del self._pending[: self._limit]
                 try:
-                    results = await self._write([tx for tx, _ in group])
+                    results = await self._results([tx for tx, _ in group])
                 except Exception as exc:
                     for _, fut in group:
                         settle(fut, None, exc)
@@ -70,6 +77,16 @@ class GroupCommitter:
             self._flusher = None
             if self._pending and self._closed:
                 self._fail_pending()
+
+    async def _results(self, txs: list[Transaction]) -> list[Result]:
+        try:
+            return await self._write(txs)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            if len(txs) == 1:
+                return [(None, exc)]
+        return [result for tx in txs for result in await self._results([tx])]
 
     def _fail_pending(self) -> None:
         pending, self._pending = self._pending, []
