@@ -10,18 +10,24 @@ from tidings.backends._shared import settle
 from tidings.errors import StoreClosed, StoreError, StoreUnavailable
 from tidings.store import Appended, Transaction
 
+_Pending = tuple[Transaction, "asyncio.Future[list[Appended]]"]
+
 #: Writes a group of transactions in one database transaction: each one's result, in order. It
 #: raises only when nothing of the group was written.
 Write = Callable[[list[Transaction]], Awaitable[list[Result]]]
+#: Writes a group within the call, as ``Write`` does; or writes nothing and returns None (or
+#: raises) when it cannot do so without waiting, and then ``Write`` is awaited instead.
+WriteNow = Callable[[list[Transaction]], list[Result] | None]
 
 
 class GroupCommitter:
     """Collects the transactions committed in one event loop and hands them to ``write`` in groups.
 
-    The first commit starts a flush task; asyncio runs it after every callback that is ready
-    already, so every caller that reaches ``commit`` in the same loop iteration joins its group.
-    Commits that arrive while a group is being written form the next one. A transaction that
-    ``write`` refuses fails alone. When ``write`` raises for a group of several transactions,
+    The first commit leads a group: it lets every callback that is ready already run (one
+    ``asyncio.sleep(0)``), so every caller that reaches ``commit`` in the same loop iteration
+    joins, then writes the group itself with ``write_now`` when given, or else in a flush task
+    with ``write``. Commits that arrive while a group is being written form the next one, written
+    by the flush task. A transaction that ``write`` refuses fails alone. When ``write`` raises for a group of several transactions,
     each is written again alone, so that one whose data the database refuses fails alone too;
     ``StoreUnavailable`` (the database itself failed) fails the whole group at once.
 
@@ -29,11 +35,19 @@ class GroupCommitter:
     """
 
     def __init__(
-        self, write: Write, *, limit: int = 512, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        write: Write,
+        *,
+        write_now: WriteNow | None = None,
+        limit: int = 512,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self._write = write
+        self._write_now = write_now
         self._limit = limit
-        self._pending: list[tuple[Transaction, asyncio.Future[list[Appended]]]] = []
+        self._pending: list[_Pending] = []
+        #: whether a caller leads the group forming now
+        self._leading = False
         self._flusher: asyncio.Task[None] | None = None
         self._loop = loop
         self._closed = False
@@ -52,9 +66,41 @@ class GroupCommitter:
             )
         fut: asyncio.Future[list[Appended]] = loop.create_future()
         self._pending.append((tx, fut))
-        if self._flusher is None:
+        if self._leading or self._flusher is not None:
+            return await fut  # a group is forming or being written: it, or the next, takes this
+        if self._write_now is None:
             self._flusher = loop.create_task(self._flush())
+            return await fut
+        self._leading = True
+        try:
+            await asyncio.sleep(0)  # every caller ready to run now joins this group
+        except BaseException:
+            # Nothing is written yet: this caller leaves.
+            self._pending = [entry for entry in self._pending if entry[1] is not fut]
+            raise
+        finally:
+            self._leading = False
+            self._lead(loop)
         return await fut
+
+    def _lead(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write the first group within this call, if ``write_now`` can; leave the rest to a
+        flush task."""
+        assert self._write_now is not None
+        if self._closed:
+            self._fail_pending()
+            return
+        group = self._pending[: self._limit]
+        try:
+            results = self._write_now([tx for tx, _ in group]) if group else None
+        except Exception:
+            results = None  # nothing was written: the flush task writes it, and tells why not
+        if results is not None:
+            del self._pending[: len(group)]
+            for (_, fut), (done, error) in zip(group, results, strict=True):
+                settle(fut, done, error)
+        if self._pending:
+            self._flusher = loop.create_task(self._flush())
 
     async def _flush(self) -> None:
         try:

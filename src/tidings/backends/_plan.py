@@ -8,7 +8,6 @@ append lock, plans here, and writes the plan in the same database transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -25,8 +24,7 @@ _Partition = tuple[str, int]
 _OUTCOME_COLUMNS = ("message_id", "type", "status", "result", "reason", "code", "error", "attempts")
 
 
-@dataclass(slots=True)
-class Head:
+class Head(msgspec.Struct):
     """What the database holds that a group's checks depend on, read in the group's transaction
     (the whole of each dictionary need not be: only the keys the group touches)."""
 
@@ -42,7 +40,7 @@ class Head:
     partitions: dict[_Partition, tuple[str | None, int]]
 
 
-class Plan:
+class Plan(msgspec.Struct):
     """What to write for a group: log rows, the checkpoint moves and command outcomes of the whole
     group, then every other statement of the applied transactions in order, and each
     transaction's result.
@@ -54,28 +52,25 @@ class Plan:
     else in a group, so they commute with every other statement, and a worker's group of a
     hundred handled commands writes its outcomes in one statement, not a hundred."""
 
-    __slots__ = ("applied", "checkpoints", "now", "outcomes", "results", "rows", "top")
-
-    def __init__(self, now: float, top: int) -> None:
-        #: the database clock the group is written at (epoch seconds)
-        self.now = now
-        #: the global position of the last row, planned or stored
-        self.top = top
-        #: each transaction's result, in order
-        self.results: list[Result] = []
-        self.rows: list[tuple[Any, ...]] = []
-        #: (subscription, partition) -> the checkpoint's new position
-        self.checkpoints: dict[_Partition, int] = {}
-        #: message id -> its last outcome in the group
-        self.outcomes: dict[str, Outcome] = {}
-        #: the transactions not refused that hold more than appends, in order
-        self.applied: list[Transaction] = []
+    #: the database clock the group is written at (epoch seconds)
+    now: float
+    #: the global position of the last row, planned or stored
+    top: int
+    #: each transaction's result, in order
+    results: list[Result] = msgspec.field(default_factory=list)
+    rows: list[tuple[Any, ...]] = msgspec.field(default_factory=list)
+    #: (subscription, partition) -> the checkpoint's new position
+    checkpoints: dict[_Partition, int] = msgspec.field(default_factory=dict)
+    #: message id -> its last outcome in the group
+    outcomes: dict[str, Outcome] = msgspec.field(default_factory=dict)
+    #: the transactions not refused that hold more than appends, in order
+    applied: list[Transaction] = msgspec.field(default_factory=list)
 
     @property
     def statements(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
         """Everything the applied transactions hold besides appends, checkpoints and outcomes, as
         ``(query name, parameter rows)`` in order, a run of one query's rows merged into one."""
-        return _statements(self.applied, self.now)
+        return _statements(self.applied, self.now) if self.applied else []
 
     def log_columns(self) -> list[list[Any]]:
         """The log rows as one list per column (``insert_log``'s array parameters)."""

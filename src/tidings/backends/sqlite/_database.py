@@ -63,7 +63,8 @@ class Database:
                 f"synchronous={synchronous!r}: choose one of {', '.join(SYNCHRONOUS)}"
             )
         self.path = str(path)
-        self._synchronous = SYNCHRONOUS[synchronous.lower()]
+        #: SQLite's ``synchronous`` setting the connection runs with
+        self.synchronous = SYNCHRONOUS[synchronous.lower()]
         self._lock_timeout = lock_timeout
         self._cursor: sqlite3.Cursor | None = None
 
@@ -86,7 +87,7 @@ class Database:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
         try:
-            script = QUERIES["connect"].replace("{synchronous}", self._synchronous)
+            script = QUERIES["connect"].replace("{synchronous}", self.synchronous)
             for statement in split_script(script):
                 conn.execute(statement)
         except BaseException:
@@ -111,6 +112,16 @@ class Database:
         file cannot be written."""
         cursor = self._live()
         return await self._retry_locked(lambda: self._in_transaction(cursor, fn))
+
+    def transaction_now(self, fn: Callable[[sqlite3.Cursor], T]) -> T | None:
+        """:meth:`transaction` within this call, or None (with nothing written) when another
+        process holds the lock."""
+        try:
+            return self._in_transaction(self._live(), fn)
+        except sqlite3.OperationalError as exc:
+            if _is_locked(exc):
+                return None
+            raise
 
     def _in_transaction(self, cursor: sqlite3.Cursor, fn: Callable[[sqlite3.Cursor], T]) -> T:
         cursor.execute(QUERIES["begin"])

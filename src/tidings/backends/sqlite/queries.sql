@@ -37,12 +37,8 @@ INSERT INTO tidings_migrations (version, name, applied_at) VALUES (?, ?, {now})
 -- name: head
 SELECT coalesce(max(global_position), 0), {now} FROM tidings_log
 
--- name: stream_versions
-SELECT value, (SELECT coalesce(max(stream_position), 0) FROM tidings_log WHERE stream = value)
-FROM json_each(?)
-
--- name: known_ids
-SELECT id, global_position FROM tidings_log WHERE id IN (SELECT value FROM json_each(?))
+-- name: known_id
+SELECT global_position FROM tidings_log WHERE id = ?
 
 -- name: moved_partitions
 -- ? is a JSON array of [subscription, partition] pairs.

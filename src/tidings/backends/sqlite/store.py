@@ -49,6 +49,8 @@ class SqliteStore(Store):
     ) -> None:
         self._db = Database(path, synchronous=synchronous, lock_timeout=float(lock_timeout))
         self.path = self._db.path
+        #: the ``synchronous`` setting it runs with: FULL, NORMAL or EXTRA
+        self.synchronous = self._db.synchronous
         self.url = f"sqlite:///{self.path}"
         self._committer: GroupCommitter | None = None
 
@@ -58,7 +60,9 @@ class SqliteStore(Store):
         if self._committer is not None:
             return
         await self._db.open()
-        self._committer = GroupCommitter(self._write, loop=asyncio.get_running_loop())
+        self._committer = GroupCommitter(
+            self._write, write_now=self._write_now, loop=asyncio.get_running_loop()
+        )
 
     async def close(self) -> None:
         committer, self._committer = self._committer, None
@@ -73,6 +77,9 @@ class SqliteStore(Store):
 
     async def _write(self, txs: list[Transaction]) -> list[Result]:
         return await self._db.transaction(lambda cursor: write_group(cursor, txs))
+
+    def _write_now(self, txs: list[Transaction]) -> list[Result] | None:
+        return self._db.transaction_now(lambda cursor: write_group(cursor, txs))
 
     # --- the log ------------------------------------------------------------------------------
 
