@@ -1,47 +1,125 @@
-"""Writing one group commit to SQLite: read what the checks need, plan, write the plan."""
+"""Writing one group commit to SQLite: learn what the checks need, plan, write the plan."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 
-from tidings.backends._plan import Head, Result, plan_group
+from tidings.backends._plan import Head, Plan, Result, plan_group
 from tidings.backends.sqlite._database import QUERIES as Q
 from tidings.backends.sqlite._database import json_array
 from tidings.store import Transaction
 
+#: The most stream versions remembered; beyond it they are forgotten (and read again).
+_REMEMBERED = 100_000
 
-def write_group(cursor: sqlite3.Cursor, txs: list[Transaction]) -> list[Result]:
-    """Plan ``txs`` on what the file holds and write the plan, in the cursor's open write
-    transaction: each transaction's result, in order."""
-    head = _read_head(cursor, txs)
-    plan = plan_group(txs, head)
+
+class GroupWriter:
+    """Writes groups of transactions through one connection, remembering what it committed.
+
+    What this connection last committed is what the file holds while SQLite's ``data_version``
+    says no other connection has written since: then a group is planned on it without reading
+    the log (the log's top and the versions of the streams written here; any other stream taken
+    to be new, every message id taken to be new). The log's unique indexes catch a wrong guess:
+    its rows are taken out and the group is planned again on what is read, as it is whenever the
+    guess would refuse a transaction, and whenever nothing is remembered.
+    """
+
+    def __init__(self) -> None:
+        #: the ``data_version`` under which ``_top`` and ``_versions`` hold; None: nothing held
+        self._version: int | None = None
+        self._top = 0
+        self._versions: dict[str, int] = {}
+        self._written: tuple[int, int, dict[str, int]] | None = None
+
+    def write(self, cursor: sqlite3.Cursor, txs: list[Transaction]) -> list[Result]:
+        """Plan ``txs`` and write the plan in the cursor's open write transaction: each
+        transaction's result, in order. Call :meth:`committed` once it is committed."""
+        (version,) = cursor.execute(Q["data_version"]).fetchone()
+        known, self._version, self._written = self._version == version, None, None
+        now = _now(cursor, txs)
+        written = self._guess(cursor, txs, now) if known else None
+        if written is None:
+            head = _read(cursor, txs, now)
+            written = plan_group(txs, head), head
+            _write_log(cursor, written[0])
+        plan, head = written
+        _write_rest(cursor, plan)
+        self._written = (version, plan.top, head.versions)
+        return plan.results
+
+    def committed(self) -> None:
+        """The group last written is committed: remember what the file now holds."""
+        if self._written is not None:
+            self._version, self._top, versions = self._written
+            if len(self._versions) > _REMEMBERED:
+                self._versions.clear()
+            self._versions.update(versions)
+
+    def _guess(
+        self, cursor: sqlite3.Cursor, txs: list[Transaction], now: float
+    ) -> tuple[Plan, Head] | None:
+        """Plan on what is remembered and write the log's rows; None (with nothing written)
+        when a guess refused a transaction or broke a unique index."""
+        streams = {op.stream for tx in txs for op in tx.appends}
+        versions = {s: self._versions[s] for s in streams if s in self._versions}
+        head = Head(self._top, now, versions, {}, _partitions(cursor, txs))
+        plan = plan_group(txs, head)
+        if any(error is not None for _, error in plan.results):
+            return None
+        try:
+            _write_log(cursor, plan)
+        except sqlite3.IntegrityError:
+            cursor.execute(Q["delete_log_after"], (self._top,))
+            return None
+        return plan, head
+
+
+def _now(cursor: sqlite3.Cursor, txs: list[Transaction]) -> float:
+    """SQLite's clock when the group holds or schedules anything (their due times are compared
+    with it, at its resolution), else this process's: the same clock, without a statement."""
+    if any(tx.held or tx.scheduled for tx in txs):
+        return float(cursor.execute(Q["now"]).fetchone()[0])
+    return time.time()
+
+
+def _read(cursor: sqlite3.Cursor, txs: list[Transaction], now: float) -> Head:
+    """What the group's checks need, read from the file."""
+    (top,) = cursor.execute(Q["last_position"]).fetchone()
+    head = Head(top, now, {}, {}, _partitions(cursor, txs))
+    for tx in txs:
+        for op in tx.appends:
+            if op.stream not in head.versions:
+                (version,) = cursor.execute(Q["stream_version"], (op.stream,)).fetchone()
+                head.versions[op.stream] = version
+            for m in op.messages:
+                found = cursor.execute(Q["known_id"], (m.id,)).fetchone()
+                if found is not None:
+                    head.known[m.id] = found[0]
+    return head
+
+
+def _partitions(
+    cursor: sqlite3.Cursor, txs: list[Transaction]
+) -> dict[tuple[str, int], tuple[str | None, int]]:
+    """Owner and checkpoint of every partition whose checkpoint the group moves."""
+    moved = {(m.subscription, m.partition) for tx in txs for m in tx.checkpoints}
+    if not moved:
+        return {}
+    found = cursor.execute(Q["moved_partitions"], (json_array(moved),)).fetchall()
+    return {(s, p): (owner, position) for s, p, owner, position in found}
+
+
+def _write_log(cursor: sqlite3.Cursor, plan: Plan) -> None:
     if plan.rows:
         now = plan.now
         cursor.executemany(Q["insert_log"], [(*row, now) for row in plan.rows])
+
+
+def _write_rest(cursor: sqlite3.Cursor, plan: Plan) -> None:
     if plan.checkpoints:
         cursor.executemany(Q["move_checkpoint"], plan.checkpoint_rows())
     if plan.outcomes:
         cursor.executemany(Q["upsert_outcome"], plan.outcome_rows())
     for name, params in plan.statements:
         cursor.executemany(Q[name], params)
-    return plan.results
-
-
-def _read_head(cursor: sqlite3.Cursor, txs: list[Transaction]) -> Head:
-    top, now = cursor.execute(Q["head"]).fetchone()
-    head = Head(top, now, {}, {}, {})
-    moved: set[tuple[str, int]] = set()
-    for tx in txs:
-        for op in tx.appends:
-            if op.stream not in head.versions:
-                found = cursor.execute(Q["stream_version"], (op.stream,)).fetchone()
-                head.versions[op.stream] = found[0]
-            for m in op.messages:
-                found = cursor.execute(Q["known_id"], (m.id,)).fetchone()
-                if found is not None:
-                    head.known[m.id] = found[0]
-        moved.update((m.subscription, m.partition) for m in tx.checkpoints)
-    if moved:
-        found = cursor.execute(Q["moved_partitions"], (json_array(moved),)).fetchall()
-        head.partitions = {(s, p): (owner, position) for s, p, owner, position in found}
-    return head

@@ -105,25 +105,34 @@ class Database:
         cursor = self._live()
         return await self._retry_locked(lambda: cursor.execute(QUERIES[name], params).fetchall())
 
-    async def transaction(self, fn: Callable[[sqlite3.Cursor], T]) -> T:
-        """``fn``'s result, run in a write transaction of its own, committed; run again from the
-        start should another process hold the lock. Raises (with nothing written) ``StoreError``
-        when SQLite refuses what ``fn`` writes (a constraint), ``StoreUnavailable`` when the
-        file cannot be written."""
+    async def transaction(
+        self, fn: Callable[[sqlite3.Cursor], T], committed: Callable[[], None] | None = None
+    ) -> T:
+        """``fn``'s result, run in a write transaction of its own, committed (then
+        ``committed()`` is called); run again from the start should another process hold the
+        lock. Raises (with nothing written) ``StoreError`` when SQLite refuses what ``fn``
+        writes (a constraint), ``StoreUnavailable`` when the file cannot be written."""
         cursor = self._live()
-        return await self._retry_locked(lambda: self._in_transaction(cursor, fn))
+        return await self._retry_locked(lambda: self._in_transaction(cursor, fn, committed))
 
-    def transaction_now(self, fn: Callable[[sqlite3.Cursor], T]) -> T | None:
+    def transaction_now(
+        self, fn: Callable[[sqlite3.Cursor], T], committed: Callable[[], None] | None = None
+    ) -> T | None:
         """:meth:`transaction` within this call, or None (with nothing written) when another
         process holds the lock."""
         try:
-            return self._in_transaction(self._live(), fn)
+            return self._in_transaction(self._live(), fn, committed)
         except sqlite3.OperationalError as exc:
             if _is_locked(exc):
                 return None
             raise
 
-    def _in_transaction(self, cursor: sqlite3.Cursor, fn: Callable[[sqlite3.Cursor], T]) -> T:
+    def _in_transaction(
+        self,
+        cursor: sqlite3.Cursor,
+        fn: Callable[[sqlite3.Cursor], T],
+        committed: Callable[[], None] | None = None,
+    ) -> T:
         cursor.execute(QUERIES["begin"])
         try:
             result = fn(cursor)
@@ -132,6 +141,8 @@ class Database:
             if cursor.connection.in_transaction:
                 cursor.execute(QUERIES["rollback"])
             raise
+        if committed is not None:
+            committed()
         return result
 
     async def _retry_locked(self, step: Callable[[], T]) -> T:

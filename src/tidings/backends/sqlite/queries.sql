@@ -34,8 +34,13 @@ INSERT INTO tidings_migrations (version, name, applied_at) VALUES (?, ?, {now})
 -- ---------------------------------------------------------------------------------------------
 -- Group commit: what the plan's checks need (read under the write lock), then the plan's rows.
 
--- name: head
-SELECT coalesce(max(global_position), 0), {now} FROM tidings_log
+-- name: data_version
+-- Changes when another connection commits to the file (not when this one does).
+PRAGMA data_version
+
+-- name: delete_log_after
+-- Takes back the rows a group wrote on a wrong guess (see _commit.py), in the same transaction.
+DELETE FROM tidings_log WHERE global_position > ?
 
 -- name: known_id
 SELECT global_position FROM tidings_log WHERE id = ?

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from tidings.backends._group import GroupCommitter
 from tidings.backends._plan import Result
 from tidings.backends._shared import held_from_row
-from tidings.backends.sqlite._commit import write_group
+from tidings.backends.sqlite._commit import GroupWriter
 from tidings.backends.sqlite._database import QUERIES, Database, json_array
 from tidings.errors import ConfigurationError, StoreClosed
 from tidings.messages import Envelope, NewMessage
@@ -53,6 +53,7 @@ class SqliteStore(Store):
         self.synchronous = self._db.synchronous
         self.url = f"sqlite:///{self.path}"
         self._committer: GroupCommitter | None = None
+        self._writer = GroupWriter()
 
     # --- life cycle and commits ---------------------------------------------------------------
 
@@ -60,6 +61,7 @@ class SqliteStore(Store):
         if self._committer is not None:
             return
         await self._db.open()
+        self._writer = GroupWriter()  # what it remembers holds for one connection
         self._committer = GroupCommitter(
             self._write, write_now=self._write_now, loop=asyncio.get_running_loop()
         )
@@ -76,10 +78,12 @@ class SqliteStore(Store):
         return await self._committer.commit(tx)
 
     async def _write(self, txs: list[Transaction]) -> list[Result]:
-        return await self._db.transaction(lambda cursor: write_group(cursor, txs))
+        writer = self._writer
+        return await self._db.transaction(lambda c: writer.write(c, txs), writer.committed)
 
     def _write_now(self, txs: list[Transaction]) -> list[Result] | None:
-        return self._db.transaction_now(lambda cursor: write_group(cursor, txs))
+        writer = self._writer
+        return self._db.transaction_now(lambda c: writer.write(c, txs), writer.committed)
 
     # --- the log ------------------------------------------------------------------------------
 
