@@ -87,20 +87,27 @@ class GroupCommitter:
                 "this store was opened in another event loop: open one App per event loop "
                 "(or per thread), and use it only there"
             )
+        idle = not self._leading and self._flusher is None
+        if idle and self._write_now is not None and self._alone >= 2 and self._unseen < self._LOOK:
+            self._unseen += 1
+            written = self._written_now([tx])
+            if written is not None:
+                ((done, error),) = written
+                if error is not None:
+                    raise error
+                assert done is not None
+                return done
         fut: asyncio.Future[list[Appended]] = loop.create_future()
         self._pending.append((tx, fut))
-        if self._leading or self._flusher is not None:
+        if not idle:
             return await fut  # a group is forming or being written: it, or the next, takes this
         if self._write_now is None:
             self._flusher = loop.create_task(self._flush())
             return await fut
         self._leading = True
+        self._unseen = 0
         try:
-            if self._alone < 2 or self._unseen >= self._LOOK:
-                self._unseen = 0
-                await asyncio.sleep(0)  # every caller ready to run now joins this group
-            else:
-                self._unseen += 1
+            await asyncio.sleep(0)  # every caller ready to run now joins this group
         except BaseException:
             # Nothing is written yet: this caller leaves.
             self._pending = [entry for entry in self._pending if entry[1] is not fut]
@@ -113,22 +120,29 @@ class GroupCommitter:
     def _lead(self, loop: asyncio.AbstractEventLoop) -> None:
         """Write the first group within this call, if ``write_now`` can; leave the rest to a
         flush task."""
-        assert self._write_now is not None
         if self._closed:
             self._fail_pending()
             return
         group = self._pending[: self._limit]
-        try:
-            results = self._write_now([tx for tx, _ in group]) if group else None
-        except Exception:
-            results = None  # nothing was written: the flush task writes it, and tells why not
+        results = self._written_now([tx for tx, _ in group]) if group else None
         if results is not None:
-            self._alone = self._alone + 1 if len(group) == 1 else 0
             del self._pending[: len(group)]
             for (_, fut), (done, error) in zip(group, results, strict=True):
                 settle(fut, done, error)
         if self._pending:
             self._flusher = loop.create_task(self._flush())
+
+    def _written_now(self, txs: list[Transaction]) -> list[Result] | None:
+        """``write_now``'s results, or None when it wrote nothing (the flush task writes the
+        group then, and tells why it could not)."""
+        assert self._write_now is not None
+        try:
+            results = self._write_now(txs)
+        except Exception:
+            return None
+        if results is not None:
+            self._alone = self._alone + 1 if len(txs) == 1 else 0
+        return results
 
     async def _flush(self) -> None:
         try:

@@ -46,7 +46,7 @@ class Plan(msgspec.Struct):
     transaction's result.
 
     A log row is ``(global_position, stream, stream_position, id, kind, type, version, data,
-    correlation_id, causation_id, headers)``; every row is recorded at ``now``. Checkpoints and
+    correlation_id, causation_id, headers, recorded_at)``, recorded at ``now``. Checkpoints and
     outcomes are gathered across the group's transactions, each key keeping the last value given
     for it (what applying them one after the other leaves): their tables are written by nothing
     else in a group, so they commute with every other statement, and a worker's group of a
@@ -73,8 +73,9 @@ class Plan(msgspec.Struct):
         return _statements(self.applied, self.now) if self.applied else []
 
     def log_columns(self) -> list[list[Any]]:
-        """The log rows as one list per column (``insert_log``'s array parameters)."""
-        return [list(column) for column in zip(*self.rows, strict=True)]
+        """The log rows as one list per column but ``recorded_at`` (``insert_log``'s array
+        parameters; its one ``now`` is a parameter of its own)."""
+        return [list(column) for column in zip(*self.rows, strict=True)][:-1]
 
     def checkpoint_rows(self) -> list[tuple[int, str, int]]:
         """``move_checkpoint``'s parameter rows."""
@@ -116,7 +117,7 @@ def plan_group(txs: Sequence[Transaction], head: Head) -> Plan:
 
 def _plan_one(plan: Plan, tx: Transaction, head: Head) -> list[Appended]:
     versions, known = head.versions, head.known
-    top = plan.top
+    top, now = plan.top, plan.now
     # What this transaction adds, kept apart until every check of it has passed.
     local_versions: dict[str, int] = {}
     local_ids: dict[str, int] = {}
@@ -148,6 +149,7 @@ def _plan_one(plan: Plan, tx: Transaction, head: Head) -> list[Appended]:
                     m.correlation_id,
                     m.causation_id,
                     m.headers,
+                    now,
                 )
             )
         local_versions[stream] = version

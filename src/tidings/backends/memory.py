@@ -86,9 +86,9 @@ class MemoryStore(Store):
 
     def _write(self, plan: Plan) -> None:
         now = plan.now
-        for gp, stream, sp, mid, kind, type_, version, data, corr, cause, headers in plan.rows:
+        for gp, stream, sp, mid, kind, type_, version, data, corr, cause, headers, at in plan.rows:
             env = Envelope(
-                mid, kind, type_, version, stream, sp, gp, now, data, corr, cause, headers
+                mid, kind, type_, version, stream, sp, gp, at, data, corr, cause, headers
             )
             self._log.append(env)
             self._streams.setdefault(stream, []).append(env)

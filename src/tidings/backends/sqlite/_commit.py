@@ -61,12 +61,16 @@ class GroupWriter:
     ) -> tuple[Plan, Head] | None:
         """Plan on what is remembered and write the log's rows; None (with nothing written)
         when a guess refused a transaction or broke a unique index."""
-        streams = {op.stream for tx in txs for op in tx.appends}
-        versions = {s: self._versions[s] for s in streams if s in self._versions}
+        remembered, versions = self._versions, {}
+        for tx in txs:
+            for op in tx.appends:
+                if op.stream in remembered:
+                    versions[op.stream] = remembered[op.stream]
         head = Head(self._top, now, versions, {}, _partitions(cursor, txs))
         plan = plan_group(txs, head)
-        if any(error is not None for _, error in plan.results):
-            return None
+        for _, error in plan.results:
+            if error is not None:
+                return None
         try:
             _write_log(cursor, plan)
         except sqlite3.IntegrityError:
@@ -78,8 +82,9 @@ class GroupWriter:
 def _now(cursor: sqlite3.Cursor, txs: list[Transaction]) -> float:
     """SQLite's clock when the group holds or schedules anything (their due times are compared
     with it, at its resolution), else this process's: the same clock, without a statement."""
-    if any(tx.held or tx.scheduled for tx in txs):
-        return float(cursor.execute(Q["now"]).fetchone()[0])
+    for tx in txs:
+        if tx.held or tx.scheduled:
+            return float(cursor.execute(Q["now"]).fetchone()[0])
     return time.time()
 
 
@@ -103,7 +108,10 @@ def _partitions(
     cursor: sqlite3.Cursor, txs: list[Transaction]
 ) -> dict[tuple[str, int], tuple[str | None, int]]:
     """Owner and checkpoint of every partition whose checkpoint the group moves."""
-    moved = {(m.subscription, m.partition) for tx in txs for m in tx.checkpoints}
+    moved: set[tuple[str, int]] = set()
+    for tx in txs:
+        for m in tx.checkpoints:
+            moved.add((m.subscription, m.partition))
     if not moved:
         return {}
     found = cursor.execute(Q["moved_partitions"], (json_array(moved),)).fetchall()
@@ -112,8 +120,7 @@ def _partitions(
 
 def _write_log(cursor: sqlite3.Cursor, plan: Plan) -> None:
     if plan.rows:
-        now = plan.now
-        cursor.executemany(Q["insert_log"], [(*row, now) for row in plan.rows])
+        cursor.executemany(Q["insert_log"], plan.rows)
 
 
 def _write_rest(cursor: sqlite3.Cursor, plan: Plan) -> None:
@@ -121,5 +128,6 @@ def _write_rest(cursor: sqlite3.Cursor, plan: Plan) -> None:
         cursor.executemany(Q["move_checkpoint"], plan.checkpoint_rows())
     if plan.outcomes:
         cursor.executemany(Q["upsert_outcome"], plan.outcome_rows())
-    for name, params in plan.statements:
-        cursor.executemany(Q[name], params)
+    if plan.applied:
+        for name, params in plan.statements:
+            cursor.executemany(Q[name], params)
