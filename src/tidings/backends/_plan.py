@@ -161,24 +161,25 @@ def _plan_one(plan: Plan, tx: Transaction, head: Head) -> list[Appended]:
         if op.expected_version != ANY and op.expected_version != before:
             raise _Refused(WrongExpectedVersion(stream, op.expected_version, before))
         results.append(Appended(stream, version, top))
-    if tx.checkpoints:
+    rest = tx.beyond_appends()
+    if rest:
         partitions = head.partitions
         for move in tx.checkpoints:
             found = partitions.get((move.subscription, move.partition))
             if found is None or found != (move.owner, move.expected):
                 raise _Refused(LeaseLost())
-        # Every check passed: from here on nothing refuses this transaction.
-        for move in tx.checkpoints:
-            partitions[(move.subscription, move.partition)] = (move.owner, move.position)
-            plan.checkpoints[(move.subscription, move.partition)] = move.position
-    for o in tx.outcomes:
-        plan.outcomes.pop(o.message_id, None)  # keep the order of the last ones
-        plan.outcomes[o.message_id] = o
+    # Every check passed: from here on nothing refuses this transaction.
     versions.update(local_versions)
     known.update(local_ids)
     plan.top = top
     plan.rows += rows
-    if tx.beyond_appends():
+    if rest:
+        for move in tx.checkpoints:
+            partitions[(move.subscription, move.partition)] = (move.owner, move.position)
+            plan.checkpoints[(move.subscription, move.partition)] = move.position
+        for o in tx.outcomes:
+            plan.outcomes.pop(o.message_id, None)  # keep the order of the last ones
+            plan.outcomes[o.message_id] = o
         plan.applied.append(tx)
     return results
 

@@ -64,7 +64,8 @@ class MemoryStore(Store):
             raise StoreClosed()
 
     async def commit(self, tx: Transaction) -> list[Appended]:
-        self._check_open()
+        if self._closed:
+            raise StoreClosed()
         plan = plan_group([tx], self._head(tx))
         ((appended, error),) = plan.results
         if error is not None:
@@ -91,7 +92,11 @@ class MemoryStore(Store):
                 mid, kind, type_, version, stream, sp, gp, at, data, corr, cause, headers
             )
             self._log.append(env)
-            self._streams.setdefault(stream, []).append(env)
+            found = self._streams.get(stream)
+            if found is None:
+                self._streams[stream] = [env]
+            else:
+                found.append(env)
         for key, position in plan.checkpoints.items():
             self._partitions[key] = msgspec.structs.replace(
                 self._partitions[key], position=position
