@@ -37,13 +37,27 @@ class GroupWriter:
         transaction's result, in order. Call :meth:`committed` once it is committed."""
         (version,) = cursor.execute(Q["data_version"]).fetchone()
         known, self._version, self._written = self._version == version, None, None
-        now = _now(cursor, txs)
-        written = self._guess(cursor, txs, now) if known else None
-        if written is None:
-            head = _read(cursor, txs, now)
-            written = plan_group(txs, head), head
-            _write_log(cursor, written[0])
-        plan, head = written
+        streams: set[str] = set()
+        moved: set[tuple[str, int]] = set()
+        clock = False
+        for tx in txs:
+            for op in tx.appends:
+                streams.add(op.stream)
+            for m in tx.checkpoints:
+                moved.add((m.subscription, m.partition))
+            clock = clock or bool(tx.held or tx.scheduled)
+        # SQLite's clock when due times are set (they are compared with it, at its resolution),
+        # else this process's: the same clock, without a statement.
+        now = float(cursor.execute(Q["now"]).fetchone()[0]) if clock else time.time()
+        plan = None
+        if known:
+            head = Head(self._top, now, self._remembered(streams), {}, _partitions(cursor, moved))
+            plan = self._guess(cursor, txs, head)
+        if plan is None:
+            head = Head(0, now, {}, {}, _partitions(cursor, moved))
+            _read(cursor, txs, head)
+            plan = plan_group(txs, head)
+            _write_log(cursor, plan)
         _write_rest(cursor, plan)
         self._written = (version, plan.top, head.versions)
         return plan.results
@@ -56,17 +70,13 @@ class GroupWriter:
                 self._versions.clear()
             self._versions.update(versions)
 
-    def _guess(
-        self, cursor: sqlite3.Cursor, txs: list[Transaction], now: float
-    ) -> tuple[Plan, Head] | None:
+    def _remembered(self, streams: set[str]) -> dict[str, int]:
+        remembered = self._versions
+        return {s: remembered[s] for s in streams if s in remembered}
+
+    def _guess(self, cursor: sqlite3.Cursor, txs: list[Transaction], head: Head) -> Plan | None:
         """Plan on what is remembered and write the log's rows; None (with nothing written)
         when a guess refused a transaction or broke a unique index."""
-        remembered, versions = self._versions, {}
-        for tx in txs:
-            for op in tx.appends:
-                if op.stream in remembered:
-                    versions[op.stream] = remembered[op.stream]
-        head = Head(self._top, now, versions, {}, _partitions(cursor, txs))
         plan = plan_group(txs, head)
         for _, error in plan.results:
             if error is not None:
@@ -76,22 +86,12 @@ class GroupWriter:
         except sqlite3.IntegrityError:
             cursor.execute(Q["delete_log_after"], (self._top,))
             return None
-        return plan, head
+        return plan
 
 
-def _now(cursor: sqlite3.Cursor, txs: list[Transaction]) -> float:
-    """SQLite's clock when the group holds or schedules anything (their due times are compared
-    with it, at its resolution), else this process's: the same clock, without a statement."""
-    for tx in txs:
-        if tx.held or tx.scheduled:
-            return float(cursor.execute(Q["now"]).fetchone()[0])
-    return time.time()
-
-
-def _read(cursor: sqlite3.Cursor, txs: list[Transaction], now: float) -> Head:
-    """What the group's checks need, read from the file."""
-    (top,) = cursor.execute(Q["last_position"]).fetchone()
-    head = Head(top, now, {}, {}, _partitions(cursor, txs))
+def _read(cursor: sqlite3.Cursor, txs: list[Transaction], head: Head) -> None:
+    """Fill in what the group's checks need of the log, read from the file."""
+    (head.top,) = cursor.execute(Q["last_position"]).fetchone()
     for tx in txs:
         for op in tx.appends:
             if op.stream not in head.versions:
@@ -101,17 +101,12 @@ def _read(cursor: sqlite3.Cursor, txs: list[Transaction], now: float) -> Head:
                 found = cursor.execute(Q["known_id"], (m.id,)).fetchone()
                 if found is not None:
                     head.known[m.id] = found[0]
-    return head
 
 
 def _partitions(
-    cursor: sqlite3.Cursor, txs: list[Transaction]
+    cursor: sqlite3.Cursor, moved: set[tuple[str, int]]
 ) -> dict[tuple[str, int], tuple[str | None, int]]:
     """Owner and checkpoint of every partition whose checkpoint the group moves."""
-    moved: set[tuple[str, int]] = set()
-    for tx in txs:
-        for m in tx.checkpoints:
-            moved.add((m.subscription, m.partition))
     if not moved:
         return {}
     found = cursor.execute(Q["moved_partitions"], (json_array(moved),)).fetchall()
