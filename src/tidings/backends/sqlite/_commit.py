@@ -17,32 +17,34 @@ _REMEMBERED = 100_000
 class GroupWriter:
     """Writes groups of transactions through one connection, remembering what it committed.
 
-    What this connection last committed is what the file holds while SQLite's ``data_version``
-    says no other connection has written since: then a group is planned on it without reading
-    the log (the log's top and the versions of the streams written here; any other stream taken
-    to be new, every message id taken to be new). The log's unique indexes catch a wrong guess:
-    its rows are taken out and the group is planned again on what is read, as it is whenever the
-    guess would refuse a transaction, and whenever nothing is remembered.
+    A group is planned on what this connection last committed (the log's top, the versions of
+    the streams written here; any other stream taken to be new, every message id taken to be
+    new) without reading the log. Another process may have written since, but the log only
+    grows, so a guess it made wrong always breaks a unique index (a global position, a stream
+    position or a message id taken already): then the guess's rows are undone and the group
+    is planned again on what is read, as it is whenever the guess would refuse a transaction,
+    whenever an append of no messages (which inserts nothing to collide) is in the group, and
+    whenever nothing is remembered.
     """
 
     def __init__(self) -> None:
-        #: the ``data_version`` under which ``_top`` and ``_versions`` hold; None: nothing held
-        self._version: int | None = None
+        #: whether ``_top`` and ``_versions`` hold what this connection last committed
+        self._known = False
         self._top = 0
         self._versions: dict[str, int] = {}
-        self._written: tuple[int, int, dict[str, int]] | None = None
+        self._written: tuple[int, dict[str, int]] | None = None
 
     def write(self, cursor: sqlite3.Cursor, txs: list[Transaction]) -> list[Result]:
         """Plan ``txs`` and write the plan in the cursor's open write transaction: each
         transaction's result, in order. Call :meth:`committed` once it is committed."""
-        (version,) = cursor.execute(Q["data_version"]).fetchone()
-        known, self._version, self._written = self._version == version, None, None
+        known, self._known, self._written = self._known, False, None
         streams: set[str] = set()
         moved: set[tuple[str, int]] = set()
         clock = False
         for tx in txs:
             for op in tx.appends:
                 streams.add(op.stream)
+                known = known and bool(op.messages)
             for m in tx.checkpoints:
                 moved.add((m.subscription, m.partition))
             clock = clock or bool(tx.held or tx.scheduled)
@@ -59,13 +61,14 @@ class GroupWriter:
             plan = plan_group(txs, head)
             _write_log(cursor, plan)
         _write_rest(cursor, plan)
-        self._written = (version, plan.top, head.versions)
+        self._written = (plan.top, head.versions)
         return plan.results
 
     def committed(self) -> None:
         """The group last written is committed: remember what the file now holds."""
         if self._written is not None:
-            self._version, self._top, versions = self._written
+            self._top, versions = self._written
+            self._known = True
             if len(self._versions) > _REMEMBERED:
                 self._versions.clear()
             self._versions.update(versions)
@@ -84,7 +87,6 @@ class GroupWriter:
         try:
             _write_log(cursor, plan)
         except sqlite3.IntegrityError:
-            cursor.execute(Q["delete_log_after"], (self._top,))
             return None
         return plan
 
@@ -114,8 +116,20 @@ def _partitions(
 
 
 def _write_log(cursor: sqlite3.Cursor, plan: Plan) -> None:
-    if plan.rows:
-        cursor.executemany(Q["insert_log"], plan.rows)
+    """Insert the plan's log rows, or (raising) none of them."""
+    if len(plan.rows) == 1:
+        # One statement, undone by SQLite if it fails; and after a disk sync, executemany would
+        # cost one row several microseconds more.
+        cursor.execute(Q["insert_log"], plan.rows[0])
+    elif plan.rows:
+        cursor.execute(Q["savepoint"])
+        try:
+            cursor.executemany(Q["insert_log"], plan.rows)
+        except BaseException:
+            cursor.execute(Q["rollback_to"])
+            raise
+        finally:
+            cursor.execute(Q["release"])
 
 
 def _write_rest(cursor: sqlite3.Cursor, plan: Plan) -> None:

@@ -34,13 +34,15 @@ INSERT INTO tidings_migrations (version, name, applied_at) VALUES (?, ?, {now})
 -- ---------------------------------------------------------------------------------------------
 -- Group commit: what the plan's checks need (read under the write lock), then the plan's rows.
 
--- name: data_version
--- Changes when another connection commits to the file (not when this one does).
-PRAGMA data_version
+-- name: savepoint
+-- Around a group's log rows, so that a failure among them undoes them all (see _commit.py).
+SAVEPOINT log_rows
 
--- name: delete_log_after
--- Takes back the rows a group wrote on a wrong guess (see _commit.py), in the same transaction.
-DELETE FROM tidings_log WHERE global_position > ?
+-- name: rollback_to
+ROLLBACK TO log_rows
+
+-- name: release
+RELEASE log_rows
 
 -- name: known_id
 SELECT global_position FROM tidings_log WHERE id = ?
