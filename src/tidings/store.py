@@ -241,11 +241,13 @@ class EventLog(abc.ABC):
 
     @abc.abstractmethod
     async def commit(self, tx: Transaction) -> list[Appended]:
-        """Apply every append of ``tx`` atomically, or none.
+        """Apply everything ``tx`` holds atomically, or nothing; what each append did.
 
-        Raises ``WrongExpectedVersion`` when a stream is not at an append's expected version.
-        A message whose id is already in the log is not appended again: an append whose
-        messages are all there already succeeds without checking the expected version.
+        Raises ``WrongExpectedVersion`` when a stream is not at an append's expected version, and
+        ``LeaseLost`` when a checkpoint move's partition is no longer as expected. A message id
+        is recorded once: a message whose id is in the log already, or earlier in ``tx``, is
+        skipped, and an append all of whose messages are skipped succeeds without checking its
+        expected version (a retry), at the stream's version as it is.
         """
 
     def commit_now(self, tx: Transaction) -> list[Appended] | None:

@@ -9,7 +9,7 @@ import pytest
 from tidings.backends.memory import MemoryStore
 from tidings.backends.sqlite import SqliteStore
 from tidings.store import Store
-from tidings.testing.contract import DeliveryContract, LogContract
+from tidings.testing.contract import DeliveryContract, LogContract, append, new_message
 
 
 class TestMemoryStore(LogContract, DeliveryContract):
@@ -34,3 +34,26 @@ class TestPostgresStore(LogContract, DeliveryContract):
         from tidings.backends.postgres import PostgresStore
 
         return PostgresStore(self.postgres_url, schema=self.schema)
+
+
+@pytest.mark.parametrize("size", [1, 3])
+async def test_sqlite_stores_sharing_a_file_never_lose_each_other_s_rows(
+    tmp_path: Path, size: int
+) -> None:
+    # Each store plans on what it last committed; the other's rows make it wrong, and the
+    # unique indexes must catch it without taking away anything the other one stored.
+    here, there = SqliteStore(str(tmp_path / "s.db")), SqliteStore(str(tmp_path / "s.db"))
+    await here.open()
+    await there.open()
+    try:
+        await append(here, "a", new_message())
+        await append(there, "b", *[new_message() for _ in range(size)])
+        await append(here, "a", *[new_message() for _ in range(size)], expected_version=1)
+        await append(there, "b", new_message(), expected_version=size)
+        log = await here.read_all()
+        assert [e.global_position for e in log] == list(range(1, 2 * size + 3))
+        assert [e.stream_position for e in log if e.stream == "a"] == list(range(1, size + 2))
+        assert [e.stream_position for e in log if e.stream == "b"] == list(range(1, size + 2))
+    finally:
+        await here.close()
+        await there.close()

@@ -8,7 +8,6 @@ append lock, plans here, and writes the plan in the same database transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -25,9 +24,9 @@ _Partition = tuple[str, int]
 _OUTCOME_COLUMNS = ("message_id", "type", "status", "result", "reason", "code", "error", "attempts")
 
 
-@dataclass(slots=True)
-class Head:
-    """What the database holds that a group's checks depend on, read in the group's transaction."""
+class Head(msgspec.Struct):
+    """What the database holds that a group's checks depend on, read in the group's transaction
+    (the whole of each dictionary need not be: only the keys the group touches)."""
 
     #: the global position of the log's last message
     top: int
@@ -41,33 +40,53 @@ class Head:
     partitions: dict[_Partition, tuple[str | None, int]]
 
 
-@dataclass(slots=True)
-class Plan:
-    """What to write for a group: log rows (as columns for one ``unnest`` insert), the checkpoint
-    moves and command outcomes of the whole group, then every other statement of the applied
-    transactions in order, and each transaction's result.
+class Plan(msgspec.Struct):
+    """What to write for a group: log rows, the checkpoint moves and command outcomes of the whole
+    group, then every other statement of the applied transactions in order, and each
+    transaction's result.
 
-    Checkpoints and outcomes are gathered across the group's transactions, each key keeping the
-    last value given for it (what applying them one after the other leaves): their tables are
-    written by nothing else in a group, so they commute with every other statement, and a worker's
-    group of a hundred handled commands writes its outcomes in one statement, not a hundred."""
+    A log row is ``(global_position, stream, stream_position, id, kind, type, version, data,
+    correlation_id, causation_id, headers, recorded_at)``, recorded at ``now``. Checkpoints and
+    outcomes are gathered across the group's transactions, each key keeping the last value given
+    for it (what applying them one after the other leaves): their tables are written by nothing
+    else in a group, so they commute with every other statement, and a worker's group of a
+    hundred handled commands writes its outcomes in one statement, not a hundred."""
 
-    results: list[Result] = field(default_factory=list)
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    #: the database clock the group is written at (epoch seconds)
+    now: float
+    #: the global position of the last row, planned or stored
+    top: int
+    #: each transaction's result, in order
+    results: list[Result] = msgspec.field(default_factory=list)
+    rows: list[tuple[Any, ...]] = msgspec.field(default_factory=list)
     #: (subscription, partition) -> the checkpoint's new position
-    checkpoints: dict[_Partition, int] = field(default_factory=dict)
+    checkpoints: dict[_Partition, int] = msgspec.field(default_factory=dict)
     #: message id -> its last outcome in the group
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
-    statements: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
-    top: int = 0
+    outcomes: dict[str, Outcome] = msgspec.field(default_factory=dict)
+    #: the transactions not refused that hold more than appends, in order
+    applied: list[Transaction] = msgspec.field(default_factory=list)
+
+    @property
+    def statements(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """Everything the applied transactions hold besides appends, checkpoints and outcomes, as
+        ``(query name, parameter rows)`` in order, a run of one query's rows merged into one."""
+        return _statements(self.applied, self.now) if self.applied else []
 
     def log_columns(self) -> list[list[Any]]:
-        """The log rows as one list per column (``insert_log``'s array parameters)."""
-        return [list(column) for column in zip(*self.rows, strict=True)]
+        """The log rows as one list per column but ``recorded_at`` (``insert_log``'s array
+        parameters; its one ``now`` is a parameter of its own)."""
+        return [list(column) for column in zip(*self.rows, strict=True)][:-1]
 
     def checkpoint_rows(self) -> list[tuple[int, str, int]]:
         """``move_checkpoint``'s parameter rows."""
         return [(position, s, p) for (s, p), position in self.checkpoints.items()]
+
+    def outcome_rows(self) -> list[tuple[Any, ...]]:
+        """The outcomes as rows of ``_OUTCOME_COLUMNS`` then ``updated_at``."""
+        now = self.now
+        return [
+            (*(getattr(o, name) for name in _OUTCOME_COLUMNS), now) for o in self.outcomes.values()
+        ]
 
     def outcome_columns(self) -> list[list[Any]]:
         """The outcomes as one list per column (``upsert_outcomes``' array parameters)."""
@@ -82,56 +101,47 @@ class _Refused(Exception):
 
 def plan_group(txs: Sequence[Transaction], head: Head) -> Plan:
     """Check each transaction against the database and the transactions before it in the group;
-    a transaction whose check fails is refused alone and leaves nothing behind."""
-    plan = Plan(top=head.top)
-    versions = dict(head.versions)
-    known = dict(head.known)
-    partitions = dict(head.partitions)
+    a transaction whose check fails is refused alone and leaves nothing behind.
+
+    Planning updates ``head``'s dictionaries with what each transaction it does not refuse
+    writes: they are the group's working state (or a store's own indexes, kept by it)."""
+    plan = Plan(head.now, head.top)
+    results = plan.results
     for tx in txs:
         try:
-            plan.results.append((_plan_one(plan, tx, head.now, versions, known, partitions), None))
+            results.append((_plan_one(plan, tx, head), None))
         except _Refused as refused:
-            plan.results.append((None, refused.error))
+            results.append((None, refused.error))
     return plan
 
 
-def _plan_one(
-    plan: Plan,
-    tx: Transaction,
-    now: float,
-    versions: dict[str, int],
-    known: dict[str, int],
-    partitions: dict[_Partition, tuple[str | None, int]],
-) -> list[Appended]:
-    top = plan.top
+def _plan_one(plan: Plan, tx: Transaction, head: Head) -> list[Appended]:
+    versions, known = head.versions, head.known
+    top, now = plan.top, plan.now
+    # What this transaction adds, kept apart until every check of it has passed.
     local_versions: dict[str, int] = {}
     local_ids: dict[str, int] = {}
     rows: list[tuple[Any, ...]] = []
     results: list[Appended] = []
     for op in tx.appends:
         stream = op.stream
-        version = local_versions.get(stream, versions.get(stream, 0))
-        fresh = [m for m in op.messages if m.id not in local_ids and m.id not in known]
-        if op.messages and not fresh:
-            # Every message is stored already (a retry): succeed without checking the version.
-            last = op.messages[-1].id
-            results.append(Appended(stream, version, local_ids.get(last) or known[last]))
-            local_versions[stream] = version
-            continue
-        if op.expected_version != ANY and op.expected_version != version:
-            raise _Refused(WrongExpectedVersion(stream, op.expected_version, version))
-        for m in fresh:
-            if m.id in local_ids:
-                continue  # the same id twice in one append is stored once
+        before = version = local_versions.get(stream, versions.get(stream, 0))
+        first = len(rows)
+        for m in op.messages:
+            # A message id is recorded once: one stored already, or earlier in the group or in
+            # this transaction, is skipped.
+            message_id = m.id
+            if message_id in known or message_id in local_ids:
+                continue
             version += 1
             top += 1
-            local_ids[m.id] = top
+            local_ids[message_id] = top
             rows.append(
                 (
                     top,
                     stream,
                     version,
-                    m.id,
+                    message_id,
                     m.kind,
                     m.type,
                     m.version,
@@ -139,32 +149,42 @@ def _plan_one(
                     m.correlation_id,
                     m.causation_id,
                     m.headers,
+                    now,
                 )
             )
         local_versions[stream] = version
+        if op.messages and len(rows) == first:
+            # Every message is stored already (a retry): succeed without checking the version.
+            last = op.messages[-1].id
+            results.append(Appended(stream, version, local_ids.get(last) or known[last]))
+            continue
+        if op.expected_version != ANY and op.expected_version != before:
+            raise _Refused(WrongExpectedVersion(stream, op.expected_version, before))
         results.append(Appended(stream, version, top))
-    for move in tx.checkpoints:
-        found = partitions.get((move.subscription, move.partition))
-        if found is None or found != (move.owner, move.expected):
-            raise _Refused(LeaseLost())
+    rest = tx.beyond_appends()
+    if rest:
+        partitions = head.partitions
+        for move in tx.checkpoints:
+            found = partitions.get((move.subscription, move.partition))
+            if found is None or found != (move.owner, move.expected):
+                raise _Refused(LeaseLost())
     # Every check passed: from here on nothing refuses this transaction.
-    for move in tx.checkpoints:
-        partitions[(move.subscription, move.partition)] = (move.owner, move.position)
-        plan.checkpoints[(move.subscription, move.partition)] = move.position
-    for o in tx.outcomes:
-        plan.outcomes.pop(o.message_id, None)  # keep the order of the last ones
-        plan.outcomes[o.message_id] = o
     versions.update(local_versions)
     known.update(local_ids)
     plan.top = top
-    plan.rows.extend(rows)
-    plan.statements.extend(_statements(tx, now))
+    plan.rows += rows
+    if rest:
+        for move in tx.checkpoints:
+            partitions[(move.subscription, move.partition)] = (move.owner, move.position)
+            plan.checkpoints[(move.subscription, move.partition)] = move.position
+        for o in tx.outcomes:
+            plan.outcomes.pop(o.message_id, None)  # keep the order of the last ones
+            plan.outcomes[o.message_id] = o
+        plan.applied.append(tx)
     return results
 
 
-def _statements(tx: Transaction, now: float) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """Everything but the appends, checkpoints and outcomes, as ``(query name, parameter rows)``
-    in the order SQLite applies them."""
+def _statements(txs: list[Transaction], now: float) -> list[tuple[str, list[tuple[Any, ...]]]]:
     out: list[tuple[str, list[tuple[Any, ...]]]] = []
 
     def add(name: str, params: list[tuple[Any, ...]]) -> None:
@@ -175,53 +195,54 @@ def _statements(tx: Transaction, now: float) -> list[tuple[str, list[tuple[Any, 
         else:
             out.append((name, params))
 
-    add(
-        "upsert_held",
-        [
-            (
-                h.subscription,
-                h.partition,
-                h.stream,
-                h.global_position,
-                h.message_id,
-                h.type,
-                h.status,
-                h.attempts,
-                h.error,
-                h.traceback,
-                _encoder.encode(h.history),
-                None if h.due_in is None else now + h.due_in,
-                h.first_failed_at,
-                h.last_failed_at,
-            )
-            for h in tx.held
-        ],
-    )
-    add("delete_held", [(g.subscription, g.global_position) for g in tx.unheld])
-    for doc in tx.documents:
-        # In order: a put and a delete of the same key in one transaction must not swap.
-        if doc.data is None:
-            add("delete_document", [(doc.collection, doc.key)])
-        else:
-            add("put_document", [(doc.collection, doc.key, doc.data)])
-    add(
-        "schedule",
-        [
-            (
-                s.message.id,
-                s.at if s.at is not None else now + (s.delay or 0.0),
-                s.stream,
-                s.message.kind,
-                s.message.type,
-                s.message.version,
-                s.message.data,
-                s.message.correlation_id,
-                s.message.causation_id,
-                s.message.headers,
-            )
-            for s in tx.scheduled
-        ],
-    )
-    add("unschedule", [(message_id,) for message_id in tx.unscheduled])
-    add("add_audit", [(now, e.actor, e.action, e.target, e.detail) for e in tx.audit])
+    for tx in txs:
+        add(
+            "upsert_held",
+            [
+                (
+                    h.subscription,
+                    h.partition,
+                    h.stream,
+                    h.global_position,
+                    h.message_id,
+                    h.type,
+                    h.status,
+                    h.attempts,
+                    h.error,
+                    h.traceback,
+                    _encoder.encode(h.history),
+                    None if h.due_in is None else now + h.due_in,
+                    h.first_failed_at,
+                    h.last_failed_at,
+                )
+                for h in tx.held
+            ],
+        )
+        add("delete_held", [(g.subscription, g.global_position) for g in tx.unheld])
+        for doc in tx.documents:
+            # In order: a put and a delete of the same key in one transaction must not swap.
+            if doc.data is None:
+                add("delete_document", [(doc.collection, doc.key)])
+            else:
+                add("put_document", [(doc.collection, doc.key, doc.data)])
+        add(
+            "schedule",
+            [
+                (
+                    s.message.id,
+                    s.at if s.at is not None else now + (s.delay or 0.0),
+                    s.stream,
+                    s.message.kind,
+                    s.message.type,
+                    s.message.version,
+                    s.message.data,
+                    s.message.correlation_id,
+                    s.message.causation_id,
+                    s.message.headers,
+                )
+                for s in tx.scheduled
+            ],
+        )
+        add("unschedule", [(message_id,) for message_id in tx.unscheduled])
+        add("add_audit", [(now, e.actor, e.action, e.target, e.detail) for e in tx.audit])
     return out

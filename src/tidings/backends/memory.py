@@ -7,13 +7,13 @@ on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 import msgspec
 
-from tidings.errors import ConfigurationError, LeaseLost, StoreClosed, WrongExpectedVersion
-from tidings.messages import Envelope, NewMessage
+from tidings.backends._plan import Head, Plan, plan_group
+from tidings.errors import ConfigurationError, StoreClosed
+from tidings.messages import Envelope
 from tidings.store import (
     ANY,
     REPLAY,
@@ -30,53 +30,6 @@ from tidings.store import (
 )
 
 
-class _IdIndex:
-    """Message id to envelope, for an append to find the ids already stored.
-
-    Ids made by :func:`~tidings.uuid7` arrive in increasing order, and those are kept in two lists
-    (appended to, searched by bisection) instead of a dict: hashing a hundred thousand new ids into
-    a dict costs an append more than everything else it does. An id that arrives out of order (one
-    chosen by the caller, say) goes to a dict. Either way an id newer than every id stored is known
-    to be new without a search.
-    """
-
-    __slots__ = ("_envs", "_ids", "_last", "_others")
-
-    def __init__(self) -> None:
-        self._ids: list[str] = []
-        self._envs: list[Envelope] = []
-        self._last = ""
-        self._others: dict[str, Envelope] = {}
-
-    def get(self, message_id: str) -> Envelope | None:
-        if message_id > self._last:
-            return None
-        found = self._others.get(message_id)
-        if found is None:
-            ids = self._ids
-            i = bisect_left(ids, message_id)
-            if i < len(ids) and ids[i] == message_id:
-                found = self._envs[i]
-        return found
-
-    def __contains__(self, message_id: str) -> bool:
-        return self.get(message_id) is not None
-
-    def fresh(self, messages: Sequence[NewMessage]) -> Sequence[NewMessage]:
-        """The messages whose ids are not stored yet."""
-        return [m for m in messages if m.id > self._last or m.id not in self]
-
-    def add(self, env: Envelope) -> None:
-        """Index ``env``, whose id is not stored yet."""
-        message_id = env.id
-        if message_id > self._last:
-            self._ids.append(message_id)
-            self._envs.append(env)
-            self._last = message_id
-        else:
-            self._others[message_id] = env
-
-
 class MemoryStore(Store):
     """A store that lives in this process's memory and is gone when it ends."""
 
@@ -87,7 +40,9 @@ class MemoryStore(Store):
         self._clock = clock
         self._log: list[Envelope] = []
         self._streams: dict[str, list[Envelope]] = {}
-        self._by_id = _IdIndex()
+        #: stream -> version, and message id -> global position: kept by planning (see _head)
+        self._versions: dict[str, int] = {}
+        self._positions: dict[str, int] = {}
         self._partitions: dict[tuple[str, int], PartitionInfo] = {}
         self._workers: dict[str, float] = {}
         self._held: dict[tuple[str, int], Held] = {}
@@ -109,152 +64,50 @@ class MemoryStore(Store):
             raise StoreClosed()
 
     async def commit(self, tx: Transaction) -> list[Appended]:
-        return self.commit_now(tx)
-
-    def commit_now(self, tx: Transaction) -> list[Appended]:
-        """Every commit here is done at once: nothing in it waits."""
         if self._closed:
             raise StoreClosed()
-        now = self._clock()
-        appends = tx.appends
-        # tx.beyond_appends(), written out: a call more shows in an invoke's time
-        rest = bool(
-            tx.checkpoints
-            or tx.held
-            or tx.unheld
-            or tx.outcomes
-            or tx.documents
-            or tx.scheduled
-            or tx.unscheduled
-            or tx.audit
-        )
-        if len(appends) != 1 or (rest and tx.checkpoints):
-            results = self._append_staged(tx, now)
-        else:
-            # The common case: one append is all there is to validate, so once it is validated
-            # it is applied directly, with nothing to stage. (The envelopes are built here as in
-            # _append_staged, written out rather than shared: a call per message shows here.)
-            op = appends[0]
-            stream = op.stream
-            messages = op.messages
-            by_id = self._by_id
-            found = self._streams.get(stream)
-            version = len(found) if found is not None else 0
-            if len(messages) == 1:  # by_id.fresh(messages), written out: a call shows here
-                first = messages[0].id
-                new = first > by_id._last or first not in by_id  # the first test is the usual
-                fresh = messages if new else ()
-            else:
-                fresh = by_id.fresh(messages)
-            if not fresh and messages:
-                known = by_id.get(messages[-1].id)
-                assert known is not None
-                results = [Appended(stream, version, known.global_position)]
-            else:
-                expected = op.expected_version
-                if expected != ANY and expected != version:
-                    raise WrongExpectedVersion(stream, expected, version)
-                log = self._log
-                position = len(log)
-                if fresh:
-                    if found is None:
-                        found = self._streams[stream] = []
-                    for m in fresh:
-                        version += 1
-                        position += 1
-                        env = Envelope(
-                            m.id,
-                            m.kind,
-                            m.type,
-                            m.version,
-                            stream,
-                            version,
-                            position,
-                            now,
-                            m.data,
-                            m.correlation_id,
-                            m.causation_id,
-                            m.headers,
-                        )
-                        log.append(env)
-                        found.append(env)
-                        # by_id.add(env), written out: a call shows here
-                        if m.id > by_id._last:
-                            by_id._ids.append(m.id)
-                            by_id._envs.append(env)
-                            by_id._last = m.id
-                        else:
-                            by_id._others[m.id] = env
-                results = [Appended(stream, version, position)]
-        if rest:
-            self._apply_rest(tx, now)
-        return results
+        plan = plan_group([tx], self._head(tx))
+        ((appended, error),) = plan.results
+        if error is not None:
+            raise error
+        assert appended is not None
+        self._write(plan)
+        return appended
 
-    def _append_staged(self, tx: Transaction, now: float) -> list[Appended]:
-        """Validate every append and checkpoint before changing anything, so that a failed
-        commit leaves no trace; then apply the appends."""
-        by_id = self._by_id
-        streams = self._streams
-        versions: dict[str, int] = {}
-        position = len(self._log)
-        staged: list[Envelope] = []
-        results: list[Appended] = []
-        for op in tx.appends:
-            stream = op.stream
-            messages = op.messages
-            version = versions.get(stream)
-            if version is None:
-                version = len(streams.get(stream, ()))
-            fresh = by_id.fresh(messages)
-            if not fresh and messages:
-                known = by_id.get(messages[-1].id)
-                assert known is not None
-                results.append(Appended(stream, version, known.global_position))
-                continue
-            if op.expected_version != ANY and op.expected_version != version:
-                raise WrongExpectedVersion(stream, op.expected_version, version)
-            for m in fresh:
-                version += 1
-                position += 1
-                staged.append(
-                    Envelope(
-                        m.id,
-                        m.kind,
-                        m.type,
-                        m.version,
-                        stream,
-                        version,
-                        position,
-                        now,
-                        m.data,
-                        m.correlation_id,
-                        m.causation_id,
-                        m.headers,
-                    )
-                )
-            versions[stream] = version
-            results.append(Appended(stream, version, position))
-        for move in tx.checkpoints:
-            part = self._partitions.get((move.subscription, move.partition))
-            if part is None or part.owner != move.owner or part.position != move.expected:
-                raise LeaseLost()
-        log = self._log
-        for env in staged:
-            log.append(env)
-            found = streams.get(env.stream)
-            if found is None:
-                streams[env.stream] = [env]
-            else:
-                found.append(env)
-            by_id.add(env)
-        return results
-
-    def _apply_rest(self, tx: Transaction, now: float) -> None:
+    def _head(self, tx: Transaction) -> Head:
+        """What planning ``tx`` needs to know of the store: its own indexes of stream versions and
+        message ids, which planning updates."""
+        partitions: dict[tuple[str, int], tuple[str | None, int]] = {}
         for move in tx.checkpoints:
             key = (move.subscription, move.partition)
-            self._partitions[key] = msgspec.structs.replace(
-                self._partitions[key], position=move.position
+            part = self._partitions.get(key)
+            if part is not None:
+                partitions[key] = (part.owner, part.position)
+        return Head(len(self._log), self._clock(), self._versions, self._positions, partitions)
+
+    def _write(self, plan: Plan) -> None:
+        now = plan.now
+        for gp, stream, sp, mid, kind, type_, version, data, corr, cause, headers, at in plan.rows:
+            env = Envelope(
+                mid, kind, type_, version, stream, sp, gp, at, data, corr, cause, headers
             )
+            self._log.append(env)
+            found = self._streams.get(stream)
+            if found is None:
+                self._streams[stream] = [env]
+            else:
+                found.append(env)
+        for key, position in plan.checkpoints.items():
+            self._partitions[key] = msgspec.structs.replace(
+                self._partitions[key], position=position
+            )
+        for outcome in plan.outcomes.values():
+            self._outcomes[outcome.message_id] = msgspec.structs.replace(outcome, updated_at=now)
+        for tx in plan.applied:
+            self._apply_rest(tx, now)
+
+    def _apply_rest(self, tx: Transaction, now: float) -> None:
+        """What a transaction holds besides appends, checkpoints and outcomes."""
         for held in tx.held:
             key = (held.subscription, held.global_position)
             old = self._held.get(key)
@@ -271,8 +124,6 @@ class MemoryStore(Store):
             self._held[key] = row
         for gone in tx.unheld:
             self._held.pop((gone.subscription, gone.global_position), None)
-        for outcome in tx.outcomes:
-            self._outcomes[outcome.message_id] = msgspec.structs.replace(outcome, updated_at=now)
         for doc in tx.documents:
             collection = self._documents.setdefault(doc.collection, {})
             if doc.data is None:

@@ -28,6 +28,7 @@ from tidings.store import (
     REPLAY,
     RETRYING,
     WAITING,
+    Appended,
     AppendOp,
     Attempt,
     AuditEntry,
@@ -56,6 +57,14 @@ async def append(
     """Append in a transaction of its own; returns the stream's new version."""
     (done,) = await store.commit(Transaction([AppendOp(stream, list(messages), expected_version)]))
     return done.version
+
+
+async def _log(store: Store) -> list[tuple[str, str, int, int]]:
+    """The whole log as (id, stream, stream position, global position) rows."""
+    return [
+        (e.id, e.stream, e.stream_position, e.global_position)
+        for e in await store.read_all(limit=10_000)
+    ]
 
 
 class StoreContract(abc.ABC):
@@ -212,6 +221,69 @@ class LogContract(StoreContract):
         later = uuid7()
         assert await append(store, "ids", new_message(id=later), new_message(id="order-3")) == 8
         assert await append(store, "ids", new_message(id="order-3"), new_message(id=later)) == 8
+
+    async def test_the_same_id_twice_in_one_append_is_recorded_once(self, store: Store) -> None:
+        m, other = new_message(), new_message()
+        assert await append(store, "twice", m, other, m, expected_version=NO_STREAM) == 2
+        assert await _log(store) == [(m.id, "twice", 1, 1), (other.id, "twice", 2, 2)]
+
+    async def test_the_same_id_in_two_appends_of_one_transaction_is_recorded_once(
+        self, store: Store
+    ) -> None:
+        m = new_message()
+        done = await store.commit(
+            Transaction([AppendOp("a", [m], NO_STREAM), AppendOp("b", [m], NO_STREAM)])
+        )
+        assert done == [Appended("a", 1, 1), Appended("b", 0, 1)]
+        assert await _log(store) == [(m.id, "a", 1, 1)]
+
+    async def test_an_id_stored_in_one_stream_is_not_recorded_again_in_another(
+        self, store: Store
+    ) -> None:
+        m, new = new_message(), new_message()
+        await append(store, "first", m)
+        # Every id stored already: nothing is recorded, and the other stream stays as it is.
+        done = await store.commit(Transaction([AppendOp("second", [m], NO_STREAM)]))
+        assert done == [Appended("second", 0, 1)]
+        # Some stored already: only the new ones are recorded.
+        assert await append(store, "second", m, new, expected_version=NO_STREAM) == 1
+        assert await _log(store) == [(m.id, "first", 1, 1), (new.id, "second", 1, 2)]
+
+    async def test_the_same_id_in_two_concurrent_commits_is_recorded_once(
+        self, store: Store
+    ) -> None:
+        m = new_message()
+        results = await asyncio.gather(
+            store.commit(Transaction([AppendOp("a", [m], NO_STREAM)])),
+            store.commit(Transaction([AppendOp("b", [m], NO_STREAM)])),
+        )
+        ((_, winner, _, _),) = log = await _log(store)
+        assert log == [(m.id, winner, 1, 1)]
+        loser = "b" if winner == "a" else "a"
+        by_stream = {done.stream: done for (done,) in results}
+        assert by_stream == {winner: Appended(winner, 1, 1), loser: Appended(loser, 0, 1)}
+
+    async def test_stored_ids_succeed_at_any_expected_version_and_new_ones_do_not(
+        self, store: Store
+    ) -> None:
+        m1, m2, m3 = new_message(), new_message(), new_message()
+        await append(store, "acct", m1, m2)
+        await append(store, "acct", m3)
+        # Every id stored already (a retry): succeeds at a wrong expected version, records nothing.
+        for expected in (NO_STREAM, 1, 7, ANY):
+            done = await store.commit(Transaction([AppendOp("acct", [m2, m1], expected)]))
+            assert done == [Appended("acct", 3, 1)]
+        # Some stored, some new: the expected version is checked, and only the new are recorded.
+        new = new_message()
+        with pytest.raises(WrongExpectedVersion):
+            await append(store, "acct", m1, new, expected_version=2)
+        assert await append(store, "acct", m1, new, new, expected_version=3) == 4
+        assert await _log(store) == [
+            (m1.id, "acct", 1, 1),
+            (m2.id, "acct", 2, 2),
+            (m3.id, "acct", 3, 3),
+            (new.id, "acct", 4, 4),
+        ]
 
     async def test_read_stream_forwards_backwards_from_and_limit(self, store: Store) -> None:
         await append(store, "r", *[new_message(f'{{"n":{i}}}'.encode()) for i in range(1, 11)])
