@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import msgspec
 
 from tidings.messages import Envelope, NewMessage
 
 #: ``expected_version``: append whatever the stream's version is.
-T = TypeVar("T")
-
 ANY: Final = -2
 #: ``expected_version``: the stream must not exist yet (the same as expecting version 0).
 NO_STREAM: Final = 0
@@ -219,15 +217,6 @@ class Transaction(msgspec.Struct):
             getattr(self, name).extend(getattr(other, name))
 
 
-def grow(items: Sequence[T], *more: T) -> list[T]:
-    """``items`` with ``more`` added, as a list: the same list when it is one, so that adding to
-    a transaction's lists one item at a time stays linear."""
-    if isinstance(items, list):
-        items.extend(more)
-        return items
-    return [*items, *more]
-
-
 class EventLog(abc.ABC):
     """The log: append atomically, read a stream, read everything in global order."""
 
@@ -249,20 +238,6 @@ class EventLog(abc.ABC):
         skipped, and an append all of whose messages are skipped succeeds without checking its
         expected version (a retry), at the stream's version as it is.
         """
-
-    def commit_now(self, tx: Transaction) -> list[Appended] | None:
-        """Commit ``tx`` within this call when the store can do so without waiting (nothing to
-        await, no group it should join), with ``commit``'s results and errors; otherwise return
-        None without doing anything, and the caller awaits :meth:`commit`. A sequential caller on
-        an embedded store is spared a coroutine per commit this way. The default never can.
-        """
-        return None
-
-    def append_now(self, stream: str, messages: Sequence[NewMessage], expected: int) -> int | None:
-        """:meth:`commit_now` of a transaction holding one append and nothing else (a decided
-        invoke's), without making the transaction: the stream's version after it, or None
-        (without doing anything) when the caller must commit it. The default never can."""
-        return None
 
     @abc.abstractmethod
     async def read_stream(

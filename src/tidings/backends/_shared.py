@@ -64,19 +64,3 @@ def settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -
         fut.set_exception(error)
     else:
         fut.set_result(result)
-
-
-def others_ready(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether anything else is ready to run in ``loop`` before it waits for I/O: a commit that
-    starts now could not be joined by anyone else, so it need not wait one iteration for them.
-
-    asyncio's own loop keeps its ready callbacks in ``_ready`` (cancelled ones too, until it skips
-    them); any other loop (uvloop) is assumed busy, which is always correct, only a little slower.
-    """
-    ready = getattr(loop, "_ready", None)
-    if ready is None:
-        return True
-    if not ready:
-        return False
-    # A cancelled handle waits there too until the loop drops it: it runs nothing.
-    return any(not handle.cancelled() for handle in ready)

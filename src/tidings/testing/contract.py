@@ -146,26 +146,6 @@ class LogContract(StoreContract):
             await append(store, "acct", new_message(), expected_version=1)
         assert await store.stream_version("acct") == 2
 
-    async def test_append_now_commits_as_commit_would_or_does_nothing(self, store: Store) -> None:
-        # append_now is optional: None means "not here, commit it" and must leave nothing behind.
-        async def append_now(stream: str, expected: int, *messages: NewMessage) -> int:
-            version = store.append_now(stream, list(messages), expected)
-            if version is None:
-                assert await store.stream_version(stream) == max(expected, 0)
-                return await append(store, stream, *messages, expected_version=expected)
-            return version
-
-        first, second, third = new_message(), new_message(), new_message()
-        assert await append_now("acct", NO_STREAM, first) == 1
-        assert await append_now("acct", 1, second, third) == 3
-        assert await append_now("other", ANY, new_message()) == 1
-        # A wrong expected version is never committed: refused now, or left to commit to refuse.
-        assert store.append_now("acct", [new_message()], 1) is None
-        assert store.append_now("acct", [new_message()], NO_STREAM) is None
-        assert [e.id for e in await store.read_stream("acct")] == [first.id, second.id, third.id]
-        assert [e.stream_position for e in await store.read_stream("acct")] == [1, 2, 3]
-        assert await store.last_position() == 4
-
     async def test_a_failed_transaction_commits_nothing(self, store: Store) -> None:
         await append(store, "b", new_message())
         tx = Transaction(
