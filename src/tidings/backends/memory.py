@@ -288,7 +288,9 @@ class MemoryStore(Store):
         """The subscription's partition keys, checked for an operator's action; ``audit`` written."""
         keys = [key for key in self._partitions if key[0] == name]
         if not keys:
-            raise SubscriptionNotFound(f"no subscription named {name!r}; see `tidings subscriptions`")
+            raise SubscriptionNotFound(
+                f"no subscription named {name!r}; see `tidings subscriptions`"
+            )
         now = self._clock()
         owners = {
             p.owner
@@ -308,7 +310,9 @@ class MemoryStore(Store):
     ) -> None:
         self._check_open()
         for key in self._operate(name, audit, force):
-            self._partitions[key] = msgspec.structs.replace(self._partitions[key], position=position)
+            self._partitions[key] = msgspec.structs.replace(
+                self._partitions[key], position=position
+            )
         for sub, gp in list(self._held):
             if sub == name and gp > position:
                 del self._held[(sub, gp)]

@@ -206,12 +206,12 @@ class SqliteStore(Store):
         rows = await self._db.read("partitions", (name, name))
         return [PartitionInfo(*row) for row in rows]
 
-    def _operate(
-        self, cursor: sqlite3.Cursor, name: str, audit: AuditEntry, force: bool
-    ) -> None:
+    def _operate(self, cursor: sqlite3.Cursor, name: str, audit: AuditEntry, force: bool) -> None:
         """Check that an operator may act on the subscription now, and write ``audit``."""
         if cursor.execute(QUERIES["subscription_size"], (name,)).fetchone() is None:
-            raise SubscriptionNotFound(f"no subscription named {name!r}; see `tidings subscriptions`")
+            raise SubscriptionNotFound(
+                f"no subscription named {name!r}; see `tidings subscriptions`"
+            )
         owners = [row[0] for row in cursor.execute(QUERIES["live_owners"], (name,)).fetchall()]
         if owners and not force:
             raise SubscriptionInUse(
