@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -43,6 +43,14 @@ class OrderSubmitted(Event, type_name="ops.OrderSubmitted"):
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Path]:
     yield tmp_path / "ops.db"
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll ``condition`` (a worker runs in the background) until it holds, or fail."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"condition not met within {timeout}s"
+        await asyncio.sleep(0.01)
 
 
 def failing(name: str, app: App, policy: RetryPolicy | None = None) -> list[str]:
@@ -84,8 +92,11 @@ async def test_a_renamed_event_class_is_dead_lettered_with_its_cause(db: Path) -
         asyncio.run(main())
         """
     )
-    done = subprocess.run([sys.executable, "-c", yesterday], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", yesterday, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()
 
     # Today the class is renamed (and so is its stored type): o2 was never handled.
     handled: list[str] = []
@@ -124,9 +135,11 @@ async def test_the_worker_warns_at_start_of_messages_nothing_handles(
         worker = app.worker()
         with caplog.at_level(logging.WARNING, logger="tidings.worker"):
             task = asyncio.create_task(worker.run())
-            async with asyncio.timeout(10):
-                while not any("ops.Ping" in r.getMessage() for r in caplog.records):
-                    await asyncio.sleep(0.01)
+
+            async def warned() -> bool:
+                return any("ops.Ping" in r.getMessage() for r in caplog.records)
+
+            await wait_until(warned)
             worker.stop()
             await task
         (warning,) = [r.getMessage() for r in caplog.records if "ops.Ping" in r.getMessage()]
@@ -231,11 +244,11 @@ async def test_delete_is_refused_while_a_worker_runs_it_unless_forced(db: Path) 
         worker = app.worker()
         task = asyncio.create_task(worker.run())
         try:
-            async with asyncio.timeout(10):
-                while not (await app.subscriptions.list("email") or [None])[0]:
-                    await asyncio.sleep(0.01)
-                while (await app.subscriptions.list("email"))[0].state != "running":
-                    await asyncio.sleep(0.01)
+
+            async def running() -> bool:
+                return [s.state for s in await app.subscriptions.list("email")] == ["running"]
+
+            await wait_until(running)
             with pytest.raises(SubscriptionInUse, match=worker.id):
                 await app.subscriptions.delete("email", actor="ada")
             assert [s.name for s in await app.subscriptions.list()] == ["email"]

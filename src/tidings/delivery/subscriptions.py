@@ -232,10 +232,9 @@ class Subscriptions:
             count = pending[p.partition] if types is not None else None
             states.append(PartitionState(p, count, age, owner))
         workers = sorted({s.owner for s in states if s.owner is not None})
+        state = "running" if workers else "stopped"
         if self.judge and not registered:
             state = "orphaned"
-        else:
-            state = "running" if workers else "stopped"
         ages = [s.oldest_age for s in states if s.oldest_age is not None]
         return SubscriptionState(
             name,
