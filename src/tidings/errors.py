@@ -134,3 +134,7 @@ class SubscriptionNotFound(TidingsError):
 class SubscriptionInUse(TidingsError):
     """A worker holds a lease on this subscription: stop the workers that run it first, or force
     the action (the workers let it go at their next lease renewal)."""
+
+
+class StreamNotFound(TidingsError):
+    """No message was ever recorded in this stream; list the streams with `tidings streams`."""

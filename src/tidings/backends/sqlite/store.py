@@ -10,8 +10,10 @@ with asyncio sleeps.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 
 from tidings.backends._group import GroupCommitter
 from tidings.backends._plan import Result
@@ -21,6 +23,7 @@ from tidings.backends.sqlite._database import QUERIES, Database, json_array
 from tidings.errors import (
     ConfigurationError,
     StoreClosed,
+    StoreUnavailable,
     SubscriptionInUse,
     SubscriptionNotFound,
 )
@@ -64,9 +67,27 @@ class SqliteStore(Store):
 
     # --- life cycle and commits ---------------------------------------------------------------
 
+    def check_file(self, *, exists: bool = False) -> None:
+        """Raise ``StoreUnavailable`` naming the directory when the file's directory is missing,
+        and (with ``exists``: a reader, which must not create a file) naming the file when it is."""
+        path = Path(self.path)
+        if not path.parent.is_dir():
+            raise StoreUnavailable(
+                f"SQLite file {self.path!r}: the directory {str(path.parent.resolve())!r} does not "
+                "exist. sqlite:///relative.db is relative to the current directory "
+                f"({os.getcwd()}); sqlite:////absolute.db (four slashes) is an absolute path"
+            )
+        if exists and not path.is_file():
+            raise StoreUnavailable(
+                f"no SQLite file {str(path.resolve())!r}: check the store URL (a reader never "
+                "creates one; sqlite:///relative.db is relative to the current directory, "
+                "sqlite:////absolute.db an absolute path)"
+            )
+
     async def open(self) -> None:
         if self._committer is not None:
             return
+        self.check_file()
         await self._db.open()
         self._writer = GroupWriter()  # what it remembers holds for one connection
         self._committer = GroupCommitter(
