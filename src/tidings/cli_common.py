@@ -112,10 +112,10 @@ def when(at: float | None) -> str:
 
 def table(title: str, columns: dict[str, bool], rows: Iterable[Sequence[Any]]) -> Table:
     """A table that stays readable in 80 columns: the columns marked ``True`` (names, ids) are
-    never broken; the others wrap."""
+    never broken; the others wrap between words."""
     made = Table(title=title, expand=False, pad_edge=False)
     for name, whole in columns.items():
-        made.add_column(name, no_wrap=whole, overflow="fold")
+        made.add_column(name, no_wrap=whole, overflow="ellipsis" if whole else "fold")
     for row in rows:
         made.add_row(*("-" if value is None else str(value) for value in row))
     return made

@@ -256,29 +256,17 @@ def dlq_list(
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    columns = {
-        "id": True,
-        "subscription": True,
-        "stream": False,
-        "type": False,
-        "status": True,
-        "tries": True,
-        "error": False,
-    }
+    columns = {"id": True, "subscription": True, "stream": True, "type": True}
+    columns |= {"status": True} if every else {}
+    columns |= {"tries": True, "error": False}
     console.print(
         table(
             "dead letters" if not every else "held messages",
             columns,
             [
-                [
-                    r["id"],
-                    r["subscription"],
-                    r["stream"],
-                    r["type"],
-                    r["status"],
-                    r["attempts"],
-                    r["error"],
-                ]
+                [r["id"], r["subscription"], r["stream"], r["type"]]
+                + ([r["status"]] if every else [])
+                + [r["attempts"], r["error"]]
                 for r in rows
             ],
         )
