@@ -19,6 +19,7 @@ from tidings.decider import Decider
 from tidings.delivery.alerts import AlertCallback, Alerts
 from tidings.delivery.deadletters import DeadLetters
 from tidings.delivery.policy import RetryPolicy
+from tidings.delivery.subscriptions import Subscriptions, Unhandled
 from tidings.delivery.worker import Worker
 from tidings.errors import CommandDead, ConfigurationError, Refused
 from tidings.factory import MessageFactory
@@ -275,7 +276,9 @@ class App:
         return dict(self.handlers.subscribers)
 
     def validate(self) -> list[Problem]:
-        """Mistakes in the wiring that would otherwise surface only in production."""
+        """Mistakes in the wiring that would otherwise surface only in production (a worker
+        refuses to start with any). What the log holds that nothing handles is
+        :meth:`unhandled`."""
         return self.handlers.problems()
 
     def on_alert(self, callback: AlertCallback) -> AlertCallback:
@@ -297,6 +300,16 @@ class App:
     def dead_letters(self) -> DeadLetters:
         """List, show, retry and skip what subscriptions hold back."""
         return DeadLetters(self.committer, self.open)
+
+    @property
+    def subscriptions(self) -> Subscriptions:
+        """List subscriptions with their lag, reset and delete them, see what nothing handles."""
+        return Subscriptions(self.store, self.handlers, self.services, self.open)
+
+    async def unhandled(self) -> list[Unhandled]:
+        """What the log holds that nothing in this App handles: sent commands without a handler,
+        types no class knows (a worker logs these as warnings when it starts)."""
+        return await self.subscriptions.unhandled()
 
     def decode(self, envelope: Envelope) -> Envelope:
         """The envelope with its ``message`` decoded (raises ``MessageDecodeError``)."""

@@ -125,3 +125,16 @@ class MissingDependency(TidingsError, ImportError):
 class LeaseLost(StoreError):
     """This worker no longer holds the partition (its lease expired and another worker took it);
     its uncommitted work is dropped and will be done by the new holder."""
+
+
+class SubscriptionNotFound(TidingsError):
+    """No subscription has this name; list them with `tidings subscriptions`."""
+
+
+class SubscriptionInUse(TidingsError):
+    """A worker holds a lease on this subscription: stop the workers that run it first, or force
+    the action (the workers let it go at their next lease renewal)."""
+
+
+class StreamNotFound(TidingsError):
+    """No message was ever recorded in this stream; list the streams with `tidings streams`."""

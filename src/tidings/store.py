@@ -59,10 +59,11 @@ class CheckpointMove(msgspec.Struct, frozen=True, gc=False):
 
 
 class Attempt(msgspec.Struct, frozen=True, gc=False):
-    """One failed attempt at handling a message."""
+    """One failed attempt at handling a message: when, the error, and its traceback."""
 
     at: float
     error: str
+    traceback: str | None = None
 
 
 class Held(msgspec.Struct, gc=False):
@@ -179,6 +180,27 @@ class PartitionInfo(msgspec.Struct, frozen=True, gc=False):
     lease_expires: float | None
 
 
+class TypeCount(msgspec.Struct, frozen=True, gc=False):
+    """How many messages of one kind and type the log holds, and where the first one is."""
+
+    kind: str
+    type: str
+    count: int
+    first_position: int
+    first_recorded_at: float
+
+
+class Backlog(msgspec.Struct, frozen=True, gc=False):
+    """Messages of one stream in one span of the log: ``count`` messages with a global position
+    above ``after`` (and at most the next bound asked for); ``oldest_at`` is when the first was
+    recorded."""
+
+    stream: str
+    after: int
+    count: int
+    oldest_at: float
+
+
 class Transaction(msgspec.Struct):
     """Everything one unit of work commits at once, or not at all.
 
@@ -274,6 +296,17 @@ class EventLog(abc.ABC):
     async def streams(self, *, prefix: str = "", limit: int = 100) -> list[tuple[str, int]]:
         """Stream names with their versions, by name."""
 
+    @abc.abstractmethod
+    async def type_counts(self) -> list[TypeCount]:
+        """Every kind and type of message in the log, counted, by first position."""
+
+    @abc.abstractmethod
+    async def backlog(self, types: Sequence[str], bounds: Sequence[int]) -> list[Backlog]:
+        """Messages of ``types`` above the lowest of ``bounds``, counted per stream and per span:
+        a message at global position ``g`` counts in the row whose ``after`` is the highest bound
+        below ``g``. (A subscription's partitions have checkpoints among ``bounds``; a stream
+        belongs to one partition, and its lag is the sum of its spans above that checkpoint.)"""
+
 
 class SubscriptionStore(abc.ABC):
     """Checkpoints and partition leases of subscriptions, and the workers that hold them."""
@@ -305,6 +338,23 @@ class SubscriptionStore(abc.ABC):
     async def partitions(self, name: str | None = None) -> list[PartitionInfo]:
         """Partitions (of one subscription, or of all), for operators."""
 
+    @abc.abstractmethod
+    async def reset_subscription(
+        self, name: str, position: int, audit: AuditEntry, *, force: bool = False
+    ) -> None:
+        """Move every checkpoint of the subscription to ``position`` and drop its held messages
+        above it (they are delivered again), writing ``audit`` in the same transaction.
+
+        Raises ``SubscriptionNotFound`` if it does not exist, and ``SubscriptionInUse`` while a
+        worker holds a lease on it, unless ``force``."""
+
+    @abc.abstractmethod
+    async def delete_subscription(
+        self, name: str, audit: AuditEntry, *, force: bool = False
+    ) -> None:
+        """Forget the subscription: its partitions, checkpoints and held messages, writing
+        ``audit`` in the same transaction. Raises as :meth:`reset_subscription`."""
+
 
 class DeadLetterStore(abc.ABC):
     """Messages subscriptions hold back: failed, dead, waiting behind them, or queued for replay."""
@@ -333,6 +383,10 @@ class DeadLetterStore(abc.ABC):
         due. A ``waiting`` message is never due by itself: whoever removes the message ahead of
         it (a replay, an operator's skip) marks it ``replay`` in the same transaction. With
         ``sequenced`` only a stream's first held message counts; without, any of them does."""
+
+    @abc.abstractmethod
+    async def held_counts(self) -> list[tuple[str, str, int]]:
+        """``(subscription, status, count)`` of every held message, by subscription and status."""
 
 
 class OutcomeStore(abc.ABC):

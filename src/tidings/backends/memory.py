@@ -12,7 +12,12 @@ from collections.abc import Callable, Sequence
 import msgspec
 
 from tidings.backends._plan import Head, Plan, plan_group
-from tidings.errors import ConfigurationError, StoreClosed
+from tidings.errors import (
+    ConfigurationError,
+    StoreClosed,
+    SubscriptionInUse,
+    SubscriptionNotFound,
+)
 from tidings.messages import Envelope
 from tidings.store import (
     ANY,
@@ -21,12 +26,14 @@ from tidings.store import (
     Appended,
     AppendOp,
     AuditEntry,
+    Backlog,
     Held,
     Outcome,
     PartitionInfo,
     Scheduled,
     Store,
     Transaction,
+    TypeCount,
 )
 
 
@@ -188,6 +195,37 @@ class MemoryStore(Store):
         names = sorted(s for s in self._streams if s.startswith(prefix))[:limit]
         return [(s, len(self._streams[s])) for s in names]
 
+    async def type_counts(self) -> list[TypeCount]:
+        self._check_open()
+        found: dict[tuple[str, str], TypeCount] = {}
+        for env in self._log:
+            key = (env.kind, env.type)
+            seen = found.get(key)
+            found[key] = (
+                TypeCount(env.kind, env.type, 1, env.global_position, env.recorded_at)
+                if seen is None
+                else msgspec.structs.replace(seen, count=seen.count + 1)
+            )
+        return list(found.values())
+
+    async def backlog(self, types: Sequence[str], bounds: Sequence[int]) -> list[Backlog]:
+        self._check_open()
+        if not types or not bounds:
+            return []
+        wanted, spans = set(types), sorted(set(bounds))
+        found: dict[tuple[str, int], Backlog] = {}
+        for env in self._log[spans[0] :]:
+            if env.type not in wanted:
+                continue
+            after = max(b for b in spans if b < env.global_position)
+            seen = found.get((env.stream, after))
+            found[(env.stream, after)] = (
+                Backlog(env.stream, after, 1, env.recorded_at)
+                if seen is None
+                else msgspec.structs.replace(seen, count=seen.count + 1)
+            )
+        return list(found.values())
+
     # --- subscriptions ----------------------------------------------------------------------------
 
     async def now(self) -> float:
@@ -246,6 +284,48 @@ class MemoryStore(Store):
         self._check_open()
         return [p for key, p in sorted(self._partitions.items()) if name is None or key[0] == name]
 
+    def _operate(self, name: str, audit: AuditEntry, force: bool) -> list[tuple[str, int]]:
+        """The subscription's partition keys, checked for an operator's action; ``audit`` written."""
+        keys = [key for key in self._partitions if key[0] == name]
+        if not keys:
+            raise SubscriptionNotFound(
+                f"no subscription named {name!r}; see `tidings subscriptions`"
+            )
+        now = self._clock()
+        owners = {
+            p.owner
+            for key in keys
+            if (p := self._partitions[key]).owner is not None and (p.lease_expires or 0) > now
+        }
+        if owners and not force:
+            raise SubscriptionInUse(
+                f"subscription {name!r} is run by {', '.join(sorted(owners))}: stop it first, "
+                "or force it"
+            )
+        self._apply_rest(Transaction(audit=[audit]), now)
+        return keys
+
+    async def reset_subscription(
+        self, name: str, position: int, audit: AuditEntry, *, force: bool = False
+    ) -> None:
+        self._check_open()
+        for key in self._operate(name, audit, force):
+            self._partitions[key] = msgspec.structs.replace(
+                self._partitions[key], position=position
+            )
+        for sub, gp in list(self._held):
+            if sub == name and gp > position:
+                del self._held[(sub, gp)]
+
+    async def delete_subscription(
+        self, name: str, audit: AuditEntry, *, force: bool = False
+    ) -> None:
+        self._check_open()
+        for key in self._operate(name, audit, force):
+            del self._partitions[key]
+        for key in [k for k in self._held if k[0] == name]:
+            del self._held[key]
+
     # --- held messages ----------------------------------------------------------------------------
 
     async def held(
@@ -295,6 +375,13 @@ class MemoryStore(Store):
             if ready and h.stream not in due:
                 due.append(h.stream)
         return due
+
+    async def held_counts(self) -> list[tuple[str, str, int]]:
+        self._check_open()
+        counts: dict[tuple[str, str], int] = {}
+        for h in self._held.values():
+            counts[(h.subscription, h.status)] = counts.get((h.subscription, h.status), 0) + 1
+        return [(sub, status, n) for (sub, status), n in sorted(counts.items())]
 
     # --- outcomes, schedule, documents, audit -----------------------------------------------------
 

@@ -7,13 +7,13 @@ skipping only mark rows; the worker holding the stream's partition replays them,
 from __future__ import annotations
 
 import builtins
-import getpass
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import msgspec
 
 from tidings.committer import Committer
+from tidings.delivery.subscriptions import actor_name
 from tidings.errors import DeadLetterNotFound, TidingsError
 from tidings.messages import Envelope
 from tidings.store import DEAD, REPLAY, WAITING, AuditEntry, Held, HeldDelete, Transaction
@@ -35,15 +35,6 @@ class ErrorGroup(msgspec.Struct, frozen=True):
     error: str
     count: int
     ids: list[int]
-
-
-def _actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
 
 
 class DeadLetters:
@@ -131,37 +122,77 @@ class DeadLetters:
         await self._mark(rows, "dlq.retry-stream", actor)
         return 1
 
+    async def select(
+        self, *, error: str | None = None, subscription: str | None = None
+    ) -> builtins.list[Held]:
+        """Every dead letter (of ``subscription``) whose error starts with ``error`` (any error
+        when ``None``): what the bulk actions act on."""
+        return [
+            h
+            for h in await self.list(subscription=subscription, limit=1_000_000)
+            if error is None or (h.error or "").startswith(error)
+        ]
+
     async def retry_error(
         self, error: str, *, subscription: str | None = None, actor: str | None = None
     ) -> int:
         """Retry every dead letter whose error is ``error`` (exactly, or starting with it)."""
-        dead = [
-            h
-            for h in await self.list(subscription=subscription, limit=100_000)
-            if (h.error or "").startswith(error)
-        ]
+        dead = await self.select(error=error, subscription=subscription)
         if dead:
             await self._mark(dead, "dlq.retry-error", actor)
+        return len(dead)
+
+    async def retry_all(self, *, subscription: str | None = None, actor: str | None = None) -> int:
+        """Retry every dead letter (of ``subscription``)."""
+        dead = await self.select(subscription=subscription)
+        if dead:
+            await self._mark(dead, "dlq.retry-all", actor)
         return len(dead)
 
     async def skip(self, id: int, *, actor: str | None = None) -> Held:
         """Give up on a held message: it is not handled, and the messages waiting behind it in its
         stream are released, in order."""
         held = await self.get(id)
-        stream = await self.store.held(subscription=held.subscription, stream=held.stream)
-        behind = [h for h in stream if h.global_position > held.global_position][:1]
-        tx = Transaction(
-            unheld=[HeldDelete(held.subscription, held.global_position)],
-            # The next message in line becomes due (the worker replays it and the rest in order).
-            held=[
-                msgspec.structs.replace(h, status=REPLAY, due_in=None)
-                for h in behind
-                if h.status == WAITING
-            ],
-            audit=[self._audit("dlq.skip", held, actor)],
-        )
-        await self.committer.commit(tx)
+        await self._skip([held], "dlq.skip", actor)
         return held
+
+    async def skip_error(
+        self, error: str, *, subscription: str | None = None, actor: str | None = None
+    ) -> int:
+        """Skip every dead letter whose error is ``error`` (exactly, or starting with it)."""
+        dead = await self.select(error=error, subscription=subscription)
+        await self._skip(dead, "dlq.skip-error", actor)
+        return len(dead)
+
+    async def skip_all(self, *, subscription: str | None = None, actor: str | None = None) -> int:
+        """Skip every dead letter (of ``subscription``)."""
+        dead = await self.select(subscription=subscription)
+        await self._skip(dead, "dlq.skip-all", actor)
+        return len(dead)
+
+    async def _skip(self, rows: builtins.list[Held], action: str, actor: str | None) -> None:
+        """Stop holding ``rows`` in one transaction; in each stream, the first message left
+        behind the first skipped one becomes due (the worker replays it and the rest in order)."""
+        if not rows:
+            return
+        tx = Transaction(audit=[self._audit(action, h, actor) for h in rows])
+        streams: dict[tuple[str, str], set[int]] = {}
+        for h in rows:
+            streams.setdefault((h.subscription, h.stream), set()).add(h.global_position)
+        for (subscription, stream), skipped in sorted(streams.items()):
+            tx.unheld += [HeldDelete(subscription, p) for p in sorted(skipped)]
+            held = await self.store.held(subscription=subscription, stream=stream, limit=1_000_000)
+            left = [
+                h
+                for h in held
+                if h.global_position > min(skipped) and h.global_position not in skipped
+            ][:1]
+            tx.held += [
+                msgspec.structs.replace(h, status=REPLAY, due_in=None)
+                for h in left
+                if h.status == WAITING
+            ]
+        await self.committer.commit(tx)
 
     async def _mark(self, rows: builtins.list[Held], action: str, actor: str | None) -> None:
         tx = Transaction(
@@ -175,7 +206,7 @@ class DeadLetters:
     @staticmethod
     def _audit(action: str, held: Held, actor: str | None) -> AuditEntry:
         return AuditEntry(
-            _actor(actor),
+            actor_name(actor),
             action,
             f"{held.subscription}#{held.global_position}",
             f"#{held.id} {held.type} {held.message_id} in stream {held.stream!r}: {held.error or ''}",

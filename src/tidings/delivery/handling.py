@@ -14,7 +14,12 @@ import msgspec
 from tidings.context import Context, Overlay, Services
 from tidings.delivery.alerts import Alert
 from tidings.delivery.policy import RetryPolicy
-from tidings.errors import ConfigurationError, MessageDecodeError, Refused
+from tidings.errors import (
+    ConfigurationError,
+    MessageDecodeError,
+    Refused,
+    UnknownMessageType,
+)
 from tidings.messages import CommandFailed, Envelope
 from tidings.registry import CommandHandler, Subscriber
 from tidings.store import (
@@ -50,6 +55,9 @@ class Route:
     partitions: int
     #: set for the subscription of a sent-command handler
     command: CommandHandler | None = None
+    #: types the subscription handled before that no class knows now (a renamed or removed
+    #: class): read with ``types`` so that each is dead-lettered with its cause, not skipped
+    lost: tuple[str, ...] = ()
 
     @classmethod
     def for_subscriber(cls, sub: Subscriber) -> Route:
@@ -105,7 +113,7 @@ def failure(
     """A failed handling, with ``error`` last in its history."""
     text = describe(error)
     if not history or history[-1].error != text:
-        history = [*history, Attempt(time.time(), text)]
+        history = [*history, Attempt(time.time(), text, tb or None)]
     return Handled(attempts, error=text, traceback=tb, final=final, due_in=due_in, history=history)
 
 
@@ -121,6 +129,8 @@ class Handling:
         self.route = route
         self.services = services
         self.rng = rng
+        #: the types its handler takes (a held message of another type is not given to it)
+        self.accepts = frozenset(route.types) - frozenset(route.lost)
 
     async def handle(
         self, env: Envelope, attempts: int, *, immediate: bool, overlay: Overlay | None
@@ -135,7 +145,23 @@ class Handling:
         except MessageDecodeError as exc:
             # It will not decode on a retry either: park it now, with the decode error as its
             # cause. Deploying the class and retrying releases it.
-            return failure(attempts + 1, exc, traceback.format_exc(), history, final=True)
+            error: Exception = exc
+            if env.type in route.lost:
+                error = UnknownMessageType(
+                    f"subscription {route.name!r} handled {env.type!r} before, and no class has "
+                    "this type name now: if its class was renamed, keep the stored name "
+                    f"(class NewName(Event, type_name={env.type!r})), then retry; or skip it",
+                    type_name=env.type,
+                    stream=env.stream,
+                    position=env.stream_position,
+                )
+            return failure(attempts + 1, error, traceback.format_exc(), history, final=True)
+        if env.type not in self.accepts:
+            unwanted = ConfigurationError(
+                f"subscription {route.name!r} does not handle {env.type!r} any more; skip it "
+                "(`tidings dlq skip`), or take the type in the handler again and retry"
+            )
+            return failure(attempts + 1, unwanted, "", history, final=True)
         attempt = attempts
         while True:
             attempt += 1
@@ -150,7 +176,6 @@ class Handling:
                 attempt,
                 overlay,
             )
-            error: Exception
             try:
                 result = route.fn(message, ctx)
                 if route.is_async:
@@ -176,7 +201,7 @@ class Handling:
                         tb = f"the result of {route.command.name} ({type(result).__name__}) is not JSON: {exc}"
                         return failure(attempt, exc, tb, history, final=True)
                 return Handled(attempt, ok=True, tx=ctx.writes, result=encoded)
-            history.append(Attempt(time.time(), describe(error)))
+            history.append(Attempt(time.time(), describe(error), tb))
             policy = route.policy
             if immediate and policy.retries_now(attempt) and not policy.gives_up(attempt, error):
                 continue

@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Callable
 
 from tidings.context import Services
 from tidings.delivery.alerts import Alerts
-from tidings.delivery.handling import Route
 from tidings.delivery.runner import Runner, Settings, partition_of
+from tidings.delivery.subscriptions import Subscriptions, routes_of
 from tidings.errors import ConfigurationError, StoreError
 from tidings.messages import uuid7
 from tidings.registry import Handlers
@@ -78,11 +78,6 @@ class Worker:
         self._stopping = asyncio.Event()
         self._schedule_wakeup = asyncio.Event()
 
-    def _routes(self) -> list[Route]:
-        routes = [Route.for_subscriber(s) for s in self.handlers.subscribers.values()]
-        routes += [Route.for_command(h) for h in self.handlers.commands.values()]
-        return routes
-
     async def _prepare(self) -> None:
         if self.ready is not None:
             await self.ready()
@@ -94,9 +89,10 @@ class Worker:
         settings = Settings(
             self.id, self.lease_ttl, self.batch_size, self.replay_interval, self.rng
         )
+        subscriptions = Subscriptions(self.store, self.handlers, self.services)
         self.runners = [
             Runner(route, self.store, self.services, self.alerts, settings)
-            for route in self._routes()
+            for route in await subscriptions.prepare(routes_of(self.handlers))
         ]
         for runner in self.runners:
             await runner.setup()
@@ -111,6 +107,15 @@ class Worker:
     async def run(self, *, handle_signals: bool = False) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT with ``handle_signals``), then release leases."""
         await self._prepare()
+        subscriptions = Subscriptions(self.store, self.handlers, self.services)
+        for found in await subscriptions.unhandled():
+            log.warning(
+                "the log holds %d %s(s) of type %s that nothing here handles: %s",
+                found.count,
+                found.kind,
+                found.type,
+                found.reason,
+            )
         loop = asyncio.get_running_loop()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):

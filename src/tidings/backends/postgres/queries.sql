@@ -155,6 +155,19 @@ SELECT coalesce(max(global_position), 0) FROM {schema}.log
 SELECT stream, max(stream_position) FROM {schema}.log WHERE starts_with(stream, %s)
 GROUP BY stream ORDER BY stream LIMIT %s
 
+-- name: type_counts
+SELECT kind, type, count(*), min(global_position), min(recorded_at) FROM {schema}.log
+GROUP BY kind, type ORDER BY 4
+
+-- name: backlog
+-- Parameters: the bounds, the lowest bound, the types.
+SELECT stream, after, count(*), min(recorded_at) FROM (
+    SELECT l.stream, l.recorded_at,
+           (SELECT max(b) FROM unnest(%s::bigint[]) AS b WHERE b < l.global_position) AS after
+    FROM {schema}.log AS l
+    WHERE l.global_position > %s AND l.type = ANY(%s::text[])
+) AS spans GROUP BY stream, after
+
 -- ---------------------------------------------------------------------------------------------
 -- Subscriptions, partitions and workers.
 
@@ -205,6 +218,24 @@ SELECT subscription, partition, partitions, position, owner, lease_expires
 FROM {schema}.partitions WHERE %s::text IS NULL OR subscription = %s
 ORDER BY subscription, partition
 
+-- name: lock_for_operator
+SELECT owner, owner IS NOT NULL AND lease_expires > {now}
+FROM {schema}.partitions WHERE subscription = %s
+FOR UPDATE
+
+-- name: reset_partitions
+UPDATE {schema}.partitions SET position = %s WHERE subscription = %s
+
+-- name: drop_held_above
+DELETE FROM {schema}.held WHERE subscription = %s AND global_position > %s
+
+-- name: delete_partitions
+DELETE FROM {schema}.partitions WHERE subscription = %s
+
+-- name: operator_audit
+INSERT INTO {schema}.audit (at, actor, action, target, detail)
+VALUES ({now}, %s, %s, %s, %s)
+
 -- ---------------------------------------------------------------------------------------------
 -- Held messages.
 
@@ -237,6 +268,10 @@ WHERE h.subscription = %s
   AND (h.status = 'replay' OR (h.status = 'retrying' AND h.due_at <= {now}))
   AND h.partition = ANY(%s::integer[])
 GROUP BY h.stream ORDER BY 2
+
+-- name: held_counts
+SELECT subscription, status, count(*) FROM {schema}.held
+GROUP BY subscription, status ORDER BY subscription, status
 
 -- ---------------------------------------------------------------------------------------------
 -- Outcomes, the schedule, documents, the audit trail.

@@ -21,19 +21,28 @@ from tidings.backends.postgres import _sql
 from tidings.backends.postgres._listen import Listener
 from tidings.backends.postgres._retry import Retry
 from tidings.backends.postgres._write import GroupWriter
-from tidings.errors import ConfigurationError, StoreClosed, StoreError, StoreUnavailable
+from tidings.errors import (
+    ConfigurationError,
+    StoreClosed,
+    StoreError,
+    StoreUnavailable,
+    SubscriptionInUse,
+    SubscriptionNotFound,
+)
 from tidings.messages import Envelope, NewMessage
 from tidings.store import (
     ANY,
     Appended,
     AppendOp,
     AuditEntry,
+    Backlog,
     ChangeFeed,
     Held,
     Outcome,
     PartitionInfo,
     Store,
     Transaction,
+    TypeCount,
 )
 
 T = TypeVar("T")
@@ -251,6 +260,15 @@ class PostgresStore(Store, ChangeFeed):
     async def streams(self, *, prefix: str = "", limit: int = 100) -> list[tuple[str, int]]:
         return [(s, int(v)) for s, v in await self._rows("streams", (prefix, limit))]
 
+    async def type_counts(self) -> list[TypeCount]:
+        return [TypeCount(*row) for row in await self._rows("type_counts")]
+
+    async def backlog(self, types: Sequence[str], bounds: Sequence[int]) -> list[Backlog]:
+        if not types or not bounds:
+            return []
+        params = (list(bounds), min(bounds), list(types))
+        return [Backlog(*row) for row in await self._rows("backlog", params)]
+
     # --- subscriptions ------------------------------------------------------------------------
 
     async def now(self) -> float:
@@ -319,6 +337,52 @@ class PostgresStore(Store, ChangeFeed):
     async def partitions(self, name: str | None = None) -> list[PartitionInfo]:
         return [PartitionInfo(*row) for row in await self._rows("partitions", (name, name))]
 
+    async def _operate(
+        self,
+        what: str,
+        name: str,
+        audit: AuditEntry,
+        force: bool,
+        writes: Sequence[tuple[str, tuple[Any, ...]]],
+    ) -> None:
+        """Check that an operator may act on the subscription now (its partitions locked), then
+        run ``writes`` and write ``audit``, in one transaction."""
+        q = self._q
+
+        async def operate(conn: _Conn) -> None:
+            async with conn.transaction():
+                cur = await conn.execute(q["lock_for_operator"], (name,))
+                rows = await cur.fetchall()
+                if not rows:
+                    raise SubscriptionNotFound(
+                        f"no subscription named {name!r}; see `tidings subscriptions`"
+                    )
+                owners = sorted({owner for owner, live in rows if live})
+                if owners and not force:
+                    raise SubscriptionInUse(
+                        f"subscription {name!r} is run by {', '.join(owners)}: stop it first, "
+                        "or force it"
+                    )
+                for query, params in writes:
+                    await conn.execute(q[query], params)
+                await conn.execute(
+                    q["operator_audit"], (audit.actor, audit.action, audit.target, audit.detail)
+                )
+
+        await self._run(what, operate)
+
+    async def reset_subscription(
+        self, name: str, position: int, audit: AuditEntry, *, force: bool = False
+    ) -> None:
+        writes = [("reset_partitions", (position, name)), ("drop_held_above", (name, position))]
+        await self._operate("reset a subscription", name, audit, force, writes)
+
+    async def delete_subscription(
+        self, name: str, audit: AuditEntry, *, force: bool = False
+    ) -> None:
+        writes = [("delete_partitions", (name,)), ("drop_held_above", (name, -1))]
+        await self._operate("delete a subscription", name, audit, force, writes)
+
     # --- held messages ------------------------------------------------------------------------
 
     async def held(
@@ -349,6 +413,9 @@ class PostgresStore(Store, ChangeFeed):
             return []
         name = "due_streams_sequenced" if sequenced else "due_streams"
         return [r[0] for r in await self._rows(name, (subscription, list(partitions)))]
+
+    async def held_counts(self) -> list[tuple[str, str, int]]:
+        return [(s, st, int(n)) for s, st, n in await self._rows("held_counts")]
 
     # --- outcomes, schedule, documents, audit -------------------------------------------------
 

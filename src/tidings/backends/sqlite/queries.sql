@@ -136,6 +136,19 @@ SELECT coalesce(max(global_position), 0) FROM tidings_log
 SELECT stream, max(stream_position) FROM tidings_log WHERE substr(stream, 1, ?) = ?
 GROUP BY stream ORDER BY stream LIMIT ?
 
+-- name: type_counts
+SELECT kind, type, count(*), min(global_position), min(recorded_at) FROM tidings_log
+GROUP BY kind, type ORDER BY 4
+
+-- name: backlog
+-- Parameters: the bounds (a JSON array), the lowest bound, the types (a JSON array).
+SELECT stream, after, count(*), min(recorded_at) FROM (
+    SELECT l.stream, l.recorded_at,
+           (SELECT max(value) FROM json_each(?) WHERE value < l.global_position) AS after
+    FROM tidings_log AS l
+    WHERE l.global_position > ? AND l.type IN (SELECT value FROM json_each(?))
+) GROUP BY stream, after
+
 -- ---------------------------------------------------------------------------------------------
 -- Subscriptions: partitions, leases and workers.
 
@@ -187,6 +200,19 @@ SELECT subscription, partition, partitions, position, owner, lease_expires
 FROM tidings_partitions WHERE ? IS NULL OR subscription = ?
 ORDER BY subscription, partition
 
+-- name: live_owners
+SELECT DISTINCT owner FROM tidings_partitions
+WHERE subscription = ? AND owner IS NOT NULL AND lease_expires > {now}
+
+-- name: reset_partitions
+UPDATE tidings_partitions SET position = ? WHERE subscription = ?
+
+-- name: drop_held_above
+DELETE FROM tidings_held WHERE subscription = ? AND global_position > ?
+
+-- name: delete_partitions
+DELETE FROM tidings_partitions WHERE subscription = ?
+
 -- ---------------------------------------------------------------------------------------------
 -- Held messages.
 
@@ -220,6 +246,10 @@ WHERE h.subscription = ?
   AND h.global_position = (SELECT min(global_position) FROM tidings_held
                            WHERE subscription = h.subscription AND stream = h.stream)
 GROUP BY h.stream ORDER BY 2
+
+-- name: held_counts
+SELECT subscription, status, count(*) FROM tidings_held
+GROUP BY subscription, status ORDER BY subscription, status
 
 -- ---------------------------------------------------------------------------------------------
 -- Outcomes, the schedule, documents and the audit trail.

@@ -10,26 +10,36 @@ with asyncio sleeps.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 
 from tidings.backends._group import GroupCommitter
 from tidings.backends._plan import Result
 from tidings.backends._shared import held_from_row
 from tidings.backends.sqlite._commit import GroupWriter
 from tidings.backends.sqlite._database import QUERIES, Database, json_array
-from tidings.errors import ConfigurationError, StoreClosed
+from tidings.errors import (
+    ConfigurationError,
+    StoreClosed,
+    StoreUnavailable,
+    SubscriptionInUse,
+    SubscriptionNotFound,
+)
 from tidings.messages import Envelope, NewMessage
 from tidings.store import (
     ANY,
     Appended,
     AppendOp,
     AuditEntry,
+    Backlog,
     Held,
     Outcome,
     PartitionInfo,
     Store,
     Transaction,
+    TypeCount,
 )
 
 #: ``read_backwards`` from the end of a stream
@@ -57,9 +67,27 @@ class SqliteStore(Store):
 
     # --- life cycle and commits ---------------------------------------------------------------
 
+    def check_file(self, *, exists: bool = False) -> None:
+        """Raise ``StoreUnavailable`` naming the directory when the file's directory is missing,
+        and (with ``exists``: a reader, which must not create a file) naming the file when it is."""
+        path = Path(self.path)
+        if not path.parent.is_dir():
+            raise StoreUnavailable(
+                f"SQLite file {self.path!r}: the directory {str(path.parent.resolve())!r} does not "
+                "exist. sqlite:///relative.db is relative to the current directory "
+                f"({os.getcwd()}); sqlite:////absolute.db (four slashes) is an absolute path"
+            )
+        if exists and not path.is_file():
+            raise StoreUnavailable(
+                f"no SQLite file {str(path.resolve())!r}: check the store URL (a reader never "
+                "creates one; sqlite:///relative.db is relative to the current directory, "
+                "sqlite:////absolute.db an absolute path)"
+            )
+
     async def open(self) -> None:
         if self._committer is not None:
             return
+        self.check_file()
         await self._db.open()
         self._writer = GroupWriter()  # what it remembers holds for one connection
         self._committer = GroupCommitter(
@@ -131,6 +159,15 @@ class SqliteStore(Store):
         rows = await self._db.read("streams", (len(prefix), prefix, limit))
         return [(r[0], int(r[1])) for r in rows]
 
+    async def type_counts(self) -> list[TypeCount]:
+        return [TypeCount(*row) for row in await self._db.read("type_counts")]
+
+    async def backlog(self, types: Sequence[str], bounds: Sequence[int]) -> list[Backlog]:
+        if not types or not bounds:
+            return []
+        params = (json_array(bounds), min(bounds), json_array(types))
+        return [Backlog(*row) for row in await self._db.read("backlog", params)]
+
     # --- subscriptions ----------------------------------------------------------------------------
 
     async def now(self) -> float:
@@ -190,6 +227,43 @@ class SqliteStore(Store):
         rows = await self._db.read("partitions", (name, name))
         return [PartitionInfo(*row) for row in rows]
 
+    def _operate(self, cursor: sqlite3.Cursor, name: str, audit: AuditEntry, force: bool) -> None:
+        """Check that an operator may act on the subscription now, and write ``audit``."""
+        if cursor.execute(QUERIES["subscription_size"], (name,)).fetchone() is None:
+            raise SubscriptionNotFound(
+                f"no subscription named {name!r}; see `tidings subscriptions`"
+            )
+        owners = [row[0] for row in cursor.execute(QUERIES["live_owners"], (name,)).fetchall()]
+        if owners and not force:
+            raise SubscriptionInUse(
+                f"subscription {name!r} is run by {', '.join(sorted(owners))}: stop it first, "
+                "or force it"
+            )
+        now = cursor.execute(QUERIES["now"]).fetchone()[0]
+        cursor.execute(
+            QUERIES["add_audit"], (now, audit.actor, audit.action, audit.target, audit.detail)
+        )
+
+    async def reset_subscription(
+        self, name: str, position: int, audit: AuditEntry, *, force: bool = False
+    ) -> None:
+        def reset(cursor: sqlite3.Cursor) -> None:
+            self._operate(cursor, name, audit, force)
+            cursor.execute(QUERIES["reset_partitions"], (position, name))
+            cursor.execute(QUERIES["drop_held_above"], (name, position))
+
+        await self._db.transaction(reset)
+
+    async def delete_subscription(
+        self, name: str, audit: AuditEntry, *, force: bool = False
+    ) -> None:
+        def delete(cursor: sqlite3.Cursor) -> None:
+            self._operate(cursor, name, audit, force)
+            cursor.execute(QUERIES["delete_partitions"], (name,))
+            cursor.execute(QUERIES["drop_held_above"], (name, -1))
+
+        await self._db.transaction(delete)
+
     # --- held messages ----------------------------------------------------------------------------
 
     async def held(
@@ -220,6 +294,9 @@ class SqliteStore(Store):
         query = "due_streams_sequenced" if sequenced else "due_streams"
         rows = await self._db.read(query, (subscription, json_array(partitions)))
         return [r[0] for r in rows]
+
+    async def held_counts(self) -> list[tuple[str, str, int]]:
+        return [(r[0], r[1], int(r[2])) for r in await self._db.read("held_counts")]
 
     # --- outcomes, schedule, documents, audit -----------------------------------------------------
 
