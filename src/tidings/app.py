@@ -7,6 +7,7 @@ opens its store on first use or in ``async with app:``; nothing happens at impor
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,6 +41,7 @@ from tidings.registry import (
     Problem,
     Subscriber,
     check_subscription,
+    explicit_types,
 )
 from tidings.repository import Repository
 from tidings.store import (
@@ -166,42 +168,64 @@ class App:
         self.factory.register(*classes)
 
     @overload
-    def command(self, fn: F) -> F: ...
-
-    @overload
-    def command(
-        self, *, retry_on_conflict: int = 0, policy: RetryPolicy | None = None
-    ) -> Callable[[F], F]: ...
-
     def command(
         self,
-        fn: F | None = None,
+        message: type[Command] | tuple[type[Command], ...] | None = None,
+        /,
         *,
         retry_on_conflict: int = 0,
         policy: RetryPolicy | None = None,
-    ) -> F | Callable[[F], F]:
-        """Register the one handler of a command type (read from its first parameter's annotation).
+    ) -> Callable[[F], F]: ...
+
+    @overload
+    def command(self, fn: F, /) -> F: ...
+
+    def command(
+        self,
+        target: Any = None,
+        /,
+        *,
+        retry_on_conflict: int = 0,
+        policy: RetryPolicy | None = None,
+    ) -> Any:
+        """Register the one handler of a command type: ``@app.command`` reads the type from the
+        handler's first parameter's annotation; ``@app.command(ReserveSeat)`` (or a tuple of
+        types) names it, for what the annotation cannot say.
 
         A second handler for the same type raises ``DuplicateHandler``. ``retry_on_conflict``
         re-runs the handler that many times when its appends meet ``WrongExpectedVersion``;
         ``policy`` says how a *sent* command that fails is retried and when it is given up.
         """
+        types = (
+            () if target is None or _is_handler(target) else explicit_types(target, "@app.command")
+        )
 
-        def decorate(fn: F) -> F:
-            self.handlers.command(fn, retry_on_conflict=retry_on_conflict, policy=policy)
+        def decorate(fn: F, namespace: dict[str, Any]) -> F:
+            self.handlers.command(
+                fn,
+                retry_on_conflict=retry_on_conflict,
+                policy=policy,
+                types=types,
+                namespace=namespace,
+            )
             return fn
 
-        return decorate(fn) if fn is not None else decorate
+        if _is_handler(target):
+            return decorate(target, _caller_locals())
+        return lambda fn: decorate(fn, _caller_locals())
 
     def subscriber(
         self,
         name: str,
+        events: type[Event] | tuple[type[Event], ...] | None = None,
+        /,
         *,
         policy: RetryPolicy | None = None,
         start: str = "beginning",
         partitions: int = 8,
     ) -> Callable[[F], F]:
-        """Register a durable, named subscriber for the event type(s) of its first parameter.
+        """Register a durable, named subscriber for ``events`` (a type or a tuple of types), or
+        else for the event type(s) of its first parameter's annotation.
 
         Any number of subscribers may take the same event type; each sees every event, in order
         per stream, at least once. ``start`` is where a new subscription begins: ``"beginning"``
@@ -209,9 +233,18 @@ class App:
         that several workers can share it (fixed once the subscription exists).
         """
         check_subscription(name, start, partitions)
+        types = () if events is None else explicit_types(events, f"subscriber {name!r}")
 
         def decorate(fn: F) -> F:
-            self.handlers.subscriber(name, fn, policy=policy, start=start, partitions=partitions)
+            self.handlers.subscriber(
+                name,
+                fn,
+                policy=policy,
+                start=start,
+                partitions=partitions,
+                types=types,
+                namespace=_caller_locals(),
+            )
             return fn
 
         return decorate
@@ -482,3 +515,14 @@ class App:
         """Fold a stream's events with ``evolve`` from ``initial``: returns ``(state, version)``."""
         await self.open()
         return await self.reader.load(stream, evolve, initial)
+
+
+def _is_handler(target: object) -> bool:
+    """Whether a decorator was given the handler itself (not message types)."""
+    return callable(target) and not isinstance(target, type)
+
+
+def _caller_locals() -> dict[str, Any]:
+    """The local names of the code that applied a registration decorator (two calls up: past
+    the decorator), where a handler's annotations may name classes defined in a function."""
+    return dict(sys._getframe(2).f_locals)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -115,10 +115,17 @@ class Handlers:
         self.subscribers: dict[str, Subscriber] = {}
 
     def command(
-        self, fn: Callable[..., Any], *, retry_on_conflict: int, policy: RetryPolicy | None
+        self,
+        fn: Callable[..., Any],
+        *,
+        retry_on_conflict: int,
+        policy: RetryPolicy | None,
+        types: Sequence[type[Message]] = (),
+        namespace: Mapping[str, Any] | None = None,
     ) -> None:
-        """Register ``fn`` as the handler of the command type(s) its first parameter names."""
-        for cls in message_types(fn, "command handler"):
+        """Register ``fn`` as the handler of ``types``, or else of the command type(s) its first
+        parameter names (resolved in its module and in ``namespace``, where it was decorated)."""
+        for cls in types or message_types(fn, "command handler", namespace):
             if not issubclass(cls, Command):
                 raise ConfigurationError(
                     f"{fn.__qualname__} handles {cls.__name__}, which is an Event: events go to "
@@ -179,10 +186,13 @@ class Handlers:
         policy: RetryPolicy | None,
         start: str,
         partitions: int,
+        types: Sequence[type[Message]] = (),
+        namespace: Mapping[str, Any] | None = None,
     ) -> None:
-        """Register ``fn`` as the subscriber ``name`` to the event type(s) its first parameter names."""
+        """Register ``fn`` as the subscriber ``name`` to ``types``, or else to the event type(s)
+        its first parameter names (resolved as for :meth:`command`)."""
         events = []
-        for cls in message_types(fn, "subscriber"):
+        for cls in types or message_types(fn, "subscriber", namespace):
             if issubclass(cls, Command):
                 raise ConfigurationError(
                     f"subscriber {name!r} takes {cls.__name__}, which is a Command: a command has "
@@ -248,24 +258,48 @@ def check_subscription(name: str, start: str, partitions: int) -> None:
         raise ConfigurationError(f"partitions={partitions}: use 1 to 1024")
 
 
-def message_types(fn: Callable[..., Any], role: str) -> tuple[type[Message], ...]:
-    """The message classes named by the annotation of ``fn``'s first parameter."""
+def explicit_types(given: object, role: str) -> tuple[type[Message], ...]:
+    """The message class, or tuple of classes, given to a decorator, checked."""
+    found = given if isinstance(given, tuple) else (given,)
+    for cls in found:
+        if not (isinstance(cls, type) and issubclass(cls, (Command, Event))):
+            raise ConfigurationError(
+                f"{role}: {cls!r} is not a Command or Event class; name the message class(es) "
+                "it handles, e.g. @app.command(ReserveSeat) or @app.subscriber('email', "
+                "(SeatReserved, SeatReleased))"
+            )
+    if not found:
+        raise ConfigurationError(f"{role}: name at least one message class it handles")
+    return found
+
+
+def message_types(
+    fn: Callable[..., Any], role: str, namespace: Mapping[str, Any] | None = None
+) -> tuple[type[Message], ...]:
+    """The message classes named by the annotation of ``fn``'s first parameter.
+
+    Names are looked up in ``namespace`` (the local names where the decorator was applied, so
+    classes defined in a function are found under ``from __future__ import annotations``), then
+    in ``fn``'s module."""
     params = list(inspect.signature(fn).parameters.values())
     if not params:
         raise ConfigurationError(
             f"{role} {fn.__qualname__} takes no parameters: write it as (message, ctx)"
         )
     try:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn, localns=dict(namespace) if namespace else None)
     except Exception as exc:
         raise ConfigurationError(
-            f"cannot read the annotations of {fn.__qualname__}: {exc}"
+            f"cannot read the annotations of {fn.__qualname__}: {exc}; define the message "
+            "class at module level or where the handler is decorated, or name it in the "
+            "decorator: @app.command(ReserveSeat), @app.subscriber('a-name', SeatReserved)"
         ) from exc
     hint = hints.get(params[0].name)
     if hint is None:
         raise ConfigurationError(
             f"{role} {fn.__qualname__}: annotate its first parameter with the message class it "
-            "handles, e.g. (cmd: ReserveSeat, ctx: Context)"
+            "handles, e.g. (cmd: ReserveSeat, ctx: Context), or name it in the decorator: "
+            "@app.command(ReserveSeat)"
         )
     if typing.get_origin(hint) in (Union, types.UnionType):
         found = typing.get_args(hint)
