@@ -79,11 +79,13 @@ class Ticket:
         return await self.app.wait_outcome(self.message_id, timeout)
 
     async def result(self, timeout: float | None = None) -> Any:
-        """The handler's result (JSON-decoded); raises ``Refused`` if it refused, ``CommandDead``
-        if it was given up on, ``TimeoutError`` if it has not ended within ``timeout``."""
+        """The handler's result, decoded to the type its handler declares it returns (plain JSON
+        values when it declares none, or the handler is not in this App); raises ``Refused`` if it
+        refused, ``CommandDead`` if it was given up on, ``TimeoutError`` if it has not ended
+        within ``timeout``."""
         outcome = await self.outcome(timeout)
         if outcome.status == SUCCEEDED:
-            return outcome.value()
+            return self.app.result(outcome)
         if outcome.status == REFUSED:
             raise Refused(outcome.reason or "refused", code=outcome.code)
         if outcome.status == DEAD:
@@ -334,6 +336,16 @@ class App:
     def decode(self, envelope: Envelope) -> Envelope:
         """The envelope with its ``message`` decoded (raises ``MessageDecodeError``)."""
         return self.reader.decode(envelope)
+
+    def result(self, outcome: Outcome) -> Any:
+        """A succeeded outcome's result as its handler's declared return type (plain JSON values
+        when it declares none, or its command type has no handler in this App)."""
+        if outcome.result is None:
+            return None
+        handler = self.handlers.handler_named(outcome.type)
+        if handler is None:
+            return outcome.value()
+        return handler.decode_result(outcome.result)
 
     # --- invoke, send, publish, append --------------------------------------------------------
 

@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
+import msgspec
+
 from tidings.context import NO_HEADERS, Context, Services
 from tidings.decider import Decider, DeciderHandler
 from tidings.delivery.policy import RetryPolicy
@@ -16,6 +18,7 @@ from tidings.errors import (
     ConfigurationError,
     DuplicateHandler,
     HandlerNotFound,
+    MessageDecodeError,
     WrongExpectedVersion,
 )
 from tidings.factory import MessageFactory
@@ -37,6 +40,8 @@ class CommandHandler:
     policy: RetryPolicy = RetryPolicy()
     #: set when a decider handles the command: it invokes it itself
     decider: DeciderHandler[Any] | None = None
+    #: what ``fn`` declares it returns, when a sent command's JSON result decodes to it
+    returns: Any = Any
 
     @property
     def subscription(self) -> str:
@@ -46,6 +51,18 @@ class CommandHandler:
     @property
     def name(self) -> str:
         return getattr(self.fn, "__qualname__", repr(self.fn))
+
+    def decode_result(self, data: bytes) -> Any:
+        """A sent command's recorded result (JSON), as the type the handler declares it returns."""
+        try:
+            return msgspec.json.decode(data, type=self.returns)
+        except msgspec.ValidationError as exc:
+            raise MessageDecodeError(
+                f"the result of {self.name} does not decode as its declared return type "
+                f"{self.returns!r}: {exc}; correct the annotation, or read the raw JSON in "
+                "outcome.result",
+                type_name=self.command.__type_name__,
+            ) from exc
 
     async def invoke(
         self,
@@ -138,6 +155,7 @@ class Handlers:
                     inspect.iscoroutinefunction(fn),
                     retry_on_conflict,
                     policy or RetryPolicy(),
+                    returns=result_type(fn, namespace),
                 )
             )
 
@@ -222,6 +240,13 @@ class Handlers:
         self.factory.register(*subscriber.events)
         self.subscribers[subscriber.name] = subscriber
 
+    def handler_named(self, type_name: str) -> CommandHandler | None:
+        """The handler of the command type stored as ``type_name``, if this App has one."""
+        for cls, handler in self.commands.items():
+            if cls.__type_name__ == type_name:
+                return handler
+        return None
+
     def handler_of(self, command: Command) -> CommandHandler:
         """The handler that carries ``command`` out (raises ``HandlerNotFound``)."""
         handler = self.commands.get(type(command))
@@ -287,7 +312,7 @@ def message_types(
             f"{role} {fn.__qualname__} takes no parameters: write it as (message, ctx)"
         )
     try:
-        hints = typing.get_type_hints(fn, localns=dict(namespace) if namespace else None)
+        hints = _type_hints(fn, namespace)
     except Exception as exc:
         raise ConfigurationError(
             f"cannot read the annotations of {fn.__qualname__}: {exc}; define the message "
@@ -311,3 +336,18 @@ def message_types(
                 f"{role} {fn.__qualname__}: {cls!r} is not a Command or Event class"
             )
     return found
+
+
+def result_type(fn: Callable[..., Any], namespace: Mapping[str, Any] | None = None) -> Any:
+    """The type ``fn`` declares it returns, if a JSON result can be decoded to it; else ``Any``
+    (plain JSON values)."""
+    try:
+        returns = _type_hints(fn, namespace).get("return", Any)
+        msgspec.json.Decoder(returns)
+    except Exception:
+        return Any
+    return returns
+
+
+def _type_hints(fn: Callable[..., Any], namespace: Mapping[str, Any] | None) -> dict[str, Any]:
+    return typing.get_type_hints(fn, localns=dict(namespace) if namespace else None)

@@ -36,6 +36,7 @@ import msgspec
 from tidings.context import Context
 from tidings.errors import ConfigurationError
 from tidings.messages import Command, Event, uuid7, validate_subscription_name
+from tidings.repository import decode_document
 from tidings.store import NO_STREAM
 
 S = TypeVar("S")
@@ -227,11 +228,7 @@ class Workflow(Generic[S]):
                 ),
             )
             return
-        state = (
-            msgspec.json.decode(instance.state, type=self.state)
-            if stored is not None
-            else self.fresh()
-        )
+        state = self._state(key, instance) if stored is not None else self.fresh()
         step = Step(self, key, ctx, instance)
         assert handler is not None
         result = handler(state, message, step)
@@ -272,7 +269,11 @@ class Workflow(Generic[S]):
         stored = await documents.get(self.collection, key, Instance)
         if stored is None:
             return None, False
-        return msgspec.json.decode(stored.state, type=self.state), stored.done
+        return self._state(key, stored), stored.done
+
+    def _state(self, key: str, instance: Instance) -> S:
+        state: S = decode_document(self.collection, key, instance.state, self.state)
+        return state
 
 
 __all__ = ["Instance", "Step", "Workflow", "WorkflowIgnored", "WorkflowStepped", "WorkflowTimeout"]

@@ -28,7 +28,7 @@ from tidings.workflow import Workflow, WorkflowTimeout
 
 S = TypeVar("S")
 
-__all__ = ["DeciderScenario", "Harness", "ManualClock", "Step", "WorkflowSpec", "given"]
+__all__ = ["DeciderScenario", "Harness", "ManualClock", "StepReport", "WorkflowSpec", "given"]
 
 
 # --- deciders ---------------------------------------------------------------------------------
@@ -103,8 +103,9 @@ class ManualClock:
 
 
 @dataclass
-class Step:
-    """What one workflow step did."""
+class StepReport:
+    """What one workflow step did (as :class:`WorkflowSpec` reports it; a handler's own ``wf``
+    is a :class:`tidings.workflow.Step`)."""
 
     sent: list[Command] = field(default_factory=list)
     published: list[Event] = field(default_factory=list)
@@ -129,11 +130,11 @@ class WorkflowSpec(Generic[S]):
         for event in events:
             await self.when(event)
 
-    async def when(self, event: Event) -> Step:
+    async def when(self, event: Event) -> StepReport:
         """One step: the workflow reacts to ``event``."""
         return await self._step(event)
 
-    async def fire_timeout(self, key: str, name: str) -> Step:
+    async def fire_timeout(self, key: str, name: str) -> StepReport:
         """The timeout ``name`` of instance ``key`` falls due."""
         timeout = self._pending.get((key, name))
         if timeout is None:
@@ -146,12 +147,12 @@ class WorkflowSpec(Generic[S]):
         """An instance's state and whether it is done."""
         return await self.workflow.instance(self.app, key)
 
-    async def _step(self, event: Event) -> Step:
+    async def _step(self, event: Event) -> StepReport:
         await self.app.open()
         ctx = Context(self.app.factory, self.app.reader, uuid7(), "spec")
         await self.workflow.react(event, ctx)
         tx: Transaction = ctx.transaction
-        step = Step()
+        step = StepReport()
         for op in tx.appends:
             for new in op.messages:
                 message = self.app.registry.decode(_envelope(new, op.stream))
