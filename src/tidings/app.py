@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from tidings.delivery.alerts import AlertCallback, Alerts
 from tidings.delivery.deadletters import DeadLetters
 from tidings.delivery.policy import RetryPolicy
 from tidings.delivery.worker import Worker
-from tidings.errors import CommandDead, ConfigurationError, Refused
+from tidings.errors import CommandDead, ConfigurationError, Refused, StoreError
 from tidings.factory import MessageFactory
 from tidings.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -123,6 +124,10 @@ class App:
         self.store = open_store(store) if isinstance(store, str) else store
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
+        #: the event loop (and its thread) the App belongs to from its opening to its closing
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
+        self._claim_lock = threading.Lock()
         self.register(*messages)
 
     @property
@@ -140,22 +145,72 @@ class App:
     # --- life cycle ---------------------------------------------------------------------------
 
     async def open(self) -> App:
-        """Open the store (connect, migrate). Called by itself on first use."""
-        if self._opened:
+        """Open the store (connect, migrate). Called by itself on first use.
+
+        From its opening to its closing an App belongs to the event loop that opened it: used
+        from another loop (another thread's, or a later ``asyncio.run``) it raises ``StoreError``
+        at once."""
+        if self._ready():
             return self
+        self._claim_loop()
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
             if not self._opened:
-                await self.store.open()
+                try:
+                    await self.store.open()
+                except BaseException:
+                    self._release_loop()
+                    raise
                 self._opened = True
         return self
 
     async def close(self) -> None:
-        """Close the store."""
+        """Close the store; the App may then be opened again, in any event loop."""
+        if self._loop is None:
+            return
+        self._claim_loop()
         if self._opened:
             self._opened = False
-            await self.store.close()
+            try:
+                await self.store.close()
+            finally:
+                self._release_loop()
+
+    def _ready(self) -> bool:
+        """Whether the App is open, in the event loop running this code."""
+        loop = self._loop
+        return (
+            self._opened
+            and loop is not None
+            and self._thread == threading.get_ident()
+            and loop.is_running()
+        )
+
+    def _claim_loop(self) -> None:
+        """Make the running loop the App's own, or raise ``StoreError`` if another has it."""
+        loop = asyncio.get_running_loop()
+        with self._claim_lock:
+            if self._loop is None:
+                self._loop, self._thread = loop, threading.get_ident()
+                return
+            if self._loop is loop:
+                return
+            if self._thread != threading.get_ident() and not self._loop.is_closed():
+                why = (
+                    "which runs in another thread: build one App per thread, or hand the work "
+                    "to the App's own loop (asyncio.run_coroutine_threadsafe)"
+                )
+            else:
+                why = (
+                    "which has ended (an earlier asyncio.run): close the App before its loop "
+                    "ends (async with app: ...), then it opens again in the next one"
+                )
+        raise StoreError(f"App {self.name!r}: its store was opened in another event loop, {why}")
+
+    def _release_loop(self) -> None:
+        with self._claim_lock:
+            self._loop, self._thread, self._open_lock = None, 0, None
 
     async def __aenter__(self) -> App:
         return await self.open()
@@ -362,7 +417,7 @@ class App:
         the handler did is committed.
         """
         handler = self.handlers.handler_of(command)
-        if not self._opened:
+        if not self._ready():
             await self.open()
         return await handler.invoke(command, self.services, correlation_id, headers)
 
@@ -431,7 +486,7 @@ class App:
     ) -> None:
         tx = Transaction()
         record(tx, new, stream, delay, at, expected_version)
-        if not self._opened:
+        if not self._ready():
             await self.open()
         await self.committer.commit(tx)
 
@@ -451,7 +506,7 @@ class App:
         append went through can append again. (Their content is not compared.)"""
         new = self.factory.events(events, correlation_id, None, ids=ids, via="app")
         tx = Transaction([AppendOp(validate_stream(stream), new, expected_version)])
-        if not self._opened:
+        if not self._ready():
             await self.open()
         (done,) = await self.committer.commit(tx)
         return done

@@ -47,7 +47,7 @@ _MIGRATE_LOCK = 7_461_002
 _CONNECTION_DEFAULTS = {
     "application_name": "tidings",
     "options": "-c jit=off",
-    "connect_timeout": "10",
+    "connect_timeout": "5",
     "keepalives": "1",
     "keepalives_idle": "30",
     "keepalives_interval": "10",
@@ -106,6 +106,7 @@ class PostgresStore(Store, ChangeFeed):
     async def open(self) -> None:
         if self._pool is not None:
             return
+        await self._connect_and_migrate()
         pool: AsyncConnectionPool[_Conn] = AsyncConnectionPool(
             self._conninfo,
             min_size=self._min,
@@ -118,7 +119,6 @@ class PostgresStore(Store, ChangeFeed):
         try:
             await pool.open(wait=True, timeout=self.retry_timeout)
             self._pool = pool
-            await self._run("apply migrations", self._migrate)
         except BaseException as exc:
             self._pool = None
             await pool.close()
@@ -142,6 +142,24 @@ class PostgresStore(Store, ChangeFeed):
         await self._listener.close()
         self._pool = None
         await pool.close()
+
+    async def _connect_and_migrate(self) -> None:
+        """Connect once, before the pool (which would retry quietly for ``retry_timeout``): a
+        server that cannot be reached fails the opening within the connect timeout, in one
+        line naming it."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {self._where}: {reason}"
+            ) from exc
+        try:
+            await self._migrate(conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL refused to apply migrations: {exc}") from exc
+        finally:
+            await conn.close()
 
     async def _migrate(self, conn: _Conn) -> None:
         q = self._q
