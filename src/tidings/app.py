@@ -565,6 +565,14 @@ class App:
             stream, from_position=from_position, backwards=backwards, limit=limit
         )
 
+    async def streams(
+        self, *, prefix: str = "", limit: int = 100, internal: bool = False
+    ) -> list[tuple[str, int]]:
+        """Stream names with their versions, by name: the application's own; with ``internal``,
+        the framework's (``$``) streams too (workflow instances, sent commands, failures)."""
+        await self.open()
+        return await self.store.streams(prefix=prefix, limit=limit, internal=internal)
+
     async def read_all(
         self,
         *,

@@ -119,6 +119,10 @@ class InvalidName(TidingsError, ValueError):
     """A stream, subscription or type name is not allowed; the message says which characters are."""
 
 
+class ReservedName(InvalidName):
+    """This stream name is one of tidings' own (it starts with ``$``): write to a stream of your own."""
+
+
 class StoreError(TidingsError):
     """The store failed."""
 

@@ -266,8 +266,11 @@ class PostgresStore(Store, ChangeFeed):
     async def last_position(self) -> int:
         return int((await self._rows("last_position"))[0][0])
 
-    async def streams(self, *, prefix: str = "", limit: int = 100) -> list[tuple[str, int]]:
-        return [(s, int(v)) for s, v in await self._rows("streams", (prefix, limit))]
+    async def streams(
+        self, *, prefix: str = "", limit: int = 100, internal: bool = False
+    ) -> list[tuple[str, int]]:
+        rows = await self._rows("streams", (prefix, internal, limit))
+        return [(s, int(v)) for s, v in rows]
 
     # --- subscriptions ------------------------------------------------------------------------
 
