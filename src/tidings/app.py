@@ -121,8 +121,8 @@ class App:
         self.factory = MessageFactory(self.registry, max_message_bytes)
         self.handlers = Handlers(self.factory)
         self.alerts = Alerts()
-        self.store = open_store(store) if isinstance(store, str) else store
         self._opened = False
+        self.store = open_store(store) if isinstance(store, str) else store
         self._open_lock: asyncio.Lock | None = None
         #: the event loop (and its thread) the App belongs to from its opening to its closing
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,7 +137,15 @@ class App:
 
     @store.setter
     def store(self, store: Store) -> None:
+        """Replace the store (a closed App only): the reader and committer are rebuilt over it,
+        and what deciders kept of streams' states is dropped (it was read from the old one)."""
+        if self._opened:
+            raise ConfigurationError(
+                f"App {self.name!r} is open on its store: close it (or leave `async with app:`) "
+                "before giving it another"
+            )
         self._store = store
+        self.handlers.forget_states()
         self.reader = Repository(store, self.registry)
         self.committer = Committer(store)
         self.services = Services(self.factory, self.reader, self.committer)
@@ -176,6 +184,11 @@ class App:
                 await self.store.close()
             finally:
                 self._release_loop()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the store is open (between ``open()`` and ``close()``)."""
+        return self._opened
 
     def _ready(self) -> bool:
         """Whether the App is open, in the event loop running this code."""

@@ -240,6 +240,12 @@ class Handlers:
         self.factory.register(*subscriber.events)
         self.subscribers[subscriber.name] = subscriber
 
+    def forget_states(self) -> None:
+        """Drop the streams' states deciders keep (they are not what a new store holds)."""
+        for handler in self.commands.values():
+            if handler.decider is not None and handler.decider.states is not None:
+                handler.decider.states.clear()
+
     def handler_named(self, type_name: str) -> CommandHandler | None:
         """The handler of the command type stored as ``type_name``, if this App has one."""
         for cls, handler in self.commands.items():

@@ -3,9 +3,10 @@
 - :func:`given` — given/when/then for deciders: ``given(decider, events).when(command).then(events)``.
 - :class:`WorkflowSpec` — steps of a workflow one event at a time: what it sent, which timeouts it
   set, whether it completed.
-- :class:`Harness` — an app on an in-memory store with a clock you move: ``await harness.settle()``
-  delivers everything that is due; ``await harness.advance(seconds)`` moves time forward (timeouts,
-  scheduled messages, delayed retries) and settles. Dead letters and outcomes can be inspected.
+- :class:`Harness` — runs an app on its own in-memory store with a clock you move:
+  ``await harness.settle()`` delivers everything that is due; ``await harness.advance(seconds)``
+  moves time forward (timeouts, scheduled messages, delayed retries) and settles. Dead letters
+  and outcomes can be inspected.
 
 ``tidings.testing.contract`` holds the backend contract suites (it needs pytest).
 """
@@ -21,9 +22,9 @@ from tidings.app import App
 from tidings.backends.memory import MemoryStore
 from tidings.context import Context
 from tidings.decider import Decider
-from tidings.errors import Refused
+from tidings.errors import ConfigurationError, Refused
 from tidings.messages import Command, Envelope, Event, Message, uuid7
-from tidings.store import DEAD, Held, Outcome, Transaction
+from tidings.store import DEAD, Held, Outcome, Store, Transaction
 from tidings.workflow import Workflow, WorkflowTimeout
 
 S = TypeVar("S")
@@ -189,14 +190,15 @@ def _envelope(new: Any, stream: str) -> Envelope:
 
 
 class Harness:
-    """An app on an in-memory store with a manual clock, delivered to completion on demand.
+    """Runs an app on an in-memory store with a manual clock, delivered to completion on demand.
 
-    Build the app with ``store=harness.store`` (or pass an app built on a ``MemoryStore`` whose
-    clock is ``harness.clock``)::
+    ``harness.run(app)`` runs any App that is not open — the module-level
+    ``app = App("shop", store="sqlite:///shop.db")`` of production code too — on the harness's
+    own store (``harness.store``, a ``MemoryStore`` whose clock is ``harness.clock``): for the run
+    the App's store is replaced, and given back when the run ends. Nothing is written to the
+    App's own store, and every timeout and retry is due on the clock ``advance`` moves::
 
-        harness = Harness()
-        app = build_app(harness.store)
-        async with harness.run(app):
+        async with Harness().run(app) as harness:
             await app.invoke(ReserveSeat(...))
             await harness.settle()
             await harness.advance(30)           # the payment timeout fires
@@ -207,19 +209,41 @@ class Harness:
         self.clock = clock or ManualClock()
         self.store = MemoryStore(clock=self.clock)
         self.app: App | None = None
+        #: the store the App had before the run, given back after it
+        self._given_back: Store | None = None
 
     def run(self, app: App) -> Harness:
+        """Run ``app`` on this harness's store and clock (``async with harness.run(app):``)."""
+        if app.is_open:
+            raise ConfigurationError(
+                f"Harness.run: App {app.name!r} is open on its own store "
+                f"({getattr(app.store, 'url', type(app.store).__name__)}), where the harness's "
+                "clock moves nothing: give the harness the App before it is opened, and it runs "
+                "the App on its own memory store"
+            )
+        if self.app is not None:
+            raise ConfigurationError("Harness.run: this harness runs an app already")
         self.app = app
+        if app.store is not self.store:
+            self._given_back = app.store
+            app.store = self.store
         return self
 
     async def __aenter__(self) -> Harness:
-        assert self.app is not None, "use `async with harness.run(app):`"
-        await self.app.open()
+        try:
+            await self._app().open()
+        except BaseException:
+            await self.__aexit__()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.app is not None:
-            await self.app.close()
+        app, self.app = self.app, None
+        if app is None:
+            return
+        await app.close()
+        if self._given_back is not None:
+            app.store, self._given_back = self._given_back, None
 
     def _app(self) -> App:
         if self.app is None:
