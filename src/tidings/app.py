@@ -7,10 +7,7 @@ opens its store on first use or in ``async with app:``; nothing happens at impor
 from __future__ import annotations
 
 import asyncio
-import sys
-import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -22,8 +19,9 @@ from tidings.delivery.alerts import AlertCallback, Alerts
 from tidings.delivery.deadletters import DeadLetters
 from tidings.delivery.policy import RetryPolicy
 from tidings.delivery.worker import Worker
-from tidings.errors import CommandDead, ConfigurationError, Refused, StoreError
+from tidings.errors import ConfigurationError
 from tidings.factory import MessageFactory
+from tidings.lifecycle import Lifecycle
 from tidings.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Command,
@@ -41,63 +39,28 @@ from tidings.registry import (
     Handlers,
     Problem,
     Subscriber,
+    caller_locals,
     check_subscription,
     explicit_types,
+    is_handler,
 )
 from tidings.repository import Repository
 from tidings.store import (
     ANY,
-    DEAD,
     FINAL,
     PENDING,
-    REFUSED,
-    SUCCEEDED,
     Appended,
     AppendOp,
     Outcome,
     Store,
     Transaction,
 )
+from tidings.ticket import Ticket
 from tidings.workflow import Workflow, WorkflowTimeout
 
 F = TypeVar("F", bound=Callable[..., Any])
 S = TypeVar("S")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """The receipt for a sent command: its id, and the way to its outcome."""
-
-    app: App
-    message_id: str
-    stream: str
-
-    async def outcome(self, timeout: float | None = None) -> Outcome:
-        """Wait up to ``timeout`` seconds for the command's final outcome (``succeeded``,
-        ``refused`` or ``dead``); after that, the latest known (``failed`` while it is being
-        retried, ``pending`` before it was first handled)."""
-        return await self.app.wait_outcome(self.message_id, timeout)
-
-    async def result(self, timeout: float | None = None) -> Any:
-        """The handler's result, decoded to the type its handler declares it returns (plain JSON
-        values when it declares none, or the handler is not in this App); raises ``Refused`` if it
-        refused, ``CommandDead`` if it was given up on, ``TimeoutError`` if it has not ended
-        within ``timeout``."""
-        outcome = await self.outcome(timeout)
-        if outcome.status == SUCCEEDED:
-            return self.app.result(outcome)
-        if outcome.status == REFUSED:
-            raise Refused(outcome.reason or "refused", code=outcome.code)
-        if outcome.status == DEAD:
-            raise CommandDead(
-                f"command {self.message_id} is dead after {outcome.attempts} attempt(s): {outcome.error}; "
-                "see `tidings dlq list`"
-            )
-        raise TimeoutError(
-            f"command {self.message_id} has not ended within {timeout}s (status {outcome.status}"
-            f", {outcome.attempts} attempt(s)); is a worker running?"
-        )
 
 
 class App:
@@ -121,13 +84,8 @@ class App:
         self.factory = MessageFactory(self.registry, max_message_bytes)
         self.handlers = Handlers(self.factory)
         self.alerts = Alerts()
-        self._opened = False
+        self._life = Lifecycle(f"App {self.name!r}")
         self.store = open_store(store) if isinstance(store, str) else store
-        self._open_lock: asyncio.Lock | None = None
-        #: the event loop (and its thread) the App belongs to from its opening to its closing
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = 0
-        self._claim_lock = threading.Lock()
         self.register(*messages)
 
     @property
@@ -139,7 +97,7 @@ class App:
     def store(self, store: Store) -> None:
         """Replace the store (a closed App only): the reader and committer are rebuilt over it,
         and what deciders kept of streams' states is dropped (it was read from the old one)."""
-        if self._opened:
+        if self._life.opened:
             raise ConfigurationError(
                 f"App {self.name!r} is open on its store: close it (or leave `async with app:`) "
                 "before giving it another"
@@ -158,72 +116,17 @@ class App:
         From its opening to its closing an App belongs to the event loop that opened it: used
         from another loop (another thread's, or a later ``asyncio.run``) it raises ``StoreError``
         at once."""
-        if self._ready():
-            return self
-        self._claim_loop()
-        if self._open_lock is None:
-            self._open_lock = asyncio.Lock()
-        async with self._open_lock:
-            if not self._opened:
-                try:
-                    await self.store.open()
-                except BaseException:
-                    self._release_loop()
-                    raise
-                self._opened = True
+        await self._life.open(self.store)
         return self
 
     async def close(self) -> None:
         """Close the store; the App may then be opened again, in any event loop."""
-        if self._loop is None:
-            return
-        self._claim_loop()
-        if self._opened:
-            self._opened = False
-            try:
-                await self.store.close()
-            finally:
-                self._release_loop()
+        await self._life.close(self.store)
 
     @property
     def is_open(self) -> bool:
         """Whether the store is open (between ``open()`` and ``close()``)."""
-        return self._opened
-
-    def _ready(self) -> bool:
-        """Whether the App is open, in the event loop running this code."""
-        loop = self._loop
-        return (
-            self._opened
-            and loop is not None
-            and self._thread == threading.get_ident()
-            and loop.is_running()
-        )
-
-    def _claim_loop(self) -> None:
-        """Make the running loop the App's own, or raise ``StoreError`` if another has it."""
-        loop = asyncio.get_running_loop()
-        with self._claim_lock:
-            if self._loop is None:
-                self._loop, self._thread = loop, threading.get_ident()
-                return
-            if self._loop is loop:
-                return
-            if self._thread != threading.get_ident() and not self._loop.is_closed():
-                why = (
-                    "which runs in another thread: build one App per thread, or hand the work "
-                    "to the App's own loop (asyncio.run_coroutine_threadsafe)"
-                )
-            else:
-                why = (
-                    "which has ended (an earlier asyncio.run): close the App before its loop "
-                    "ends (async with app: ...), then it opens again in the next one"
-                )
-        raise StoreError(f"App {self.name!r}: its store was opened in another event loop, {why}")
-
-    def _release_loop(self) -> None:
-        with self._claim_lock:
-            self._loop, self._thread, self._open_lock = None, 0, None
+        return self._life.opened
 
     async def __aenter__(self) -> App:
         return await self.open()
@@ -267,7 +170,7 @@ class App:
         ``policy`` says how a *sent* command that fails is retried and when it is given up.
         """
         types = (
-            () if target is None or _is_handler(target) else explicit_types(target, "@app.command")
+            () if target is None or is_handler(target) else explicit_types(target, "@app.command")
         )
 
         def decorate(fn: F, namespace: dict[str, Any]) -> F:
@@ -280,9 +183,9 @@ class App:
             )
             return fn
 
-        if _is_handler(target):
-            return decorate(target, _caller_locals())
-        return lambda fn: decorate(fn, _caller_locals())
+        if is_handler(target):
+            return decorate(target, caller_locals())
+        return lambda fn: decorate(fn, caller_locals())
 
     def subscriber(
         self,
@@ -313,7 +216,7 @@ class App:
                 start=start,
                 partitions=partitions,
                 types=types,
-                namespace=_caller_locals(),
+                namespace=caller_locals(),
             )
             return fn
 
@@ -430,7 +333,7 @@ class App:
         the handler did is committed.
         """
         handler = self.handlers.handler_of(command)
-        if not self._ready():
+        if not self._life.ready():
             await self.open()
         return await handler.invoke(command, self.services, correlation_id, headers)
 
@@ -499,7 +402,7 @@ class App:
     ) -> None:
         tx = Transaction()
         record(tx, new, stream, delay, at, expected_version)
-        if not self._ready():
+        if not self._life.ready():
             await self.open()
         await self.committer.commit(tx)
 
@@ -519,7 +422,7 @@ class App:
         append went through can append again. (Their content is not compared.)"""
         new = self.factory.events(events, correlation_id, None, ids=ids, via="app")
         tx = Transaction([AppendOp(validate_stream(stream), new, expected_version)])
-        if not self._ready():
+        if not self._life.ready():
             await self.open()
         (done,) = await self.committer.commit(tx)
         return done
@@ -603,14 +506,3 @@ class App:
         """Fold a stream's events with ``evolve`` from ``initial``: returns ``(state, version)``."""
         await self.open()
         return await self.reader.load(stream, evolve, initial)
-
-
-def _is_handler(target: object) -> bool:
-    """Whether a decorator was given the handler itself (not message types)."""
-    return callable(target) and not isinstance(target, type)
-
-
-def _caller_locals() -> dict[str, Any]:
-    """The local names of the code that applied a registration decorator (two calls up: past
-    the decorator), where a handler's annotations may name classes defined in a function."""
-    return dict(sys._getframe(2).f_locals)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -287,6 +288,17 @@ def check_subscription(name: str, start: str, partitions: int) -> None:
         raise ConfigurationError(f"start={start!r}: use 'beginning' or 'now'")
     if not 1 <= partitions <= 1024:
         raise ConfigurationError(f"partitions={partitions}: use 1 to 1024")
+
+
+def is_handler(target: object) -> bool:
+    """Whether a registration decorator was given the handler itself (not message types)."""
+    return callable(target) and not isinstance(target, type)
+
+
+def caller_locals() -> dict[str, Any]:
+    """The local names of the code that applied a registration decorator (two calls up from
+    the caller: past the decorator), where annotations may name classes defined in a function."""
+    return dict(sys._getframe(2).f_locals)
 
 
 def explicit_types(given: object, role: str) -> tuple[type[Message], ...]:
