@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from tidings.app import App, Ticket
+from tidings.app import App
 from tidings.context import Context
 from tidings.decider import Decider
 from tidings.errors import (
@@ -24,6 +24,7 @@ from tidings.errors import (
 from tidings.messages import Command, Envelope, Event, Message, uuid7
 from tidings.registry import Problem
 from tidings.store import ANY, NO_STREAM
+from tidings.ticket import Ticket
 
 # A library logs; the application decides where it goes (nothing is printed unless it configures
 # logging).

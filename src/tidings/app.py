@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -21,8 +20,9 @@ from tidings.delivery.deadletters import DeadLetters
 from tidings.delivery.policy import RetryPolicy
 from tidings.delivery.subscriptions import Subscriptions, Unhandled
 from tidings.delivery.worker import Worker
-from tidings.errors import CommandDead, ConfigurationError, Refused
+from tidings.errors import ConfigurationError
 from tidings.factory import MessageFactory
+from tidings.lifecycle import Lifecycle
 from tidings.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Command,
@@ -40,60 +40,28 @@ from tidings.registry import (
     Handlers,
     Problem,
     Subscriber,
+    caller_locals,
     check_subscription,
+    explicit_types,
+    is_handler,
 )
 from tidings.repository import Repository
 from tidings.store import (
     ANY,
-    DEAD,
     FINAL,
     PENDING,
-    REFUSED,
-    SUCCEEDED,
     Appended,
     AppendOp,
     Outcome,
     Store,
     Transaction,
 )
+from tidings.ticket import Ticket
 from tidings.workflow import Workflow, WorkflowTimeout
 
 F = TypeVar("F", bound=Callable[..., Any])
 S = TypeVar("S")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """The receipt for a sent command: its id, and the way to its outcome."""
-
-    app: App
-    message_id: str
-    stream: str
-
-    async def outcome(self, timeout: float | None = None) -> Outcome:
-        """Wait up to ``timeout`` seconds for the command's final outcome (``succeeded``,
-        ``refused`` or ``dead``); after that, the latest known (``failed`` while it is being
-        retried, ``pending`` before it was first handled)."""
-        return await self.app.wait_outcome(self.message_id, timeout)
-
-    async def result(self, timeout: float | None = None) -> Any:
-        """The handler's result (JSON-decoded); raises ``Refused`` if it refused, ``CommandDead``
-        if it was given up on, ``TimeoutError`` if it has not ended within ``timeout``."""
-        outcome = await self.outcome(timeout)
-        if outcome.status == SUCCEEDED:
-            return outcome.value()
-        if outcome.status == REFUSED:
-            raise Refused(outcome.reason or "refused", code=outcome.code)
-        if outcome.status == DEAD:
-            raise CommandDead(
-                f"command {self.message_id} is dead after {outcome.attempts} attempt(s): {outcome.error}; "
-                "see `tidings dlq list`"
-            )
-        raise TimeoutError(
-            f"command {self.message_id} has not ended within {timeout}s (status {outcome.status}"
-            f", {outcome.attempts} attempt(s)); is a worker running?"
-        )
 
 
 class App:
@@ -117,9 +85,8 @@ class App:
         self.factory = MessageFactory(self.registry, max_message_bytes)
         self.handlers = Handlers(self.factory)
         self.alerts = Alerts()
+        self._life = Lifecycle(f"App {self.name!r}")
         self.store = open_store(store) if isinstance(store, str) else store
-        self._opened = False
-        self._open_lock: asyncio.Lock | None = None
         self.register(*messages)
 
     @property
@@ -129,7 +96,15 @@ class App:
 
     @store.setter
     def store(self, store: Store) -> None:
+        """Replace the store (a closed App only): the reader and committer are rebuilt over it,
+        and what deciders kept of streams' states is dropped (it was read from the old one)."""
+        if self._life.opened:
+            raise ConfigurationError(
+                f"App {self.name!r} is open on its store: close it (or leave `async with app:`) "
+                "before giving it another"
+            )
         self._store = store
+        self.handlers.forget_states()
         self.reader = Repository(store, self.registry)
         self.committer = Committer(store)
         self.services = Services(self.factory, self.reader, self.committer)
@@ -137,22 +112,22 @@ class App:
     # --- life cycle ---------------------------------------------------------------------------
 
     async def open(self) -> App:
-        """Open the store (connect, migrate). Called by itself on first use."""
-        if self._opened:
-            return self
-        if self._open_lock is None:
-            self._open_lock = asyncio.Lock()
-        async with self._open_lock:
-            if not self._opened:
-                await self.store.open()
-                self._opened = True
+        """Open the store (connect, migrate). Called by itself on first use.
+
+        From its opening to its closing an App belongs to the event loop that opened it: used
+        from another loop (another thread's, or a later ``asyncio.run``) it raises ``StoreError``
+        at once."""
+        await self._life.open(self.store)
         return self
 
     async def close(self) -> None:
-        """Close the store."""
-        if self._opened:
-            self._opened = False
-            await self.store.close()
+        """Close the store; the App may then be opened again, in any event loop."""
+        await self._life.close(self.store)
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the store is open (between ``open()`` and ``close()``)."""
+        return self._life.opened
 
     async def __aenter__(self) -> App:
         return await self.open()
@@ -167,42 +142,64 @@ class App:
         self.factory.register(*classes)
 
     @overload
-    def command(self, fn: F) -> F: ...
-
-    @overload
-    def command(
-        self, *, retry_on_conflict: int = 0, policy: RetryPolicy | None = None
-    ) -> Callable[[F], F]: ...
-
     def command(
         self,
-        fn: F | None = None,
+        message: type[Command] | tuple[type[Command], ...] | None = None,
+        /,
         *,
         retry_on_conflict: int = 0,
         policy: RetryPolicy | None = None,
-    ) -> F | Callable[[F], F]:
-        """Register the one handler of a command type (read from its first parameter's annotation).
+    ) -> Callable[[F], F]: ...
+
+    @overload
+    def command(self, fn: F, /) -> F: ...
+
+    def command(
+        self,
+        target: Any = None,
+        /,
+        *,
+        retry_on_conflict: int = 0,
+        policy: RetryPolicy | None = None,
+    ) -> Any:
+        """Register the one handler of a command type: ``@app.command`` reads the type from the
+        handler's first parameter's annotation; ``@app.command(ReserveSeat)`` (or a tuple of
+        types) names it, for what the annotation cannot say.
 
         A second handler for the same type raises ``DuplicateHandler``. ``retry_on_conflict``
         re-runs the handler that many times when its appends meet ``WrongExpectedVersion``;
         ``policy`` says how a *sent* command that fails is retried and when it is given up.
         """
+        types = (
+            () if target is None or is_handler(target) else explicit_types(target, "@app.command")
+        )
 
-        def decorate(fn: F) -> F:
-            self.handlers.command(fn, retry_on_conflict=retry_on_conflict, policy=policy)
+        def decorate(fn: F, namespace: dict[str, Any]) -> F:
+            self.handlers.command(
+                fn,
+                retry_on_conflict=retry_on_conflict,
+                policy=policy,
+                types=types,
+                namespace=namespace,
+            )
             return fn
 
-        return decorate(fn) if fn is not None else decorate
+        if is_handler(target):
+            return decorate(target, caller_locals())
+        return lambda fn: decorate(fn, caller_locals())
 
     def subscriber(
         self,
         name: str,
+        events: type[Event] | tuple[type[Event], ...] | None = None,
+        /,
         *,
         policy: RetryPolicy | None = None,
         start: str = "beginning",
         partitions: int = 8,
     ) -> Callable[[F], F]:
-        """Register a durable, named subscriber for the event type(s) of its first parameter.
+        """Register a durable, named subscriber for ``events`` (a type or a tuple of types), or
+        else for the event type(s) of its first parameter's annotation.
 
         Any number of subscribers may take the same event type; each sees every event, in order
         per stream, at least once. ``start`` is where a new subscription begins: ``"beginning"``
@@ -210,9 +207,18 @@ class App:
         that several workers can share it (fixed once the subscription exists).
         """
         check_subscription(name, start, partitions)
+        types = () if events is None else explicit_types(events, f"subscriber {name!r}")
 
         def decorate(fn: F) -> F:
-            self.handlers.subscriber(name, fn, policy=policy, start=start, partitions=partitions)
+            self.handlers.subscriber(
+                name,
+                fn,
+                policy=policy,
+                start=start,
+                partitions=partitions,
+                types=types,
+                namespace=caller_locals(),
+            )
             return fn
 
         return decorate
@@ -315,6 +321,16 @@ class App:
         """The envelope with its ``message`` decoded (raises ``MessageDecodeError``)."""
         return self.reader.decode(envelope)
 
+    def result(self, outcome: Outcome) -> Any:
+        """A succeeded outcome's result as its handler's declared return type (plain JSON values
+        when it declares none, or its command type has no handler in this App)."""
+        if outcome.result is None:
+            return None
+        handler = self.handlers.handler_named(outcome.type)
+        if handler is None:
+            return outcome.value()
+        return handler.decode_result(outcome.result)
+
     # --- invoke, send, publish, append --------------------------------------------------------
 
     async def invoke(
@@ -330,7 +346,7 @@ class App:
         the handler did is committed.
         """
         handler = self.handlers.handler_of(command)
-        if not self._opened:
+        if not self._life.ready():
             await self.open()
         return await handler.invoke(command, self.services, correlation_id, headers)
 
@@ -399,7 +415,7 @@ class App:
     ) -> None:
         tx = Transaction()
         record(tx, new, stream, delay, at, expected_version)
-        if not self._opened:
+        if not self._life.ready():
             await self.open()
         await self.committer.commit(tx)
 
@@ -419,7 +435,7 @@ class App:
         append went through can append again. (Their content is not compared.)"""
         new = self.factory.events(events, correlation_id, None, ids=ids, via="app")
         tx = Transaction([AppendOp(validate_stream(stream), new, expected_version)])
-        if not self._opened:
+        if not self._life.ready():
             await self.open()
         (done,) = await self.committer.commit(tx)
         return done
@@ -477,6 +493,14 @@ class App:
         return await self.reader.read_stream(
             stream, from_position=from_position, backwards=backwards, limit=limit
         )
+
+    async def streams(
+        self, *, prefix: str = "", limit: int = 100, internal: bool = False
+    ) -> list[tuple[str, int]]:
+        """Stream names with their versions, by name: the application's own; with ``internal``,
+        the framework's (``$``) streams too (workflow instances, sent commands, failures)."""
+        await self.open()
+        return await self.store.streams(prefix=prefix, limit=limit, internal=internal)
 
     async def read_all(
         self,

@@ -72,13 +72,17 @@ def streams(
     app: AppOption = None,
     prefix: Annotated[str, typer.Option(help="Only streams whose name starts with this.")] = "",
     limit: Annotated[int, typer.Option(help="At most this many streams.")] = 100,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Also the framework's own ($) streams.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """List streams with their versions."""
+    """List streams with their versions (the framework's own ``$`` streams with --all)."""
 
     async def main() -> tuple[str, list[tuple[str, int]]]:
         async with open_app(store, app) as opened:
-            return opened.store.url, await opened.store.streams(prefix=prefix, limit=limit)
+            found = await opened.store.streams(prefix=prefix, limit=limit, internal=all_)
+            return opened.store.url, found
 
     url, found = run(main)
     if as_json:

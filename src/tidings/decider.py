@@ -75,6 +75,10 @@ class StreamStates(Generic[S]):
     def __contains__(self, stream: object) -> bool:
         return stream in self._states
 
+    def clear(self) -> None:
+        """Forget every state (the store they were read from is replaced)."""
+        self._states.clear()
+
     def take(self, stream: str) -> tuple[S, int] | None:
         """Remove the stream's state and return it with its version (None if none is kept)."""
         found = self._states.pop(stream, None)

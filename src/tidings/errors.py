@@ -98,12 +98,29 @@ class UnknownMessageType(MessageDecodeError):
     """The stored type name matches no registered message class."""
 
 
+class DocumentDecodeError(TidingsError):
+    """A stored document could not be decoded; write it again (``ctx.put``) or delete it."""
+
+    def __init__(self, collection: str, key: str, detail: str) -> None:
+        super().__init__(
+            f"cannot decode document {key!r} of collection {collection!r}: {detail}; write it "
+            "again with ctx.put, or delete it with ctx.delete"
+        )
+        self.collection = collection
+        self.key = key
+        self.detail = detail
+
+
 class MessageTooLarge(MessageError):
     """The encoded message is larger than the store accepts; keep large blobs elsewhere and send a reference."""
 
 
 class InvalidName(TidingsError, ValueError):
     """A stream, subscription or type name is not allowed; the message says which characters are."""
+
+
+class ReservedName(InvalidName):
+    """This stream name is one of tidings' own (it starts with ``$``): write to a stream of your own."""
 
 
 class StoreError(TidingsError):

@@ -13,6 +13,7 @@ from tidings.messages import (
     TypeRegistry,
     encode,
     encode_headers,
+    internal_stream,
     uuid7,
     validate_message_id,
     validate_stream,
@@ -130,5 +131,11 @@ class MessageFactory:
         )
         self._sent.add(type(command))
         if stream is None:
-            return new, f"{new.type}-{new.id}", 0
+            return new, self.command_stream(new), 0
         return new, validate_stream(stream), ANY
+
+    @staticmethod
+    def command_stream(command: NewMessage) -> str:
+        """The stream of its own a command is sent to when the sender names none (reserved:
+        ``$cmd-<type>-<id>``)."""
+        return internal_stream(f"cmd-{command.type}-{command.id}")

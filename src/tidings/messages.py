@@ -25,6 +25,7 @@ from tidings.errors import (
     InvalidName,
     MessageDecodeError,
     MessageTooLarge,
+    ReservedName,
     UnknownMessageType,
 )
 
@@ -80,8 +81,32 @@ def validate_message_id(message_id: str) -> str:
     return message_id
 
 
+#: The framework's own streams (workflow instances, sent commands' own streams, ...) start with
+#: this, KurrentDB's ``$`` streams being the model: user code reads them but never writes there.
+RESERVED_PREFIX = "$"
+
+
+class InternalStream(str):
+    """A reserved stream name that :func:`validate_stream` lets pass: how the framework writes
+    to its own streams through a ``Context`` (names given out, such as ``Ticket.stream``, are
+    plain strings)."""
+
+    __slots__ = ()
+
+
+def internal_stream(name: str) -> str:
+    """``name`` in the reserved namespace: ``internal_stream("wf-payment-o1") == "$wf-payment-o1"``."""
+    return RESERVED_PREFIX + name
+
+
+def is_internal(stream: str) -> bool:
+    """Whether ``stream`` is one of the framework's own."""
+    return stream.startswith(RESERVED_PREFIX)
+
+
 def validate_stream(stream: str) -> str:
-    """Check a stream name: 1 to 256 printable characters."""
+    """Check a stream name: 1 to 256 printable characters, not in the reserved namespace unless
+    the framework writes there (:class:`InternalStream`)."""
     if (
         not isinstance(stream, str)
         or not stream
@@ -91,6 +116,14 @@ def validate_stream(stream: str) -> str:
         raise InvalidName(
             f"stream name {stream!r} is not allowed: use 1 to {MAX_STREAM_LENGTH} printable "
             "characters, for example 'screening-42'"
+        )
+    if stream.startswith(RESERVED_PREFIX):
+        if isinstance(stream, InternalStream):
+            return str(stream)
+        raise ReservedName(
+            f"stream name {stream!r} is reserved: names starting with {RESERVED_PREFIX!r} are "
+            "tidings' own streams (workflow instances, sent commands, failures); read them, but "
+            "publish, send and append to a stream of your own, e.g. 'payment-o1'"
         )
     return stream
 
@@ -447,11 +480,17 @@ class TypeRegistry:
 class CommandFailed(Event, type_name="tidings.CommandFailed"):
     """A sent command was given up on (dead): subscribe to it to learn, not guess.
 
-    Recorded in the stream ``<the command's stream>.failed`` (kept apart from the command's own
-    stream, which may be an aggregate's), in the transaction that parks the command."""
+    Recorded in the stream ``$failed-<the command's stream>`` (:func:`failed_stream`: kept apart
+    from the command's own stream, which may be an aggregate's), in the transaction that parks
+    the command."""
 
     command_id: str
     command_type: str
     stream: str
     error: str
     attempts: int
+
+
+def failed_stream(stream: str) -> str:
+    """Where the ``CommandFailed`` of a command recorded in ``stream`` is recorded."""
+    return internal_stream(f"failed-{stream}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
+
+import msgspec
 
 from tidings.context import NO_HEADERS, Context, Services
 from tidings.decider import Decider, DeciderHandler
@@ -16,6 +19,7 @@ from tidings.errors import (
     ConfigurationError,
     DuplicateHandler,
     HandlerNotFound,
+    MessageDecodeError,
     WrongExpectedVersion,
 )
 from tidings.factory import MessageFactory
@@ -37,6 +41,8 @@ class CommandHandler:
     policy: RetryPolicy = RetryPolicy()
     #: set when a decider handles the command: it invokes it itself
     decider: DeciderHandler[Any] | None = None
+    #: what ``fn`` declares it returns, when a sent command's JSON result decodes to it
+    returns: Any = Any
 
     @property
     def subscription(self) -> str:
@@ -46,6 +52,18 @@ class CommandHandler:
     @property
     def name(self) -> str:
         return getattr(self.fn, "__qualname__", repr(self.fn))
+
+    def decode_result(self, data: bytes) -> Any:
+        """A sent command's recorded result (JSON), as the type the handler declares it returns."""
+        try:
+            return msgspec.json.decode(data, type=self.returns)
+        except msgspec.ValidationError as exc:
+            raise MessageDecodeError(
+                f"the result of {self.name} does not decode as its declared return type "
+                f"{self.returns!r}: {exc}; correct the annotation, or read the raw JSON in "
+                "outcome.result",
+                type_name=self.command.__type_name__,
+            ) from exc
 
     async def invoke(
         self,
@@ -115,10 +133,17 @@ class Handlers:
         self.subscribers: dict[str, Subscriber] = {}
 
     def command(
-        self, fn: Callable[..., Any], *, retry_on_conflict: int, policy: RetryPolicy | None
+        self,
+        fn: Callable[..., Any],
+        *,
+        retry_on_conflict: int,
+        policy: RetryPolicy | None,
+        types: Sequence[type[Message]] = (),
+        namespace: Mapping[str, Any] | None = None,
     ) -> None:
-        """Register ``fn`` as the handler of the command type(s) its first parameter names."""
-        for cls in message_types(fn, "command handler"):
+        """Register ``fn`` as the handler of ``types``, or else of the command type(s) its first
+        parameter names (resolved in its module and in ``namespace``, where it was decorated)."""
+        for cls in types or message_types(fn, "command handler", namespace):
             if not issubclass(cls, Command):
                 raise ConfigurationError(
                     f"{fn.__qualname__} handles {cls.__name__}, which is an Event: events go to "
@@ -131,6 +156,7 @@ class Handlers:
                     inspect.iscoroutinefunction(fn),
                     retry_on_conflict,
                     policy or RetryPolicy(),
+                    returns=result_type(fn, namespace),
                 )
             )
 
@@ -179,10 +205,13 @@ class Handlers:
         policy: RetryPolicy | None,
         start: str,
         partitions: int,
+        types: Sequence[type[Message]] = (),
+        namespace: Mapping[str, Any] | None = None,
     ) -> None:
-        """Register ``fn`` as the subscriber ``name`` to the event type(s) its first parameter names."""
+        """Register ``fn`` as the subscriber ``name`` to ``types``, or else to the event type(s)
+        its first parameter names (resolved as for :meth:`command`)."""
         events = []
-        for cls in message_types(fn, "subscriber"):
+        for cls in types or message_types(fn, "subscriber", namespace):
             if issubclass(cls, Command):
                 raise ConfigurationError(
                     f"subscriber {name!r} takes {cls.__name__}, which is a Command: a command has "
@@ -211,6 +240,19 @@ class Handlers:
             )
         self.factory.register(*subscriber.events)
         self.subscribers[subscriber.name] = subscriber
+
+    def forget_states(self) -> None:
+        """Drop the streams' states deciders keep (they are not what a new store holds)."""
+        for handler in self.commands.values():
+            if handler.decider is not None and handler.decider.states is not None:
+                handler.decider.states.clear()
+
+    def handler_named(self, type_name: str) -> CommandHandler | None:
+        """The handler of the command type stored as ``type_name``, if this App has one."""
+        for cls, handler in self.commands.items():
+            if cls.__type_name__ == type_name:
+                return handler
+        return None
 
     def handler_of(self, command: Command) -> CommandHandler:
         """The handler that carries ``command`` out (raises ``HandlerNotFound``)."""
@@ -248,24 +290,59 @@ def check_subscription(name: str, start: str, partitions: int) -> None:
         raise ConfigurationError(f"partitions={partitions}: use 1 to 1024")
 
 
-def message_types(fn: Callable[..., Any], role: str) -> tuple[type[Message], ...]:
-    """The message classes named by the annotation of ``fn``'s first parameter."""
+def is_handler(target: object) -> bool:
+    """Whether a registration decorator was given the handler itself (not message types)."""
+    return callable(target) and not isinstance(target, type)
+
+
+def caller_locals() -> dict[str, Any]:
+    """The local names of the code that applied a registration decorator (two calls up from
+    the caller: past the decorator), where annotations may name classes defined in a function."""
+    return dict(sys._getframe(2).f_locals)
+
+
+def explicit_types(given: object, role: str) -> tuple[type[Message], ...]:
+    """The message class, or tuple of classes, given to a decorator, checked."""
+    found = given if isinstance(given, tuple) else (given,)
+    for cls in found:
+        if not (isinstance(cls, type) and issubclass(cls, (Command, Event))):
+            raise ConfigurationError(
+                f"{role}: {cls!r} is not a Command or Event class; name the message class(es) "
+                "it handles, e.g. @app.command(ReserveSeat) or @app.subscriber('email', "
+                "(SeatReserved, SeatReleased))"
+            )
+    if not found:
+        raise ConfigurationError(f"{role}: name at least one message class it handles")
+    return found
+
+
+def message_types(
+    fn: Callable[..., Any], role: str, namespace: Mapping[str, Any] | None = None
+) -> tuple[type[Message], ...]:
+    """The message classes named by the annotation of ``fn``'s first parameter.
+
+    Names are looked up in ``namespace`` (the local names where the decorator was applied, so
+    classes defined in a function are found under ``from __future__ import annotations``), then
+    in ``fn``'s module."""
     params = list(inspect.signature(fn).parameters.values())
     if not params:
         raise ConfigurationError(
             f"{role} {fn.__qualname__} takes no parameters: write it as (message, ctx)"
         )
     try:
-        hints = typing.get_type_hints(fn)
+        hints = _type_hints(fn, namespace)
     except Exception as exc:
         raise ConfigurationError(
-            f"cannot read the annotations of {fn.__qualname__}: {exc}"
+            f"cannot read the annotations of {fn.__qualname__}: {exc}; define the message "
+            "class at module level or where the handler is decorated, or name it in the "
+            "decorator: @app.command(ReserveSeat), @app.subscriber('a-name', SeatReserved)"
         ) from exc
     hint = hints.get(params[0].name)
     if hint is None:
         raise ConfigurationError(
             f"{role} {fn.__qualname__}: annotate its first parameter with the message class it "
-            "handles, e.g. (cmd: ReserveSeat, ctx: Context)"
+            "handles, e.g. (cmd: ReserveSeat, ctx: Context), or name it in the decorator: "
+            "@app.command(ReserveSeat)"
         )
     if typing.get_origin(hint) in (Union, types.UnionType):
         found = typing.get_args(hint)
@@ -277,3 +354,18 @@ def message_types(fn: Callable[..., Any], role: str) -> tuple[type[Message], ...
                 f"{role} {fn.__qualname__}: {cls!r} is not a Command or Event class"
             )
     return found
+
+
+def result_type(fn: Callable[..., Any], namespace: Mapping[str, Any] | None = None) -> Any:
+    """The type ``fn`` declares it returns, if a JSON result can be decoded to it; else ``Any``
+    (plain JSON values)."""
+    try:
+        returns = _type_hints(fn, namespace).get("return", Any)
+        msgspec.json.Decoder(returns)
+    except Exception:
+        return Any
+    return returns
+
+
+def _type_hints(fn: Callable[..., Any], namespace: Mapping[str, Any] | None) -> dict[str, Any]:
+    return typing.get_type_hints(fn, localns=dict(namespace) if namespace else None)

@@ -7,6 +7,7 @@ from typing import Any, TypeVar, overload
 
 import msgspec
 
+from tidings.errors import DocumentDecodeError
 from tidings.messages import Envelope, Message, TypeRegistry
 from tidings.store import Store
 
@@ -93,9 +94,19 @@ class Repository:
     async def get(self, collection: str, key: str, type: Any = Any) -> Any:
         """A document written through ``ctx.put`` (``None`` if there is none)."""
         data = await self.store.get_document(collection, key)
-        return None if data is None else msgspec.json.decode(data, type=type)
+        return None if data is None else decode_document(collection, key, data, type)
 
     async def documents(self, collection: str, *, limit: int = 1000) -> dict[str, Any]:
         """A collection's documents by key."""
         found = await self.store.documents(collection, limit=limit)
-        return {key: msgspec.json.decode(data) for key, data in found}
+        return {key: decode_document(collection, key, data) for key, data in found}
+
+
+def decode_document(collection: str, key: str, data: bytes, type: Any = Any) -> Any:
+    """A stored document's JSON as ``type``; ``DocumentDecodeError`` names the collection and key
+    of one that does not decode."""
+    try:
+        return msgspec.json.decode(data, type=type)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        wanted = "" if type is Any else f" as {getattr(type, '__name__', type)}"
+        raise DocumentDecodeError(collection, key, f"{exc}{wanted}") from exc

@@ -293,8 +293,11 @@ class EventLog(abc.ABC):
         """The global position of the last message in the log, 0 when it is empty."""
 
     @abc.abstractmethod
-    async def streams(self, *, prefix: str = "", limit: int = 100) -> list[tuple[str, int]]:
-        """Stream names with their versions, by name."""
+    async def streams(
+        self, *, prefix: str = "", limit: int = 100, internal: bool = False
+    ) -> list[tuple[str, int]]:
+        """Stream names with their versions, by name; the framework's own (``$``) streams only
+        with ``internal``."""
 
     @abc.abstractmethod
     async def type_counts(self) -> list[TypeCount]:

@@ -14,8 +14,8 @@ out::
 
     app.workflow(purchase)
 
-Each instance has its own stream (``purchase-<key>``; its timeouts fall due in
-``purchase-<key>.timeouts``) recording every step — what it reacted to
+Each instance has its own stream (``$wf-purchase-<key>``, in the reserved namespace; its timeouts
+fall due in ``$wf-purchase-<key>.timeouts``) recording every step — what it reacted to
 and the state after — and a document holding its current state. Both are written in the
 transaction that moves the workflow's subscription checkpoint, together with the commands it
 sends and the timeouts it schedules, so a step takes effect exactly once even across crashes.
@@ -35,7 +35,15 @@ import msgspec
 
 from tidings.context import Context
 from tidings.errors import ConfigurationError
-from tidings.messages import Command, Event, uuid7, validate_subscription_name
+from tidings.messages import (
+    Command,
+    Event,
+    InternalStream,
+    internal_stream,
+    uuid7,
+    validate_subscription_name,
+)
+from tidings.repository import decode_document
 from tidings.store import NO_STREAM
 
 S = TypeVar("S")
@@ -113,7 +121,7 @@ class Step:
         self._instance.timeouts[name] = token
         self.ctx.publish(
             WorkflowTimeout(workflow=self.workflow.name, key=self.key, name=name, token=token),
-            stream=f"{self.workflow.stream(self.key)}.timeouts",
+            stream=InternalStream(f"{self.workflow.stream(self.key)}.timeouts"),
             delay=after,
         )
 
@@ -149,8 +157,8 @@ class Workflow(Generic[S]):
         validate_subscription_name(self.name)
 
     def stream(self, key: str) -> str:
-        """The stream recording an instance's steps."""
-        return f"{self.name}-{key}"
+        """The stream recording an instance's steps (reserved: ``$wf-<name>-<key>``)."""
+        return internal_stream(f"wf-{self.name}-{key}")
 
     @property
     def collection(self) -> str:
@@ -227,11 +235,7 @@ class Workflow(Generic[S]):
                 ),
             )
             return
-        state = (
-            msgspec.json.decode(instance.state, type=self.state)
-            if stored is not None
-            else self.fresh()
-        )
+        state = self._state(key, instance) if stored is not None else self.fresh()
         step = Step(self, key, ctx, instance)
         assert handler is not None
         result = handler(state, message, step)
@@ -261,7 +265,9 @@ class Workflow(Generic[S]):
         # The expected version makes two workers stepping one instance at once conflict (and the
         # loser retry on the new state) instead of losing a step.
         ctx.append(
-            stream, [event], expected_version=instance.version if instance.version else NO_STREAM
+            InternalStream(stream),
+            [event],
+            expected_version=instance.version if instance.version else NO_STREAM,
         )
         instance.version += 1
         ctx.put(self.collection, key, instance)
@@ -272,7 +278,11 @@ class Workflow(Generic[S]):
         stored = await documents.get(self.collection, key, Instance)
         if stored is None:
             return None, False
-        return msgspec.json.decode(stored.state, type=self.state), stored.done
+        return self._state(key, stored), stored.done
+
+    def _state(self, key: str, instance: Instance) -> S:
+        state: S = decode_document(self.collection, key, instance.state, self.state)
+        return state
 
 
 __all__ = ["Instance", "Step", "Workflow", "WorkflowIgnored", "WorkflowStepped", "WorkflowTimeout"]

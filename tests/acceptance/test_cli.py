@@ -119,6 +119,14 @@ def test_streams_and_show_list_what_the_demo_recorded(tmp_path: Path) -> None:
     assert listed and all(
         row["stream"].startswith("screening-") and row["version"] > 0 for row in listed
     )
+    users = json.loads(tidings("streams", "--store", f"sqlite:///{db}", "--json").stdout)
+    everything = json.loads(
+        tidings(
+            "streams", "--store", f"sqlite:///{db}", "--all", "--json", "--limit", "10000"
+        ).stdout
+    )
+    assert not any(row["stream"].startswith("$") for row in users)
+    assert any(row["stream"].startswith("$wf-purchase-") for row in everything)
     shown = json.loads(
         tidings("show", listed[0]["stream"], "--store", f"sqlite:///{db}", "--json").stdout
     )

@@ -78,7 +78,7 @@ async def test_no_payment_in_time_releases_the_seat_and_late_events_are_ignored(
     assert step.completed and step.state.stage == "released"
     late = await spec.when(PaymentReceived(reservation_id="1-A1-ada", amount_cents=1250))
     assert late.sent == [] and late.completed
-    kinds = [env.type for env in await spec.app.read_stream("purchase-1-A1-ada")]
+    kinds = [env.type for env in await spec.app.read_stream(spec.workflow.stream("1-A1-ada"))]
     assert kinds[-1] == "tidings.WorkflowIgnored"
 
 

@@ -18,7 +18,7 @@ from tidings.errors import (
     SubscriptionInUse,
     SubscriptionNotFound,
 )
-from tidings.messages import Envelope
+from tidings.messages import RESERVED_PREFIX, Envelope
 from tidings.store import (
     ANY,
     REPLAY,
@@ -190,9 +190,15 @@ class MemoryStore(Store):
         self._check_open()
         return len(self._log)
 
-    async def streams(self, *, prefix: str = "", limit: int = 100) -> list[tuple[str, int]]:
+    async def streams(
+        self, *, prefix: str = "", limit: int = 100, internal: bool = False
+    ) -> list[tuple[str, int]]:
         self._check_open()
-        names = sorted(s for s in self._streams if s.startswith(prefix))[:limit]
+        names = sorted(
+            s
+            for s in self._streams
+            if s.startswith(prefix) and (internal or not s.startswith(RESERVED_PREFIX))
+        )[:limit]
         return [(s, len(self._streams[s])) for s in names]
 
     async def type_counts(self) -> list[TypeCount]:

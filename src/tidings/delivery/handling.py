@@ -20,7 +20,7 @@ from tidings.errors import (
     Refused,
     UnknownMessageType,
 )
-from tidings.messages import CommandFailed, Envelope
+from tidings.messages import CommandFailed, Envelope, failed_stream
 from tidings.registry import CommandHandler, Subscriber
 from tidings.store import (
     ANY,
@@ -318,7 +318,7 @@ class Batch:
                 new = self.services.factory.new(
                     failed, correlation_id=env.correlation_id or env.id, causation_id=env.id
                 )
-                tx.appends.append(AppendOp(f"{env.stream}.failed", [new], ANY))
+                tx.appends.append(AppendOp(failed_stream(env.stream), [new], ANY))
         if handled.final:
             kind = "command-dead" if command is not None else "message-parked"
             self.alerts.append(

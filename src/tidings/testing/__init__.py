@@ -3,9 +3,10 @@
 - :func:`given` — given/when/then for deciders: ``given(decider, events).when(command).then(events)``.
 - :class:`WorkflowSpec` — steps of a workflow one event at a time: what it sent, which timeouts it
   set, whether it completed.
-- :class:`Harness` — an app on an in-memory store with a clock you move: ``await harness.settle()``
-  delivers everything that is due; ``await harness.advance(seconds)`` moves time forward (timeouts,
-  scheduled messages, delayed retries) and settles. Dead letters and outcomes can be inspected.
+- :class:`Harness` — runs an app on its own in-memory store with a clock you move:
+  ``await harness.settle()`` delivers everything that is due; ``await harness.advance(seconds)``
+  moves time forward (timeouts, scheduled messages, delayed retries) and settles. Dead letters
+  and outcomes can be inspected.
 
 ``tidings.testing.contract`` holds the backend contract suites (it needs pytest).
 """
@@ -21,14 +22,14 @@ from tidings.app import App
 from tidings.backends.memory import MemoryStore
 from tidings.context import Context
 from tidings.decider import Decider
-from tidings.errors import Refused
+from tidings.errors import ConfigurationError, Refused
 from tidings.messages import Command, Envelope, Event, Message, uuid7
-from tidings.store import DEAD, Held, Outcome, Transaction
+from tidings.store import DEAD, Held, Outcome, Store, Transaction
 from tidings.workflow import Workflow, WorkflowTimeout
 
 S = TypeVar("S")
 
-__all__ = ["DeciderScenario", "Harness", "ManualClock", "Step", "WorkflowSpec", "given"]
+__all__ = ["DeciderScenario", "Harness", "ManualClock", "StepReport", "WorkflowSpec", "given"]
 
 
 # --- deciders ---------------------------------------------------------------------------------
@@ -103,8 +104,9 @@ class ManualClock:
 
 
 @dataclass
-class Step:
-    """What one workflow step did."""
+class StepReport:
+    """What one workflow step did (as :class:`WorkflowSpec` reports it; a handler's own ``wf``
+    is a :class:`tidings.workflow.Step`)."""
 
     sent: list[Command] = field(default_factory=list)
     published: list[Event] = field(default_factory=list)
@@ -129,11 +131,11 @@ class WorkflowSpec(Generic[S]):
         for event in events:
             await self.when(event)
 
-    async def when(self, event: Event) -> Step:
+    async def when(self, event: Event) -> StepReport:
         """One step: the workflow reacts to ``event``."""
         return await self._step(event)
 
-    async def fire_timeout(self, key: str, name: str) -> Step:
+    async def fire_timeout(self, key: str, name: str) -> StepReport:
         """The timeout ``name`` of instance ``key`` falls due."""
         timeout = self._pending.get((key, name))
         if timeout is None:
@@ -146,12 +148,12 @@ class WorkflowSpec(Generic[S]):
         """An instance's state and whether it is done."""
         return await self.workflow.instance(self.app, key)
 
-    async def _step(self, event: Event) -> Step:
+    async def _step(self, event: Event) -> StepReport:
         await self.app.open()
         ctx = Context(self.app.factory, self.app.reader, uuid7(), "spec")
         await self.workflow.react(event, ctx)
         tx: Transaction = ctx.transaction
-        step = Step()
+        step = StepReport()
         for op in tx.appends:
             for new in op.messages:
                 message = self.app.registry.decode(_envelope(new, op.stream))
@@ -188,14 +190,15 @@ def _envelope(new: Any, stream: str) -> Envelope:
 
 
 class Harness:
-    """An app on an in-memory store with a manual clock, delivered to completion on demand.
+    """Runs an app on an in-memory store with a manual clock, delivered to completion on demand.
 
-    Build the app with ``store=harness.store`` (or pass an app built on a ``MemoryStore`` whose
-    clock is ``harness.clock``)::
+    ``harness.run(app)`` runs any App that is not open — the module-level
+    ``app = App("shop", store="sqlite:///shop.db")`` of production code too — on the harness's
+    own store (``harness.store``, a ``MemoryStore`` whose clock is ``harness.clock``): for the run
+    the App's store is replaced, and given back when the run ends. Nothing is written to the
+    App's own store, and every timeout and retry is due on the clock ``advance`` moves::
 
-        harness = Harness()
-        app = build_app(harness.store)
-        async with harness.run(app):
+        async with Harness().run(app) as harness:
             await app.invoke(ReserveSeat(...))
             await harness.settle()
             await harness.advance(30)           # the payment timeout fires
@@ -206,19 +209,41 @@ class Harness:
         self.clock = clock or ManualClock()
         self.store = MemoryStore(clock=self.clock)
         self.app: App | None = None
+        #: the store the App had before the run, given back after it
+        self._given_back: Store | None = None
 
     def run(self, app: App) -> Harness:
+        """Run ``app`` on this harness's store and clock (``async with harness.run(app):``)."""
+        if app.is_open:
+            raise ConfigurationError(
+                f"Harness.run: App {app.name!r} is open on its own store "
+                f"({getattr(app.store, 'url', type(app.store).__name__)}), where the harness's "
+                "clock moves nothing: give the harness the App before it is opened, and it runs "
+                "the App on its own memory store"
+            )
+        if self.app is not None:
+            raise ConfigurationError("Harness.run: this harness runs an app already")
         self.app = app
+        if app.store is not self.store:
+            self._given_back = app.store
+            app.store = self.store
         return self
 
     async def __aenter__(self) -> Harness:
-        assert self.app is not None, "use `async with harness.run(app):`"
-        await self.app.open()
+        try:
+            await self._app().open()
+        except BaseException:
+            await self.__aexit__()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.app is not None:
-            await self.app.close()
+        app, self.app = self.app, None
+        if app is None:
+            return
+        await app.close()
+        if self._given_back is not None:
+            app.store, self._given_back = self._given_back, None
 
     def _app(self) -> App:
         if self.app is None:

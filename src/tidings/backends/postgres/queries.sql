@@ -152,7 +152,9 @@ SELECT coalesce(max(stream_position), 0) FROM {schema}.log WHERE stream = %s
 SELECT coalesce(max(global_position), 0) FROM {schema}.log
 
 -- name: streams
-SELECT stream, max(stream_position) FROM {schema}.log WHERE starts_with(stream, %s)
+-- The framework's own streams start with '$': listed only when asked for.
+SELECT stream, max(stream_position) FROM {schema}.log
+WHERE starts_with(stream, %s) AND (%s OR NOT starts_with(stream, '$'))
 GROUP BY stream ORDER BY stream LIMIT %s
 
 -- name: type_counts

@@ -56,7 +56,7 @@ _MIGRATE_LOCK = 7_461_002
 _CONNECTION_DEFAULTS = {
     "application_name": "tidings",
     "options": "-c jit=off",
-    "connect_timeout": "10",
+    "connect_timeout": "5",
     "keepalives": "1",
     "keepalives_idle": "30",
     "keepalives_interval": "10",
@@ -115,6 +115,7 @@ class PostgresStore(Store, ChangeFeed):
     async def open(self) -> None:
         if self._pool is not None:
             return
+        await self._connect_and_migrate()
         pool: AsyncConnectionPool[_Conn] = AsyncConnectionPool(
             self._conninfo,
             min_size=self._min,
@@ -127,7 +128,6 @@ class PostgresStore(Store, ChangeFeed):
         try:
             await pool.open(wait=True, timeout=self.retry_timeout)
             self._pool = pool
-            await self._run("apply migrations", self._migrate)
         except BaseException as exc:
             self._pool = None
             await pool.close()
@@ -151,6 +151,24 @@ class PostgresStore(Store, ChangeFeed):
         await self._listener.close()
         self._pool = None
         await pool.close()
+
+    async def _connect_and_migrate(self) -> None:
+        """Connect once, before the pool (which would retry quietly for ``retry_timeout``): a
+        server that cannot be reached fails the opening within the connect timeout, in one
+        line naming it."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {self._where}: {reason}"
+            ) from exc
+        try:
+            await self._migrate(conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL refused to apply migrations: {exc}") from exc
+        finally:
+            await conn.close()
 
     async def _migrate(self, conn: _Conn) -> None:
         q = self._q
@@ -257,8 +275,11 @@ class PostgresStore(Store, ChangeFeed):
     async def last_position(self) -> int:
         return int((await self._rows("last_position"))[0][0])
 
-    async def streams(self, *, prefix: str = "", limit: int = 100) -> list[tuple[str, int]]:
-        return [(s, int(v)) for s, v in await self._rows("streams", (prefix, limit))]
+    async def streams(
+        self, *, prefix: str = "", limit: int = 100, internal: bool = False
+    ) -> list[tuple[str, int]]:
+        rows = await self._rows("streams", (prefix, internal, limit))
+        return [(s, int(v)) for s, v in rows]
 
     async def type_counts(self) -> list[TypeCount]:
         return [TypeCount(*row) for row in await self._rows("type_counts")]

@@ -133,7 +133,9 @@ SELECT coalesce(max(stream_position), 0) FROM tidings_log WHERE stream = ?
 SELECT coalesce(max(global_position), 0) FROM tidings_log
 
 -- name: streams
-SELECT stream, max(stream_position) FROM tidings_log WHERE substr(stream, 1, ?) = ?
+-- The framework's own streams start with '$': listed only when asked for.
+SELECT stream, max(stream_position) FROM tidings_log
+WHERE substr(stream, 1, ?) = ? AND (? OR substr(stream, 1, 1) <> '$')
 GROUP BY stream ORDER BY stream LIMIT ?
 
 -- name: type_counts

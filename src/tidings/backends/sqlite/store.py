@@ -155,8 +155,10 @@ class SqliteStore(Store):
         rows = await self._db.read("last_position")
         return int(rows[0][0])
 
-    async def streams(self, *, prefix: str = "", limit: int = 100) -> list[tuple[str, int]]:
-        rows = await self._db.read("streams", (len(prefix), prefix, limit))
+    async def streams(
+        self, *, prefix: str = "", limit: int = 100, internal: bool = False
+    ) -> list[tuple[str, int]]:
+        rows = await self._db.read("streams", (len(prefix), prefix, internal, limit))
         return [(r[0], int(r[1])) for r in rows]
 
     async def type_counts(self) -> list[TypeCount]:
