@@ -213,6 +213,11 @@ class Runner:
                 # Everything before this message is handled: commit that, the rest comes next.
                 mine, last = mine[:index], env.global_position - 1
                 break
+            if not held.keys() <= self.positions.keys():
+                # The heartbeat found a partition of this slice taken over: its commit will be
+                # refused, so handle nothing more of it.
+                mine, last = mine[:index], env.global_position - 1
+                break
             if self.route.policy.sequenced and env.stream in self.blocked:
                 batch.wait(env, partition)
                 continue
@@ -280,7 +285,9 @@ class Runner:
         for h in batch.tx.held:
             where = f"{h.type} {h.message_id} (stream {h.stream!r}, position {h.global_position})"
             if h.status == DEAD:
-                log.warning("%s: parked %s after %d attempt(s): %s", name, where, h.attempts, h.error)
+                log.warning(
+                    "%s: parked %s after %d attempt(s): %s", name, where, h.attempts, h.error
+                )
             elif h.status == RETRYING:
                 log.info(
                     "%s: holding %s for a retry in %.1fs after attempt %d: %s",
@@ -343,7 +350,6 @@ class Runner:
             batch.tx.checkpoints.extend(moves)
             if not await self._commit(batch):
                 self._lost(0)
-
 
     # --- held messages ------------------------------------------------------------------------
 
