@@ -149,7 +149,7 @@ class Runner:
                 ", ".join(sorted({str(before[p].owner) for p in taken})),
             )
         gained = set(claimed) - set(self.positions)
-        if gained or set(self.positions) != set(claimed):
+        if set(claimed) != set(self.positions):
             self._refresh_blocked = True
         # A checkpoint only moves forward: a claim read before this runner's last commit must
         # not move it back.
@@ -176,7 +176,8 @@ class Runner:
             await self.claim()
         if not self.positions:
             return False
-        self._busy = True
+        async with self._claiming:  # a claim in flight may still release partitions
+            self._busy = True
         try:
             if self._refresh_blocked:
                 self._refresh_blocked = False
@@ -225,8 +226,7 @@ class Runner:
             batch.add(handled, env, partition)
         batch.tx.checkpoints.extend(self._moves(held, last))
         try:
-            if not await self._commit(batch):
-                self._lost(len(mine))
+            await self._commit(batch, len(mine))
         except (WrongExpectedVersion, StoreError) as exc:
             # One handler's writes cannot be committed (a concurrent append, a refused row):
             # commit message by message, so that only that message is retried.
@@ -265,12 +265,14 @@ class Runner:
     def _batch(self, overlay: Overlay | None = None) -> Batch:
         return Batch(self.route, self.services, self.blocked, overlay)
 
-    async def _commit(self, batch: Batch) -> bool:
-        """Commit ``batch``, fenced by its checkpoint moves: move the checkpoints, say what it
-        held or released and fire its alerts; or, when the lease was lost, return False."""
+    async def _commit(self, batch: Batch, handled: int) -> bool:
+        """Commit ``batch`` (of ``handled`` messages), fenced by its checkpoint moves: move the
+        checkpoints, say what it held or released and fire its alerts; or, when the lease was
+        lost, let the partitions go and return False."""
         try:
             await self.services.committer.commit(batch.tx)
         except LeaseLost:
+            self._lost(handled)
             return False
         for move in batch.tx.checkpoints:
             if move.partition in self.positions:
@@ -323,15 +325,13 @@ class Runner:
                 batch.tx.checkpoints.append(move)
                 if self.route.policy.sequenced and env.stream in self.blocked:
                     batch.wait(env, partition)
-                    if not await self._commit(batch):
-                        self._lost(1)
+                    if not await self._commit(batch, 0):
                         return
                     break
                 handled = await self.handling.handle(env, attempts, immediate=True, overlay=None)
                 batch.add(handled, env, partition)
                 try:
-                    if not await self._commit(batch):
-                        self._lost(1)
+                    if not await self._commit(batch, 1):
                         return
                 except WrongExpectedVersion as exc:
                     attempts = handled.attempts
@@ -340,16 +340,14 @@ class Runner:
                     batch = self._batch()
                     batch.tx.checkpoints.append(move)
                     batch.add(failure(attempts, exc, "", [], final=True), env, partition)
-                    if not await self._commit(batch):
-                        self._lost(1)
+                    if not await self._commit(batch, 1):
                         return
                 break
         moves = self._moves({p: self.positions[p] for p in held if p in self.positions}, last)
         if moves:
             batch = self._batch()
             batch.tx.checkpoints.extend(moves)
-            if not await self._commit(batch):
-                self._lost(0)
+            await self._commit(batch, 0)
 
     # --- held messages ------------------------------------------------------------------------
 
@@ -409,16 +407,14 @@ class Runner:
                     # here, whoever takes the partition over carries on from it.
                     batch.tx.held.extend(_next_in_line(rows, index))
             try:
-                if not await self._commit(batch):
-                    self._lost(1)
+                if not await self._commit(batch, 1):
                     return
             except WrongExpectedVersion as exc:
                 batch = self._batch()
                 batch.tx.checkpoints.append(stay)
                 failed = self.handling.failed(handled.attempts, exc, "", [])
                 batch.add(failed, env, row.partition, row.history)
-                if not await self._commit(batch):
-                    self._lost(1)
+                if not await self._commit(batch, 1):
                     return
                 done = False
             if sequenced and not done:

@@ -5,7 +5,9 @@ types, split into partitions by stream. A worker leases partitions (so several w
 processes, can share a subscription), reads the log in batches, runs the handler for each message in
 stream order, and commits everything the handlers wrote, the outcomes of sent commands, the messages
 it holds back and the moved checkpoints in one transaction. The checkpoint move is fenced by the
-lease, so a worker that lost its lease cannot apply its batch twice.
+lease, so a worker that lost its lease cannot apply its batch twice. A heartbeat renews the leases
+every third of a lease whatever the runners are doing, and a runner commits a batch in slices of
+that length, so a slow batch keeps its leases and a lost lease costs one slice.
 
 A failing message is retried at once (``RetryPolicy.immediate``), then *held*: ``retrying`` with a
 due time on the store's clock, then ``dead``. While a stream has a held message, its later messages
