@@ -23,6 +23,7 @@ import pytest
 
 from tidings import App, Context, Event
 from tidings.delivery.worker import Worker
+from tidings.errors import ConfigurationError
 
 
 class Step(Event, type_name="lease.Step"):
@@ -168,3 +169,10 @@ async def test_a_late_renewal_is_logged(app: App, caplog: pytest.LogCaptureFixtu
     await run_until(worker, lambda: caught_up(app, "blocking"), "the event")
     late = [r for r in caplog.records if "renewed its leases" in r.getMessage()]
     assert late and late[0].levelno == logging.WARNING, [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize(("option", "value"), [("lease_ttl", 0.0), ("batch_size", 0)])
+def test_a_worker_refuses_a_lease_or_batch_it_cannot_work_with(option: str, value: float) -> None:
+    app = App("lease", store="memory://")
+    with pytest.raises(ConfigurationError, match=f"{option}={value!r}"):
+        app.worker(**{option: value})
