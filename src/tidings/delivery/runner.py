@@ -29,6 +29,7 @@ from tidings.store import (
     CheckpointMove,
     Held,
     HeldDelete,
+    PartitionInfo,
     Store,
 )
 
@@ -50,9 +51,20 @@ class Settings:
     replay_interval: float
     rng: random.Random
 
+    @property
+    def slice_time(self) -> float:
+        """How long a runner handles messages before it commits them: a third of the lease, so
+        that a batch commits well within it and a lost lease costs one slice of work."""
+        return self.lease_ttl / 3
+
 
 class Runner:
-    """Runs one subscription in one worker."""
+    """Runs one subscription in one worker.
+
+    The worker's heartbeat calls :meth:`claim` every third of a lease, also while the runner is in
+    the middle of a batch; a claim then renews and takes partitions, but releases none until the
+    slice in flight is committed (the runner claims again between slices for that).
+    """
 
     def __init__(
         self,
@@ -68,11 +80,19 @@ class Runner:
         self.alerts = alerts
         self.settings = settings
         self.handling = Handling(route, services, settings.rng)
+        #: the partitions this runner holds, and their checkpoints
         self.positions: dict[int, int] = {}
+        #: streams whose later messages wait behind a held one (touched by the runner's task only)
         self.blocked: set[str] = set()
         self.wakeup = asyncio.Event()
-        self.next_claim = 0.0
         self.next_replay = 0.0
+        #: how many workers were alive at the last heartbeat
+        self.live = 1
+        #: whether the runner must claim before its next slice (a surplus to release, a lost lease)
+        self.claim_due = False
+        self._busy = False
+        self._refresh_blocked = True
+        self._claiming = asyncio.Lock()
         self._partition_of: dict[str, int] = {}
 
     # --- leases -----------------------------------------------------------------------------
@@ -81,70 +101,132 @@ class Runner:
         start = 0 if self.route.start == "beginning" else await self.store.last_position()
         await self.store.setup_subscription(self.route.name, self.route.partitions, start)
 
-    async def claim(self, *, alone: bool = False) -> None:
-        """Renew this worker's leases and take its fair share of the partitions.
+    async def claim(self, live: int | None = None) -> float:
+        """Renew this runner's leases and take its fair share of the ``live`` workers' partitions.
 
-        A worker is alive while its heartbeat is younger than half the lease; a killed worker's
-        leases run out at most one lease after its last renewal, and the next claim is timed
-        for that moment, so its partitions are taken over within the lease time.
+        Returns the seconds until the next claim is due: a third of the lease, or sooner when
+        another worker's lease runs out then, so that a killed worker's partitions are taken over
+        within the lease time. While a slice is in flight nothing is released (its commit is
+        fenced by these leases); the surplus goes when the slice is committed.
         """
-        me, ttl = self.settings.worker_id, self.settings.lease_ttl
-        live = 1 if alone else await self.store.heartbeat(me, ttl / 2)
-        want = math.ceil(self.route.partitions / max(1, live))
-        before = set(self.positions)
-        self.positions = await self.store.claim(self.route.name, me, want, ttl)
-        if set(self.positions) != before and self.route.policy.sequenced:
-            self.blocked = await self.store.held_streams(self.route.name, list(self.positions))
-        wait = ttl / 3
-        if not alone:
+        if live is not None:
+            self.live = live
+        me, ttl, name = self.settings.worker_id, self.settings.lease_ttl, self.route.name
+        async with self._claiming:
+            fair = math.ceil(self.route.partitions / max(1, self.live))
+            want = max(fair, len(self.positions)) if self._busy else fair
+            before = {p.partition: p for p in await self.store.partitions(name)}
+            claimed = await self.store.claim(name, me, want, ttl)
+            self.claim_due = want > fair
+            self._hold(claimed, before)
             now = await self.store.now()
-            others = [
-                p.lease_expires
-                for p in await self.store.partitions(self.route.name)
-                if p.owner not in (None, me) and p.lease_expires is not None
-            ]
-            if others:
-                wait = max(0.01, min(wait, min(others) - now + 0.01))
-        self.next_claim = time.monotonic() + wait
+        others = [
+            p.lease_expires
+            for n, p in before.items()
+            if n not in claimed and p.owner not in (None, me) and p.lease_expires is not None
+        ]
+        return max(0.01, min([ttl / 3, *(e - now + 0.01 for e in others)]))
 
-    def _lost(self) -> None:
-        log.warning("%s: lease lost; another worker has taken over", self.route.name)
+    def _hold(self, claimed: dict[int, int], before: dict[int, PartitionInfo]) -> None:
+        """Make ``claimed`` the partitions held, and say which were lost or taken over."""
+        me, name = self.settings.worker_id, self.route.name
+        lost = sorted(p for p in self.positions if p not in claimed and before[p].owner != me)
+        if lost:
+            log.warning(
+                "%s: lease lost on partitions %s: %s took them over while this worker held them",
+                name,
+                lost,
+                ", ".join(sorted({str(before[p].owner) for p in lost})),
+            )
+        taken = sorted(
+            p for p in claimed if p not in self.positions and before[p].owner not in (None, me)
+        )
+        if taken:
+            log.warning(
+                "%s: took over partitions %s from %s, whose lease had run out",
+                name,
+                taken,
+                ", ".join(sorted({str(before[p].owner) for p in taken})),
+            )
+        gained = set(claimed) - set(self.positions)
+        if set(claimed) != set(self.positions):
+            self._refresh_blocked = True
+        # A checkpoint only moves forward: a claim read before this runner's last commit must
+        # not move it back.
+        self.positions = {p: max(pos, self.positions.get(p, pos)) for p, pos in claimed.items()}
+        if gained:
+            self.wakeup.set()
+
+    def _lost(self, handled: int) -> None:
+        log.warning(
+            "%s: lease lost at commit; another worker has taken over, and will handle the %d "
+            "message(s) of this slice again",
+            self.route.name,
+            handled,
+        )
         self.positions = {}
-        self.next_claim = 0.0
+        self.claim_due = True
 
     # --- one step -----------------------------------------------------------------------------
 
     async def step(self, *, replay: bool = False) -> bool:
-        """Deliver one batch, and replay held streams that are due. Whether anything happened."""
+        """Deliver one slice of a batch, and replay held streams that are due. Whether anything
+        happened."""
+        if self.claim_due:
+            await self.claim()
         if not self.positions:
             return False
-        did = await self.deliver_batch()
-        if replay or time.monotonic() >= self.next_replay:
-            self.next_replay = time.monotonic() + self.settings.replay_interval
-            did = await self.replay_due() or did
+        async with self._claiming:  # a claim in flight may still release partitions
+            self._busy = True
+        try:
+            if self._refresh_blocked:
+                self._refresh_blocked = False
+                if self.route.policy.sequenced:
+                    self.blocked = await self.store.held_streams(
+                        self.route.name, list(self.positions)
+                    )
+            did = await self.deliver_batch()
+            if replay or time.monotonic() >= self.next_replay:
+                self.next_replay = time.monotonic() + self.settings.replay_interval
+                did = await self.replay_due() or did
+        finally:
+            self._busy = False
         return did
 
     async def deliver_batch(self) -> bool:
+        """Read a batch and handle this runner's messages in it for at most one slice time; commit
+        them with the checkpoints moved past the last one handled."""
+        held = dict(self.positions)
         envs = await self.store.read_all(
-            after=min(self.positions.values()),
+            after=min(held.values()),
             types=self.route.types,
             limit=self.settings.batch_size,
         )
         if not envs:
             return False
-        mine = self._mine(envs)
+        mine = self._mine(envs, held)
         last = envs[-1].global_position
+        deadline = time.monotonic() + self.settings.slice_time
         blocked_before = set(self.blocked)
         batch = self._batch(overlay={})
-        for env, partition in mine:
+        for index, (env, partition) in enumerate(mine):
+            if index and time.monotonic() >= deadline:
+                # Everything before this message is handled: commit that, the rest comes next.
+                mine, last = mine[:index], env.global_position - 1
+                break
+            if not held.keys() <= self.positions.keys():
+                # The heartbeat found a partition of this slice taken over: its commit will be
+                # refused, so handle nothing more of it.
+                mine, last = mine[:index], env.global_position - 1
+                break
             if self.route.policy.sequenced and env.stream in self.blocked:
                 batch.wait(env, partition)
                 continue
             handled = await self.handling.handle(env, 0, immediate=True, overlay=batch.overlay)
             batch.add(handled, env, partition)
-        batch.tx.checkpoints.extend(self._moves(last))
+        batch.tx.checkpoints.extend(self._moves(held, last))
         try:
-            await self._commit(batch)
+            await self._commit(batch, len(mine))
         except (WrongExpectedVersion, StoreError) as exc:
             # One handler's writes cannot be committed (a concurrent append, a refused row):
             # commit message by message, so that only that message is retried.
@@ -154,13 +236,12 @@ class Runner:
                 exc,
             )
             self.blocked = blocked_before
-            await self._one_by_one(mine, last)
+            await self._one_by_one(mine, held, last)
         return True
 
-    def _mine(self, envs: Sequence[Envelope]) -> list[tuple[Envelope, int]]:
-        """The messages of the partitions this worker holds, beyond their checkpoints."""
+    def _mine(self, envs: Sequence[Envelope], held: dict[int, int]) -> list[tuple[Envelope, int]]:
+        """The messages of the partitions ``held``, beyond their checkpoints."""
         parts = self.route.partitions
-        positions = self.positions
         known = self._partition_of
         if len(known) > 100_000:
             known.clear()
@@ -169,36 +250,65 @@ class Runner:
             partition = known.get(env.stream)
             if partition is None:
                 partition = known[env.stream] = partition_of(env.stream, parts)
-            position = positions.get(partition)
+            position = held.get(partition)
             if position is not None and env.global_position > position:
                 mine.append((env, partition))
         return mine
 
-    def _moves(self, last: int) -> list[CheckpointMove]:
+    def _moves(self, held: dict[int, int], last: int) -> list[CheckpointMove]:
         return [
             CheckpointMove(self.route.name, p, self.settings.worker_id, pos, last)
-            for p, pos in self.positions.items()
+            for p, pos in held.items()
             if pos < last
         ]
 
     def _batch(self, overlay: Overlay | None = None) -> Batch:
         return Batch(self.route, self.services, self.blocked, overlay)
 
-    async def _commit(self, batch: Batch) -> bool:
-        """Commit ``batch``, fenced by its checkpoint moves: move the checkpoints and fire its
-        alerts; or, when the lease was lost, let the partitions go and return False."""
+    async def _commit(self, batch: Batch, handled: int) -> bool:
+        """Commit ``batch`` (of ``handled`` messages), fenced by its checkpoint moves: move the
+        checkpoints, say what it held or released and fire its alerts; or, when the lease was
+        lost, let the partitions go and return False."""
         try:
             await self.services.committer.commit(batch.tx)
         except LeaseLost:
-            self._lost()
+            self._lost(handled)
             return False
         for move in batch.tx.checkpoints:
-            self.positions[move.partition] = move.position
+            if move.partition in self.positions:
+                self.positions[move.partition] = max(self.positions[move.partition], move.position)
+        self._say_held(batch)
         for alert in batch.alerts:
             await self.alerts.fire(alert)
         return True
 
-    async def _one_by_one(self, mine: Sequence[tuple[Envelope, int]], last: int) -> None:
+    def _say_held(self, batch: Batch) -> None:
+        name = self.route.name
+        for h in batch.tx.held:
+            where = f"{h.type} {h.message_id} (stream {h.stream!r}, position {h.global_position})"
+            if h.status == DEAD:
+                log.warning(
+                    "%s: parked %s after %d attempt(s): %s", name, where, h.attempts, h.error
+                )
+            elif h.status == RETRYING:
+                log.info(
+                    "%s: holding %s for a retry in %.1fs after attempt %d: %s",
+                    name,
+                    where,
+                    h.due_in or 0.0,
+                    h.attempts,
+                    h.error,
+                )
+            elif h.status == REPLAY:
+                log.info("%s: %s is next in line for a replay", name, where)
+            else:
+                log.debug("%s: %s waits behind its stream's held message", name, where)
+        for gone in batch.tx.unheld:
+            log.info("%s: released the held message at position %d", name, gone.global_position)
+
+    async def _one_by_one(
+        self, mine: Sequence[tuple[Envelope, int]], held: dict[int, int], last: int
+    ) -> None:
         for env, partition in mine:
             if partition not in self.positions:
                 return
@@ -215,13 +325,13 @@ class Runner:
                 batch.tx.checkpoints.append(move)
                 if self.route.policy.sequenced and env.stream in self.blocked:
                     batch.wait(env, partition)
-                    if not await self._commit(batch):
+                    if not await self._commit(batch, 0):
                         return
                     break
                 handled = await self.handling.handle(env, attempts, immediate=True, overlay=None)
                 batch.add(handled, env, partition)
                 try:
-                    if not await self._commit(batch):
+                    if not await self._commit(batch, 1):
                         return
                 except WrongExpectedVersion as exc:
                     attempts = handled.attempts
@@ -230,14 +340,14 @@ class Runner:
                     batch = self._batch()
                     batch.tx.checkpoints.append(move)
                     batch.add(failure(attempts, exc, "", [], final=True), env, partition)
-                    if not await self._commit(batch):
+                    if not await self._commit(batch, 1):
                         return
                 break
-        moves = self._moves(last)
+        moves = self._moves({p: self.positions[p] for p in held if p in self.positions}, last)
         if moves:
             batch = self._batch()
             batch.tx.checkpoints.extend(moves)
-            await self._commit(batch)
+            await self._commit(batch, 0)
 
     # --- held messages ------------------------------------------------------------------------
 
@@ -256,7 +366,8 @@ class Runner:
         (sequenced); or each that is due on its own (park and move on)."""
         rows = await self.store.held(subscription=self.route.name, stream=stream)
         for index, row in enumerate(rows):
-            if row.partition not in self.positions:
+            position = self.positions.get(row.partition)
+            if position is None:
                 return
             if not sequenced:
                 if not (
@@ -282,7 +393,6 @@ class Runner:
                 handled = await self.handling.handle(
                     env, row.attempts, immediate=False, overlay=None
                 )
-            position = self.positions[row.partition]
             stay = CheckpointMove(
                 self.route.name, row.partition, self.settings.worker_id, position, position
             )
@@ -297,14 +407,14 @@ class Runner:
                     # here, whoever takes the partition over carries on from it.
                     batch.tx.held.extend(_next_in_line(rows, index))
             try:
-                if not await self._commit(batch):
+                if not await self._commit(batch, 1):
                     return
             except WrongExpectedVersion as exc:
                 batch = self._batch()
                 batch.tx.checkpoints.append(stay)
                 failed = self.handling.failed(handled.attempts, exc, "", [])
                 batch.add(failed, env, row.partition, row.history)
-                if not await self._commit(batch):
+                if not await self._commit(batch, 1):
                     return
                 done = False
             if sequenced and not done:

@@ -5,7 +5,9 @@ types, split into partitions by stream. A worker leases partitions (so several w
 processes, can share a subscription), reads the log in batches, runs the handler for each message in
 stream order, and commits everything the handlers wrote, the outcomes of sent commands, the messages
 it holds back and the moved checkpoints in one transaction. The checkpoint move is fenced by the
-lease, so a worker that lost its lease cannot apply its batch twice.
+lease, so a worker that lost its lease cannot apply its batch twice. A heartbeat renews the leases
+every third of a lease whatever the runners are doing, and a runner commits a batch in slices of
+that length, so a slow batch keeps its leases and a lost lease costs one slice.
 
 A failing message is retried at once (``RetryPolicy.immediate``), then *held*: ``retrying`` with a
 due time on the store's clock, then ``dead``. While a stream has a held message, its later messages
@@ -44,8 +46,12 @@ class Worker:
     """Runs every subscription and sent-command handler of an app (made by ``app.worker()``).
 
     ``lease_ttl`` is how long a partition stays with a worker that stopped renewing it (a killed
-    worker's partitions are taken over after at most this long). ``batch_size`` is how many
-    messages are read and committed together. ``ready`` opens the store (once) before it runs.
+    worker's partitions are taken over after at most this long). A heartbeat renews the leases
+    every third of it, also while handlers run, and a runner commits what it has handled at least
+    as often, however large the batch: a slow batch neither loses its leases nor its work. A
+    handler that blocks the event loop (a slow synchronous one) stops the heartbeat too; make
+    slow handlers ``async``. ``batch_size`` is how many messages are read at once. ``ready`` opens
+    the store (once) before it runs.
     """
 
     def __init__(
@@ -68,6 +74,11 @@ class Worker:
         self.services = services
         self.alerts = alerts
         self.ready = ready
+        if not lease_ttl > 0 or batch_size < 1:
+            raise ConfigurationError(
+                f"Worker: lease_ttl must be > 0 seconds and batch_size >= 1 "
+                f"(got lease_ttl={lease_ttl!r}, batch_size={batch_size!r})"
+            )
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid7()[-12:]}"
         self.lease_ttl = lease_ttl
         self.batch_size = batch_size
@@ -77,6 +88,9 @@ class Worker:
         self.runners: list[Runner] = []
         self._stopping = asyncio.Event()
         self._schedule_wakeup = asyncio.Event()
+        #: when (``time.monotonic()``) the leases were last renewed, and whether renewing fails
+        self._renewed_at: float | None = None
+        self._renewing_fails = False
 
     async def _prepare(self) -> None:
         if self.ready is not None:
@@ -120,6 +134,9 @@ class Worker:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
+        # The heartbeat outlives the runners: it keeps their leases while they finish a slice.
+        runners_done = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(runners_done), name="tidings:heartbeat")
         tasks = [
             asyncio.create_task(self._run_runner(r), name=f"tidings:{r.route.name}")
             for r in self.runners
@@ -137,6 +154,8 @@ class Worker:
             if listening is not None:
                 listening.cancel()  # it only wakes the others; nothing to finish
             done = await asyncio.gather(*tasks, return_exceptions=True)
+            runners_done.set()
+            done += await asyncio.gather(heartbeat, return_exceptions=True)
             for result in done:
                 if isinstance(result, BaseException) and not isinstance(
                     result, asyncio.CancelledError
@@ -158,8 +177,6 @@ class Worker:
             while not self._stopping.is_set():
                 runner.wakeup.clear()
                 try:
-                    if time.monotonic() >= runner.next_claim:
-                        await runner.claim()
                     did = await runner.step()
                 except StoreError as exc:
                     # The store is down or refused: the subscription waits and tries again; a
@@ -174,13 +191,50 @@ class Worker:
                 if did:
                     idle = 0.005
                     continue
-                wait = max(0.001, min(idle, runner.next_claim - time.monotonic()))
                 try:
-                    await asyncio.wait_for(runner.wakeup.wait(), timeout=wait)
+                    await asyncio.wait_for(runner.wakeup.wait(), timeout=idle)
                 except TimeoutError:
                     idle = min(idle * 2, self.idle_poll)
         finally:
             self.services.committer.discard_wakeup(runner.wakeup)
+
+    async def _heartbeat(self, until: asyncio.Event) -> None:
+        """Renew every runner's leases until ``until`` is set, independently of their batches."""
+        while not until.is_set():
+            wait = await self._renew()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(until.wait(), timeout=wait)
+
+    async def _renew(self) -> float:
+        """Record this worker's heartbeat and let each runner claim its share; returns the seconds
+        until the next renewal is due."""
+        ttl = self.lease_ttl
+        try:
+            live = await self.store.heartbeat(self.id, ttl / 2)
+            wait = ttl / 3
+            for runner in self.runners:
+                wait = min(wait, await runner.claim(live))
+        except StoreError as exc:
+            if not self._renewing_fails:
+                log.warning("worker %s could not renew its leases (%s); retrying", self.id, exc)
+            self._renewing_fails = True
+            return min(self.idle_poll, ttl / 10)
+        now = time.monotonic()
+        if self._renewed_at is not None and now - self._renewed_at > ttl * 2 / 3:
+            log.warning(
+                "worker %s renewed its leases %.1fs after the previous renewal (lease %.1fs)%s",
+                self.id,
+                now - self._renewed_at,
+                ttl,
+                ": they had run out, other workers may have taken partitions over"
+                if now - self._renewed_at > ttl
+                else "; a blocked event loop or a slow store delays renewals",
+            )
+        elif self._renewing_fails:
+            log.info("worker %s renews its leases again", self.id)
+        self._renewed_at = now
+        self._renewing_fails = False
+        return wait
 
     async def _pause(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -231,7 +285,7 @@ class Worker:
         """
         await self._prepare()
         for runner in self.runners:
-            await runner.claim(alone=True)
+            await runner.claim(live=1)
         rounds = 0
         try:
             while rounds < max_rounds:
