@@ -59,6 +59,7 @@ class Refused(TidingsError):
                 continue
         return refusal_name(type(self)), msgspec.json.encode(kept) if kept else None
 
+
 def refusal_name(cls: type[Refused]) -> str:
     """The name under which a refusal's class is recorded: its module and qualified name."""
     return f"{cls.__module__}.{cls.__qualname__}"

@@ -40,7 +40,9 @@ class Ticket:
         if outcome.status == SUCCEEDED:
             return self.app.result(outcome)
         if outcome.status == REFUSED:
-            raise restore_refusal(outcome.reason or "refused", outcome.code, outcome.error, outcome.result)
+            raise restore_refusal(
+                outcome.reason or "refused", outcome.code, outcome.error, outcome.result
+            )
         if outcome.status == DEAD:
             raise CommandDead(
                 f"command {self.message_id} is dead after {outcome.attempts} attempt(s): {outcome.error}; "

@@ -56,7 +56,9 @@ def test_a_subclass_adds_its_fields_after_its_bases_and_kw_only_makes_them_keywo
     class LineWithNote(Line, kw_only=True):
         note: str
 
-    assert LineWithNote("LAMP", 2, note="fragile") == LineWithNote(sku="LAMP", qty=2, note="fragile")
+    assert LineWithNote("LAMP", 2, note="fragile") == LineWithNote(
+        sku="LAMP", qty=2, note="fragile"
+    )
     with pytest.raises(TypeError):
         Named("LAMP")  # type: ignore[misc]
     assert Named(sku="LAMP").sku == "LAMP"
