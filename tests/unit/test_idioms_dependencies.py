@@ -112,8 +112,11 @@ async def test_a_handler_is_given_what_the_app_provides_for_its_parameters_types
     assert app.validate() == []
     async with app:
         assert await app.invoke(Allocate("o1", "LAMP")) == "o1 at 1.0, 3 retries"
+        ticket = await app.send(Allocate("o2", "CHAIR"))
         await app.worker().drain()
-    assert outbox.sent == [("stock@example.com", "LAMP")]
+        assert await ticket.result(5) == "o2 at 1.0, 3 retries"
+    assert outbox.sent == [("stock@example.com", "LAMP"), ("stock@example.com", "CHAIR")]
+    assert app.command_handlers[Allocate].name.endswith("allocate")
 
 
 async def test_a_test_swaps_a_dependency_for_the_length_of_a_with_block() -> None:
