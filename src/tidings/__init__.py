@@ -21,7 +21,7 @@ from tidings.errors import (
     TidingsError,
     WrongExpectedVersion,
 )
-from tidings.messages import Command, Envelope, Event, Message, uuid7
+from tidings.messages import Command, Envelope, Event, Message, asdict, uuid7
 from tidings.registry import Problem
 from tidings.store import ANY, NO_STREAM
 from tidings.ticket import Ticket
@@ -50,5 +50,6 @@ __all__ = [
     "Ticket",
     "TidingsError",
     "WrongExpectedVersion",
+    "asdict",
     "uuid7",
 ]

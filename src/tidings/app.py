@@ -7,7 +7,7 @@ opens its store on first use or in ``async with app:``; nothing happens at impor
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -20,6 +20,7 @@ from tidings.delivery.deadletters import DeadLetters
 from tidings.delivery.policy import RetryPolicy
 from tidings.delivery.subscriptions import Subscriptions, Unhandled
 from tidings.delivery.worker import Worker
+from tidings.dependencies import Dependencies
 from tidings.errors import ConfigurationError
 from tidings.factory import MessageFactory
 from tidings.lifecycle import Lifecycle
@@ -70,6 +71,8 @@ class App:
     ``store`` is a URL (``memory://``, ``sqlite:///app.db``) or a :class:`~tidings.store.Store`.
     The work is done by its collaborators: ``factory`` makes messages, ``handlers`` holds what is
     registered, ``reader`` reads the log and documents, ``committer`` commits and wakes.
+    ``dependencies`` are what handlers are given by the type their parameters name
+    (``App(..., dependencies={Notifications: EmailNotifications()})``, see docs/dependencies.md).
     """
 
     def __init__(
@@ -79,11 +82,13 @@ class App:
         *,
         messages: Iterable[type[Message]] = (),
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        dependencies: Mapping[Any, object] | None = None,
     ) -> None:
         self.name = validate_subscription_name(name)
         self.registry = TypeRegistry()
         self.factory = MessageFactory(self.registry, max_message_bytes)
-        self.handlers = Handlers(self.factory)
+        self.dependencies = Dependencies(dependencies)
+        self.handlers = Handlers(self.factory, self.dependencies)
         self.alerts = Alerts()
         self._life = Lifecycle(f"App {self.name!r}")
         self.store = open_store(store) if isinstance(store, str) else store

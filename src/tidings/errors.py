@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 
 class TidingsError(Exception):
     """Something went wrong in tidings."""
@@ -27,6 +29,9 @@ class Refused(TidingsError):
 
     Raise it from a command handler (or a decider's ``decide``) to refuse: nothing the handler
     did is committed and the caller receives this error with the ``reason`` and ``code``.
+    Subclass it for refusals a caller tells apart (``except OutOfStock``): a sent command's
+    ``ticket.result()`` raises the same class when it is loaded in the caller's process, with
+    the attributes that are plain JSON values (else ``Refused`` with the reason and code).
     """
 
     def __init__(self, reason: str, *, code: str | None = None) -> None:
@@ -35,7 +40,55 @@ class Refused(TidingsError):
         self.code = code
 
     def __repr__(self) -> str:
-        return f"Refused({self.reason!r}, code={self.code!r})"
+        return f"{type(self).__name__}({self.reason!r}, code={self.code!r})"
+
+    def recorded(self) -> tuple[str | None, bytes | None]:
+        """How a sent command's outcome records this refusal besides its reason and code: its
+        class's name (``None`` for ``Refused`` itself) and its attributes that are plain JSON
+        values (``None`` when there are none)."""
+        if type(self) is Refused:
+            return None, None
+        kept = {}
+        for name, value in vars(self).items():
+            if name in ("reason", "code") or name.startswith("_"):
+                continue
+            try:
+                if msgspec.json.decode(msgspec.json.encode(value)) == value:
+                    kept[name] = value
+            except (TypeError, msgspec.EncodeError):
+                continue
+        return refusal_name(type(self)), msgspec.json.encode(kept) if kept else None
+
+
+def refusal_name(cls: type[Refused]) -> str:
+    """The name under which a refusal's class is recorded: its module and qualified name."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def restore_refusal(
+    reason: str, code: str | None, name: str | None, attributes: bytes | None
+) -> Refused:
+    """The refusal :meth:`Refused.recorded` recorded: of its class if one of that name is loaded
+    (made without calling its ``__init__``), else a ``Refused`` with the reason and code."""
+    found = [cls for cls in _refusal_classes() if refusal_name(cls) == name]
+    if not found:
+        return Refused(reason, code=code)
+    refused = found[-1].__new__(found[-1])
+    Refused.__init__(refused, reason, code=code)
+    if attributes:
+        vars(refused).update(msgspec.json.decode(attributes))
+    return refused
+
+
+def _refusal_classes() -> list[type[Refused]]:
+    """The loaded subclasses of ``Refused`` (a class defined again comes after the first)."""
+    found: list[type[Refused]] = []
+    pending = [Refused]
+    while pending:
+        subclasses = pending.pop(0).__subclasses__()
+        found += subclasses
+        pending += subclasses
+    return found
 
 
 class DeadLetterNotFound(TidingsError):

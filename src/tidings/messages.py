@@ -1,6 +1,6 @@
 """Messages: the ``Command`` and ``Event`` bases, the ``Envelope`` they travel in, and the codec.
 
-A message class is a frozen, keyword-only msgspec Struct. Its stable *type name* (what is stored) is
+A message class is a frozen msgspec Struct. Its stable *type name* (what is stored) is
 the class name unless the class says otherwise (``class X(Event, type_name="shop.X")``); its schema
 version is ``version=`` (default 1). Payloads are JSON, never pickle. Stored payloads of an older version are brought up to
 date by upcasters registered on the :class:`TypeRegistry`.
@@ -129,7 +129,8 @@ def validate_stream(stream: str) -> str:
 
 
 class _MessageMeta(msgspec.StructMeta):
-    """Makes every message class frozen and keyword-only, and takes ``type_name=`` and ``version=``
+    """Makes every message class frozen (fields by position, a base's first, or by name; a class
+    says ``kw_only=True`` for keyword-only fields), and takes ``type_name=`` and ``version=``
     as class keywords: ``class SeatReserved(Event, type_name="cinema.SeatReserved", version=2)``."""
 
     def __new__(
@@ -146,8 +147,16 @@ class _MessageMeta(msgspec.StructMeta):
         if version is not None:
             namespace["__version__"] = version
         kwargs.setdefault("frozen", True)
-        kwargs.setdefault("kw_only", True)
-        return super().__new__(mcls, name, bases, namespace, **kwargs)
+        try:
+            return super().__new__(mcls, name, bases, namespace, **kwargs)
+        except TypeError as exc:
+            if "cannot follow optional fields" not in str(exc):
+                raise
+            declared = ", ".join(base.__name__ for base in bases)
+            raise ConfigurationError(
+                f"message class {name}: {exc} Its base's fields come first, so to keep them "
+                f"positional declare class {name}({declared}, kw_only=True)"
+            ) from None
 
 
 class Message(msgspec.Struct, metaclass=_MessageMeta):
@@ -176,6 +185,12 @@ class Event(Message):
     """A fact that already happened, broadcast to every subscriber. Name it in the past tense."""
 
     __kind__: ClassVar[Kind] = "event"
+
+
+def asdict(message: Message) -> dict[str, Any]:
+    """A message's fields by name, to build another message from it: ``Allocate(**asdict(event))``
+    (``dataclasses.asdict`` does not take messages). Shallow: a nested struct stays a struct."""
+    return msgspec.structs.asdict(message)
 
 
 class NewMessage(msgspec.Struct, frozen=True, gc=False):

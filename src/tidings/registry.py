@@ -15,6 +15,15 @@ import msgspec
 from tidings.context import NO_HEADERS, Context, Services
 from tidings.decider import Decider, DeciderHandler
 from tidings.delivery.policy import RetryPolicy
+from tidings.dependencies import (
+    Dependencies,
+    Injected,
+    Wanted,
+    callable_name,
+    is_async,
+    type_name,
+    underlying,
+)
 from tidings.errors import (
     ConfigurationError,
     DuplicateHandler,
@@ -51,7 +60,7 @@ class CommandHandler:
 
     @property
     def name(self) -> str:
-        return getattr(self.fn, "__qualname__", repr(self.fn))
+        return callable_name(self.fn)
 
     def decode_result(self, data: bytes) -> Any:
         """A sent command's recorded result (JSON), as the type the handler declares it returns."""
@@ -125,10 +134,11 @@ class Problem:
 
 class Handlers:
     """The handlers of one App. Registering a handler makes its message classes known to
-    ``factory``."""
+    ``factory``; handlers that take dependencies are given them from ``dependencies``."""
 
-    def __init__(self, factory: MessageFactory) -> None:
+    def __init__(self, factory: MessageFactory, dependencies: Dependencies | None = None) -> None:
         self.factory = factory
+        self.dependencies = dependencies if dependencies is not None else Dependencies()
         self.commands: dict[type[Command], CommandHandler] = {}
         self.subscribers: dict[str, Subscriber] = {}
 
@@ -143,17 +153,18 @@ class Handlers:
     ) -> None:
         """Register ``fn`` as the handler of ``types``, or else of the command type(s) its first
         parameter names (resolved in its module and in ``namespace``, where it was decorated)."""
+        called = self.called(fn, "command handler", namespace)
         for cls in types or message_types(fn, "command handler", namespace):
             if not issubclass(cls, Command):
                 raise ConfigurationError(
-                    f"{fn.__qualname__} handles {cls.__name__}, which is an Event: events go to "
+                    f"{callable_name(fn)} handles {cls.__name__}, which is an Event: events go to "
                     f"subscribers, register it with @app.subscriber('a-name')"
                 )
             self.add_command(
                 CommandHandler(
                     cls,
-                    fn,
-                    inspect.iscoroutinefunction(fn),
+                    called,
+                    is_async(fn),
                     retry_on_conflict,
                     policy or RetryPolicy(),
                     returns=result_type(fn, namespace),
@@ -210,6 +221,7 @@ class Handlers:
     ) -> None:
         """Register ``fn`` as the subscriber ``name`` to ``types``, or else to the event type(s)
         its first parameter names (resolved as for :meth:`command`)."""
+        called = self.called(fn, f"subscriber {name!r}", namespace)
         events = []
         for cls in types or message_types(fn, "subscriber", namespace):
             if issubclass(cls, Command):
@@ -223,8 +235,8 @@ class Handlers:
             Subscriber(
                 name,
                 tuple(events),
-                fn,
-                inspect.iscoroutinefunction(fn),
+                called,
+                is_async(fn),
                 policy or RetryPolicy(),
                 start,
                 partitions,
@@ -235,11 +247,19 @@ class Handlers:
         existing = self.subscribers.get(subscriber.name)
         if existing is not None:
             raise ConfigurationError(
-                f"a subscriber named {subscriber.name!r} already exists ({existing.fn.__qualname__}); "
+                f"a subscriber named {subscriber.name!r} already exists ({callable_name(existing.fn)}); "
                 "each subscriber needs its own name, which keys its checkpoint"
             )
         self.factory.register(*subscriber.events)
         self.subscribers[subscriber.name] = subscriber
+
+    def called(
+        self, fn: Callable[..., Any], role: str, namespace: Mapping[str, Any] | None
+    ) -> Callable[[Any, Context], Any]:
+        """``fn`` as invoke and the worker call it, ``(message, ctx)``: given its dependencies
+        when it takes any."""
+        wanted = dependency_parameters(fn, role, namespace)
+        return Injected(fn, wanted, self.dependencies) if wanted else fn
 
     def forget_states(self) -> None:
         """Drop the streams' states deciders keep (they are not what a new store holds)."""
@@ -270,7 +290,7 @@ class Handlers:
 
     def problems(self) -> list[Problem]:
         """Mistakes in the wiring that would otherwise surface only in production."""
-        return [
+        found = [
             Problem(
                 "command-without-handler",
                 f"command {cls.__type_name__} has no handler: register one with @app.command, "
@@ -279,6 +299,18 @@ class Handlers:
             for cls in sorted(self.factory.known(), key=lambda c: c.__type_name__)
             if issubclass(cls, Command) and cls not in self.commands
         ]
+        handlers = [h.fn for h in self.commands.values()]
+        handlers += [s.fn for s in self.subscribers.values()]
+        for fn in dict.fromkeys(h for h in handlers if isinstance(h, Injected)):
+            found += [
+                Problem(
+                    "dependency-missing",
+                    f"{fn.name} needs a {type_name(key)}, and none was provided: give the App "
+                    f"one with App(..., dependencies={{{type_name(key)}: ...}})",
+                )
+                for key in dict.fromkeys(self.dependencies.missing(fn.wanted))
+            ]
+        return found
 
 
 def check_subscription(name: str, start: str, partitions: int) -> None:
@@ -324,23 +356,11 @@ def message_types(
     Names are looked up in ``namespace`` (the local names where the decorator was applied, so
     classes defined in a function are found under ``from __future__ import annotations``), then
     in ``fn``'s module."""
-    params = list(inspect.signature(fn).parameters.values())
-    if not params:
-        raise ConfigurationError(
-            f"{role} {fn.__qualname__} takes no parameters: write it as (message, ctx)"
-        )
-    try:
-        hints = _type_hints(fn, namespace)
-    except Exception as exc:
-        raise ConfigurationError(
-            f"cannot read the annotations of {fn.__qualname__}: {exc}; define the message "
-            "class at module level or where the handler is decorated, or name it in the "
-            "decorator: @app.command(ReserveSeat), @app.subscriber('a-name', SeatReserved)"
-        ) from exc
+    params, hints = _parameters(fn, role, namespace)
     hint = hints.get(params[0].name)
     if hint is None:
         raise ConfigurationError(
-            f"{role} {fn.__qualname__}: annotate its first parameter with the message class it "
+            f"{role} {callable_name(fn)}: annotate its first parameter with the message class it "
             "handles, e.g. (cmd: ReserveSeat, ctx: Context), or name it in the decorator: "
             "@app.command(ReserveSeat)"
         )
@@ -351,9 +371,62 @@ def message_types(
     for cls in found:
         if not (isinstance(cls, type) and issubclass(cls, Message)):
             raise ConfigurationError(
-                f"{role} {fn.__qualname__}: {cls!r} is not a Command or Event class"
+                f"{role} {callable_name(fn)}: {cls!r} is not a Command or Event class"
             )
     return found
+
+
+def dependency_parameters(
+    fn: Callable[..., Any], role: str, namespace: Mapping[str, Any] | None = None
+) -> Wanted:
+    """The parameters of ``fn`` after ``(message, ctx)`` that have no default: its dependencies,
+    each with the type it is annotated with."""
+    params, hints = _parameters(fn, role, namespace)
+    name = callable_name(fn)
+    second = hints.get(params[1].name) if len(params) > 1 else None
+    if isinstance(second, type) and not issubclass(Context, second):
+        raise ConfigurationError(
+            f"{role} {name}: its second parameter is given the Context, not a "
+            f"{second.__qualname__}; take dependencies after it: ({params[0].name}, "
+            f"ctx: Context, {params[1].name}: {second.__qualname__})"
+        )
+    wanted = []
+    for param in params[2:]:
+        if param.default is not param.empty or param.kind in (
+            param.VAR_POSITIONAL,
+            param.VAR_KEYWORD,
+        ):
+            continue
+        hint = hints.get(param.name)
+        if hint is None or param.kind is param.POSITIONAL_ONLY:
+            raise ConfigurationError(
+                f"{role} {name}: its parameter {param.name!r} has no default, so it is a "
+                "dependency: annotate it with the type the App provides it by "
+                f"({param.name}: Notifications, with App(..., dependencies={{Notifications: ...}})), "
+                "and let it be passed by keyword"
+            )
+        wanted.append((param.name, hint))
+    return tuple(wanted)
+
+
+def _parameters(
+    fn: Callable[..., Any], role: str, namespace: Mapping[str, Any] | None
+) -> tuple[list[inspect.Parameter], dict[str, Any]]:
+    """``fn``'s parameters as it is called, and their annotations (read from the function under
+    a partial or a callable object)."""
+    name = callable_name(fn)
+    params = list(inspect.signature(fn).parameters.values())
+    if not params:
+        raise ConfigurationError(f"{role} {name} takes no parameters: write it as (message, ctx)")
+    try:
+        hints = _type_hints(fn, namespace)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot read the annotations of {name}: {exc}; define the message "
+            "class at module level or where the handler is decorated, or name it in the "
+            "decorator: @app.command(ReserveSeat), @app.subscriber('a-name', SeatReserved)"
+        ) from exc
+    return params, hints
 
 
 def result_type(fn: Callable[..., Any], namespace: Mapping[str, Any] | None = None) -> Any:
@@ -368,4 +441,4 @@ def result_type(fn: Callable[..., Any], namespace: Mapping[str, Any] | None = No
 
 
 def _type_hints(fn: Callable[..., Any], namespace: Mapping[str, Any] | None) -> dict[str, Any]:
-    return typing.get_type_hints(fn, localns=dict(namespace) if namespace else None)
+    return typing.get_type_hints(underlying(fn), localns=dict(namespace) if namespace else None)

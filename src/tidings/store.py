@@ -117,8 +117,9 @@ FINAL: Final = frozenset({SUCCEEDED, REFUSED, DEAD})
 
 class Outcome(msgspec.Struct, frozen=True, gc=False):
     """What became of a sent command: ``succeeded`` (with ``result``, JSON), ``refused`` (with
-    ``reason``/``code``), ``failed`` (still being retried, ``attempts`` so far), ``dead`` (given
-    up), or ``pending`` (not handled yet)."""
+    ``reason``/``code``; a ``Refused`` subclass's name in ``error``, its JSON attributes in
+    ``result``), ``failed`` (still being retried, ``attempts`` so far), ``dead`` (given up), or
+    ``pending`` (not handled yet)."""
 
     message_id: str
     type: str
@@ -137,7 +138,9 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
 
     def value(self) -> Any:
         """The handler's result, decoded from JSON (``None`` unless succeeded)."""
-        return None if self.result is None else msgspec.json.decode(self.result)
+        if self.result is None or self.status != SUCCEEDED:
+            return None
+        return msgspec.json.decode(self.result)
 
 
 class DocumentWrite(msgspec.Struct, frozen=True, gc=False):

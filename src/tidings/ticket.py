@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tidings.errors import CommandDead, Refused
+from tidings.errors import CommandDead, restore_refusal
 from tidings.store import DEAD, REFUSED, SUCCEEDED, Outcome
 
 
@@ -33,14 +33,16 @@ class Ticket:
 
     async def result(self, timeout: float | None = None) -> Any:
         """The handler's result, decoded to the type its handler declares it returns (plain JSON
-        values when it declares none, or the handler is not in this App); raises ``Refused`` if it
-        refused, ``CommandDead`` if it was given up on, ``TimeoutError`` if it has not ended
+        values when it declares none, or the handler is not in this App); raises the handler's
+        ``Refused`` (of its class, when that is loaded here) if it refused, ``CommandDead`` if it was given up on, ``TimeoutError`` if it has not ended
         within ``timeout``."""
         outcome = await self.outcome(timeout)
         if outcome.status == SUCCEEDED:
             return self.app.result(outcome)
         if outcome.status == REFUSED:
-            raise Refused(outcome.reason or "refused", code=outcome.code)
+            raise restore_refusal(
+                outcome.reason or "refused", outcome.code, outcome.error, outcome.result
+            )
         if outcome.status == DEAD:
             raise CommandDead(
                 f"command {self.message_id} is dead after {outcome.attempts} attempt(s): {outcome.error}; "

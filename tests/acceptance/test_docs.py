@@ -44,15 +44,16 @@ def test_the_code_blocks_run(doc: str, tmp_path: Path) -> None:
         assert done.stdout.split() == ["seat", "taken", "succeeded", "taken"]
 
 
-def test_the_workflow_guide_prints_what_it_says(tmp_path: Path) -> None:
-    doc = ROOT / "docs/workflows.md"
+@pytest.mark.parametrize("doc", ["docs/workflows.md", "docs/dependencies.md"])
+def test_the_guide_prints_what_it_says(doc: str, tmp_path: Path) -> None:
+    path = ROOT / doc
     script = tmp_path / "guide.py"
-    script.write_text(blocks(doc))
+    script.write_text(blocks(path))
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip() == blocks(doc, "text").strip()
+    assert done.stdout.strip() == blocks(path, "text").strip()
 
 
 def test_the_testing_guide_is_a_test_file_that_passes(tmp_path: Path) -> None:

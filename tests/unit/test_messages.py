@@ -31,12 +31,13 @@ def envelope(type_name: str, data: bytes, version: int = 1) -> Envelope:
     return Envelope(uuid7(), "event", type_name, version, "tickets-1", 4, 9, 0.0, data)
 
 
-def test_messages_are_frozen_keyword_only_structs_with_type_names() -> None:
+def test_messages_are_frozen_structs_with_type_names() -> None:
     sold = TicketSold(seat="A1", price_cents=900)
     with pytest.raises(AttributeError):
         sold.seat = "B"  # type: ignore[misc]
+    assert TicketSold("A1", 900) == sold  # by position too, as a dataclass (issue 19)
     with pytest.raises(TypeError):
-        TicketSold("A1", 900)  # type: ignore[misc]
+        TicketSold("A1", 900, "extra")  # type: ignore[call-arg]
     assert TicketSold.__type_name__ == "cinema.TicketSold"
     assert CancelTicket.__type_name__ == "CancelTicket"
     assert CancelTicket.__version__ == 1

@@ -270,13 +270,16 @@ class Batch:
                 )
             return
         if handled.refused is not None:
+            refusal, attributes = handled.refused.recorded()
             tx.outcomes.append(
                 Outcome(
                     env.id,
                     env.type,
                     REFUSED,
+                    attributes,
                     reason=handled.refused.reason,
                     code=handled.refused.code,
+                    error=refusal,
                     attempts=handled.attempts,
                 )
             )
