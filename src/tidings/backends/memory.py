@@ -27,6 +27,7 @@ from tidings.store import (
     AppendOp,
     AuditEntry,
     Backlog,
+    Document,
     Held,
     Outcome,
     PartitionInfo,
@@ -35,6 +36,8 @@ from tidings.store import (
     Transaction,
     TypeCount,
 )
+
+_ABSENT = Document(None, 0)
 
 
 class MemoryStore(Store):
@@ -55,7 +58,8 @@ class MemoryStore(Store):
         self._held: dict[tuple[str, int], Held] = {}
         self._held_ids = 0
         self._outcomes: dict[str, Outcome] = {}
-        self._documents: dict[str, dict[str, bytes]] = {}
+        #: collection -> key -> document (a deleted one kept, with no data, for its version)
+        self._documents: dict[str, dict[str, Document]] = {}
         self._scheduled: dict[str, tuple[float, Scheduled]] = {}
         self._audit: list[AuditEntry] = []
         self._closed = False
@@ -414,13 +418,14 @@ class MemoryStore(Store):
             return None
         return max(0.0, min(at for at, _ in self._scheduled.values()) - self._clock())
 
-    async def get_document(self, collection: str, key: str) -> bytes | None:
+    async def document(self, collection: str, key: str) -> Document:
         self._check_open()
-        return self._documents.get(collection, {}).get(key)
+        return self._documents.get(collection, {}).get(key, _ABSENT)
 
     async def documents(self, collection: str, *, limit: int = 1000) -> list[tuple[str, bytes]]:
         self._check_open()
-        return sorted(self._documents.get(collection, {}).items())[:limit]
+        found = self._documents.get(collection, {})
+        return [(k, d.data) for k, d in sorted(found.items()) if d.data is not None][:limit]
 
     async def audit_entries(self, *, limit: int = 100) -> list[AuditEntry]:
         self._check_open()
