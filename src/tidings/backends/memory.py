@@ -94,7 +94,14 @@ class MemoryStore(Store):
             part = self._partitions.get(key)
             if part is not None:
                 partitions[key] = (part.owner, part.position)
-        return Head(len(self._log), self._clock(), self._versions, self._positions, partitions)
+        documents = {
+            (doc.collection, doc.key): found.version
+            for doc in tx.documents
+            if (found := self._documents.get(doc.collection, {}).get(doc.key)) is not None
+        }
+        return Head(
+            len(self._log), self._clock(), self._versions, self._positions, partitions, documents
+        )
 
     def _write(self, plan: Plan) -> None:
         now = plan.now
@@ -114,11 +121,13 @@ class MemoryStore(Store):
             )
         for outcome in plan.outcomes.values():
             self._outcomes[outcome.message_id] = msgspec.structs.replace(outcome, updated_at=now)
+        for (collection, key), (data, version) in plan.documents.items():
+            self._documents.setdefault(collection, {})[key] = Document(data, version)
         for tx in plan.applied:
             self._apply_rest(tx, now)
 
     def _apply_rest(self, tx: Transaction, now: float) -> None:
-        """What a transaction holds besides appends, checkpoints and outcomes."""
+        """What a transaction holds besides appends, checkpoints, outcomes and documents."""
         for held in tx.held:
             key = (held.subscription, held.global_position)
             old = self._held.get(key)
@@ -135,12 +144,6 @@ class MemoryStore(Store):
             self._held[key] = row
         for gone in tx.unheld:
             self._held.pop((gone.subscription, gone.global_position), None)
-        for doc in tx.documents:
-            collection = self._documents.setdefault(doc.collection, {})
-            if doc.data is None:
-                collection.pop(doc.key, None)
-            else:
-                collection[doc.key] = doc.data
         for item in tx.scheduled:
             due = item.at if item.at is not None else now + (item.delay or 0.0)
             self._scheduled[item.message.id] = (due, item)
