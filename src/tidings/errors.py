@@ -222,6 +222,10 @@ class SubscriptionNotFound(TidingsError):
     """No subscription has this name; list them with `tidings subscriptions`."""
 
 
+class NotCaughtUp(TidingsError, TimeoutError):
+    """A subscription did not catch up with a position in time; the message says how far it got."""
+
+
 class SubscriptionInUse(TidingsError):
     """A worker holds a lease on this subscription: stop the workers that run it first, or force
     the action (the workers let it go at their next lease renewal)."""

@@ -121,8 +121,8 @@ class MemoryStore(Store):
             )
         for outcome in plan.outcomes.values():
             self._outcomes[outcome.message_id] = msgspec.structs.replace(outcome, updated_at=now)
-        for (collection, key), (data, version) in plan.documents.items():
-            self._documents.setdefault(collection, {})[key] = Document(data, version)
+        for (collection, name), (data, version) in plan.documents.items():
+            self._documents.setdefault(collection, {})[name] = Document(data, version)
         for tx in plan.applied:
             self._apply_rest(tx, now)
 

@@ -199,9 +199,7 @@ class GroupWriter:
                 await conn.execute(b"BEGIN", prepare=False)
                 # Writers of documents take the append lock too: the versions read below then
                 # hold until this transaction commits.
-                head_cur = await conn.execute(
-                    q["head_locked" if streams or documents else "head"]
-                )
+                head_cur = await conn.execute(q["head_locked" if streams or documents else "head"])
                 versions_cur = (
                     await conn.execute(q["stream_versions"], (streams,)) if streams else None
                 )
