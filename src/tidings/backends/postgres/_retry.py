@@ -60,7 +60,7 @@ class Retry:
             message = why or f"cannot {self._what}: {_first_line(cause)}"
             raise StoreUnavailable(
                 f"PostgreSQL at {self._where}: {message}; gave up after {waited:.1f}s and "
-                f"{self._tries} tries (retry_timeout={self._timeout:g}s): check that the server "
+                f"{self._tries} {'try' if self._tries == 1 else 'tries'} (retry_timeout={self._timeout:g}s): check that the server "
                 "is running and accepts connections, or raise retry_timeout"
             ) from cause
         level = logging.INFO if self._tries == 1 else logging.DEBUG
