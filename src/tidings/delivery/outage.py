@@ -15,9 +15,10 @@ LAST_PAUSE = 1.0
 
 class Outages:
     """What the worker ``worker_id``'s tasks (its runners, heartbeat and scheduler) found of the
-    store: an outage starts with the first task that finds it unavailable and ends with the first
-    operation begun after that start that succeeds. Operations begun before a change of state say
-    nothing about it, so one outage is one pair of log lines however many tasks notice it.
+    store: an outage starts with the first task that finds it unavailable, and ends with the
+    first heartbeat begun after that start that succeeds (a heartbeat writes: a full disk still
+    lets reads through). A failure of an operation begun before the last outage ended belongs to
+    that outage, so one outage is one pair of log lines however many tasks notice it.
     """
 
     def __init__(self, worker_id: str) -> None:
@@ -51,7 +52,7 @@ class Outages:
         )
 
     def succeeded(self, started: float) -> None:
-        """An operation begun at ``started`` succeeded: an outage begun before it is over."""
+        """A write begun at ``started`` succeeded: an outage begun before it is over."""
         since = self.since
         if since is None or started < since:
             return

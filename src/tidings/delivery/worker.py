@@ -200,7 +200,6 @@ class Worker:
                     failures += 1
                     await self._pause(pause(failures))
                     continue
-                self.outages.succeeded(started)
                 failures = 0
                 if did:
                     idle = 0.005
@@ -236,7 +235,7 @@ class Worker:
                 log.warning("worker %s could not renew its leases (%s); retrying", self.id, exc)
             self._renewing_fails = True
             return min(self.idle_poll, ttl / 10)
-        self.outages.succeeded(started)
+        self.outages.succeeded(started)  # it wrote: the store is back, for reads and writes
         now = time.monotonic()
         if self._renewed_at is not None and now - self._renewed_at > ttl * 2 / 3:
             log.warning(
@@ -294,8 +293,6 @@ class Worker:
                 except StoreError as exc:
                     log.warning("scheduler: %s", exc)
                     due = None
-                else:
-                    self.outages.succeeded(started)
                 timeout = self.idle_poll * 4 if due is None else min(due, self.idle_poll * 4)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), timeout=max(timeout, 0.001))
