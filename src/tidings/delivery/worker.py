@@ -14,6 +14,10 @@ due time on the store's clock, then ``dead``. While a stream has a held message,
 are held as ``waiting`` behind it (sequenced parking): per-stream order is never broken, and every
 other stream keeps flowing. When a held message's turn comes (due, retried by an operator, or its
 head was skipped), the stream's held messages are replayed in order.
+
+A failure of the store itself (also inside a handler) is no attempt of a message: the subscription
+pauses and tries again with backoff, keeping the slice it handled, and the outage is logged once
+with its start and end (``worker.outages``).
 """
 
 from __future__ import annotations
