@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import traceback
@@ -18,6 +19,8 @@ from tidings.errors import (
     ConfigurationError,
     MessageDecodeError,
     Refused,
+    StoreClosed,
+    StoreUnavailable,
     UnknownMessageType,
 )
 from tidings.messages import CommandFailed, Envelope, failed_stream
@@ -38,7 +41,10 @@ from tidings.store import (
     Transaction,
 )
 
+log = logging.getLogger("tidings.worker")
 _encoder = msgspec.json.Encoder()
+#: The store itself failing: no message is to blame, so it is no attempt of one.
+OUTAGE = (StoreUnavailable, StoreClosed)
 #: How many failed attempts a held message keeps in its history.
 _HISTORY = 50
 
@@ -118,6 +124,19 @@ def failure(
     return Handled(attempts, error=text, traceback=tb, final=final, due_in=due_in, history=history)
 
 
+def store_outage(error: BaseException) -> BaseException | None:
+    """The store's own failure that ``error`` is or was raised from (``raise ... from``, or while
+    handling it), or None when the store is not to blame."""
+    seen: set[int] = set()
+    found: BaseException | None = error
+    while found is not None and id(found) not in seen:
+        if isinstance(found, OUTAGE):
+            return found
+        seen.add(id(found))
+        found = found.__cause__ or (None if found.__suppress_context__ else found.__context__)
+    return None
+
+
 def describe(error: BaseException) -> str:
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -137,7 +156,9 @@ class Handling:
         self, env: Envelope, attempts: int, *, immediate: bool, overlay: Overlay | None
     ) -> Handled:
         """Handle ``env`` after ``attempts`` earlier attempts; with ``immediate``, retry at once
-        as often as the policy allows."""
+        as often as the policy allows. A failure of the store itself (:data:`OUTAGE`, also as
+        the cause of what the handler raised) is raised, as ``StoreUnavailable`` unless it is
+        one of those: it is no attempt of the message."""
         route, services = self.route, self.services
         history: list[Attempt] = []
         try:
@@ -191,6 +212,23 @@ class Handling:
                 )
                 tb = traceback.format_exc()
             except Exception as exc:
+                outage = store_outage(exc)
+                if outage is not None:
+                    log.warning(
+                        "%s: the handler of %s %s (stream %r) failed because the store is "
+                        "unavailable (%s); not counted as an attempt: the subscription pauses "
+                        "until the store is back",
+                        route.name,
+                        env.type,
+                        env.id,
+                        env.stream,
+                        describe(outage),
+                    )
+                    if outage is exc:
+                        raise
+                    raise StoreUnavailable(
+                        f"the handler raised {describe(exc)}, caused by the store: {describe(outage)}"
+                    ) from exc
                 error = exc
                 tb = traceback.format_exc()
             else:

@@ -11,14 +11,14 @@ import math
 import random
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
 
 from tidings.context import Overlay, Services
 from tidings.delivery.alerts import Alerts
-from tidings.delivery.handling import Batch, Handling, Route, failure
+from tidings.delivery.handling import OUTAGE, Batch, Handling, Route, failure
 from tidings.errors import DocumentConflict, LeaseLost, StoreError, WrongExpectedVersion
 from tidings.messages import Envelope
 from tidings.store import (
@@ -95,6 +95,9 @@ class Runner:
         #: whether the runner must claim before its next slice (a surplus to release, a lost lease)
         self.claim_due = False
         self._busy = False
+        #: a slice handled but not committed because the store was down: committed first when
+        #: the store is back, so that its handlers do not run again
+        self._unsent: Callable[[], Awaitable[None]] | None = None
         self._refresh_blocked = True
         self._claiming = asyncio.Lock()
         self._partition_of: dict[str, int] = {}
@@ -118,7 +121,8 @@ class Runner:
         me, ttl, name = self.settings.worker_id, self.settings.lease_ttl, self.route.name
         async with self._claiming:
             fair = math.ceil(self.route.partitions / max(1, self.live))
-            want = max(fair, len(self.positions)) if self._busy else fair
+            busy = self._busy or self._unsent is not None
+            want = max(fair, len(self.positions)) if busy else fair
             before = {p.partition: p for p in await self.store.partitions(name)}
             claimed = await self.store.claim(name, me, want, ttl)
             self.claim_due = want > fair
@@ -179,10 +183,15 @@ class Runner:
         if self.claim_due:
             await self.claim()
         if not self.positions:
+            self._unsent = None  # its leases are gone: the new holders handle it again
             return False
         async with self._claiming:  # a claim in flight may still release partitions
             self._busy = True
         try:
+            unsent, self._unsent = self._unsent, None
+            if unsent is not None:
+                await unsent()
+                return True
             if self._refresh_blocked:
                 self._refresh_blocked = False
                 if self.route.policy.sequenced:
@@ -213,6 +222,7 @@ class Runner:
         deadline = time.monotonic() + self.settings.slice_time
         blocked_before = set(self.blocked)
         batch = self._batch(overlay={})
+        outage: BaseException | None = None
         for index, (env, partition) in enumerate(mine):
             if index and time.monotonic() >= deadline:
                 # Everything before this message is handled: commit that, the rest comes next.
@@ -226,11 +236,38 @@ class Runner:
             if self.route.policy.sequenced and env.stream in self.blocked:
                 batch.wait(env, partition)
                 continue
-            handled = await self.handling.handle(env, 0, immediate=True, overlay=batch.overlay)
+            try:
+                handled = await self.handling.handle(env, 0, immediate=True, overlay=batch.overlay)
+            except OUTAGE as exc:
+                # The store is down, not this message: keep what is handled, then pause.
+                mine, last, outage = mine[:index], env.global_position - 1, exc
+                break
             batch.add(handled, env, partition)
         batch.tx.checkpoints.extend(self._moves(held, last))
+        if batch.tx.checkpoints or batch.tx.held:
+            await self._finish(batch, mine, held, last, blocked_before)
+        if outage is not None:
+            raise outage
+        return True
+
+    async def _finish(
+        self,
+        batch: Batch,
+        mine: Sequence[tuple[Envelope, int]],
+        held: dict[int, int],
+        last: int,
+        blocked_before: set[str],
+    ) -> None:
+        """Commit a handled slice; while the store is down, keep it to commit when it is back."""
         try:
             await self._commit(batch, len(mine))
+        except OUTAGE:
+
+            async def again() -> None:
+                await self._finish(batch, mine, held, last, blocked_before)
+
+            self._unsent = again
+            raise
         except (WrongExpectedVersion, StoreError) as exc:
             # One handler's writes cannot be committed (a concurrent append, a refused row):
             # commit message by message, so that only that message is retried.
@@ -241,7 +278,6 @@ class Runner:
             )
             self.blocked = blocked_before
             await self._one_by_one(mine, held, last)
-        return True
 
     def _mine(self, envs: Sequence[Envelope], held: dict[int, int]) -> list[tuple[Envelope, int]]:
         """The messages of the partitions ``held``, beyond their checkpoints."""

@@ -14,6 +14,10 @@ due time on the store's clock, then ``dead``. While a stream has a held message,
 are held as ``waiting`` behind it (sequenced parking): per-stream order is never broken, and every
 other stream keeps flowing. When a held message's turn comes (due, retried by an operator, or its
 head was skipped), the stream's held messages are replayed in order.
+
+A failure of the store itself (also inside a handler) is no attempt of a message: the subscription
+pauses and tries again with backoff, keeping the slice it handled, and the outage is logged once
+with its start and end (``worker.outages``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from collections.abc import Awaitable, Callable
 
 from tidings.context import Services
 from tidings.delivery.alerts import Alerts
+from tidings.delivery.handling import OUTAGE
+from tidings.delivery.outage import Outages, pause
 from tidings.delivery.runner import Runner, Settings, partition_of
 from tidings.delivery.subscriptions import Subscriptions, routes_of
 from tidings.errors import ConfigurationError, StoreError
@@ -88,6 +94,8 @@ class Worker:
         self.runners: list[Runner] = []
         self._stopping = asyncio.Event()
         self._schedule_wakeup = asyncio.Event()
+        #: the store's outages this worker met (``outages.count``, ``outages.down``)
+        self.outages = Outages(self.id)
         #: when (``time.monotonic()``) the leases were last renewed, and whether renewing fails
         self._renewed_at: float | None = None
         self._renewing_fails = False
@@ -173,21 +181,30 @@ class Worker:
     async def _run_runner(self, runner: Runner) -> None:
         self.services.committer.add_wakeup(runner.wakeup)
         idle = 0.005
+        failures = 0
         try:
             while not self._stopping.is_set():
                 runner.wakeup.clear()
+                started = time.monotonic()
                 try:
                     did = await runner.step()
+                except OUTAGE as exc:
+                    # The subscription waits for the store; what it handled is kept to commit.
+                    self.outages.failed(started, exc)
+                    failures += 1
+                    await self._pause(pause(failures))
+                    continue
                 except StoreError as exc:
-                    # The store is down or refused: the subscription waits and tries again; a
-                    # worker must outlive an outage.
-                    log.warning("%s: store error (%s); retrying", runner.route.name, exc)
-                    await self._pause()
+                    log.warning("%s: the store refused (%s); retrying", runner.route.name, exc)
+                    failures += 1
+                    await self._pause(pause(failures))
                     continue
                 except Exception:
                     log.exception("%s: unexpected error; retrying", runner.route.name)
-                    await self._pause()
+                    failures += 1
+                    await self._pause(pause(failures))
                     continue
+                failures = 0
                 if did:
                     idle = 0.005
                     continue
@@ -209,16 +226,20 @@ class Worker:
         """Record this worker's heartbeat and let each runner claim its share; returns the seconds
         until the next renewal is due."""
         ttl = self.lease_ttl
+        started = time.monotonic()
         try:
             live = await self.store.heartbeat(self.id, ttl / 2)
             wait = ttl / 3
             for runner in self.runners:
                 wait = min(wait, await runner.claim(live))
         except StoreError as exc:
+            if isinstance(exc, OUTAGE):
+                self.outages.failed(started, exc)
             if not self._renewing_fails:
                 log.warning("worker %s could not renew its leases (%s); retrying", self.id, exc)
             self._renewing_fails = True
             return min(self.idle_poll, ttl / 10)
+        self.outages.succeeded(started)  # it wrote: the store is back, for reads and writes
         now = time.monotonic()
         if self._renewed_at is not None and now - self._renewed_at > ttl * 2 / 3:
             log.warning(
@@ -236,9 +257,9 @@ class Worker:
         self._renewing_fails = False
         return wait
 
-    async def _pause(self) -> None:
+    async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=self.idle_poll)
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def _listen(self) -> None:
         """Wake every runner when the store says the log grew in another process (PostgreSQL's
@@ -263,12 +284,16 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 wakeup.clear()
+                started = time.monotonic()
                 try:
                     if await self.store.release_due():
                         for runner in self.runners:
                             runner.wakeup.set()
                         continue
                     due = await self.store.next_due()
+                except OUTAGE as exc:
+                    self.outages.failed(started, exc)
+                    due = None
                 except StoreError as exc:
                     log.warning("scheduler: %s", exc)
                     due = None

@@ -38,7 +38,7 @@ async def committed(
     while True:
         cause: BaseException | None = None
         try:
-            async with pool.connection() as conn:
+            async with pool.connection(timeout=retry.connection_wait()) as conn:
                 cur = await conn.execute(queries["xact_status"], (str(unknown.xid),))
                 found = await cur.fetchone()
                 status = found[0] if found else None

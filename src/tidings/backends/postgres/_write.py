@@ -59,12 +59,12 @@ class GroupWriter:
             await self._pool.putconn(kept[0])
 
     @contextlib.asynccontextmanager
-    async def _cursor(self) -> AsyncIterator[_Cursor]:
+    async def _cursor(self, retry: Retry) -> AsyncIterator[_Cursor]:
         """A cursor on the connection groups are written on: one (groups are written one at a
         time), kept between groups; given back to the pool once it broke or was left inside a
         transaction."""
         if self._kept is None:
-            conn = await self._pool.getconn()
+            conn = await self._pool.getconn(timeout=retry.connection_wait())
             self._kept = (conn, conn.cursor(binary=True))
         conn, cur = self._kept
         try:
@@ -76,9 +76,10 @@ class GroupWriter:
 
     async def write(self, txs: list[Transaction]) -> list[Result]:
         """Commit ``txs`` together; each one's appends, or why it was refused, in order."""
+        retry = self._retrying("commit")  # one deadline for the short way and the long way
         if _appends_only(txs):
             try:
-                async with self._cursor() as cur:
+                async with self._cursor(retry) as cur:
                     if len(txs) == 1 and len(txs[0].appends) == 1:
                         op = txs[0].appends[0]
                         if len(op.messages) == 1:
@@ -91,7 +92,7 @@ class GroupWriter:
                 # (maybe after the server committed): the long way tells each transaction's result
                 # and finds a group that did commit by its message ids.
                 log.debug("PostgreSQL: one-statement append missed (%s)", exc)
-        return await self._commit(txs)
+        return await self._commit(txs, retry)
 
     async def _append_one(self, cur: _Cursor, op: AppendOp) -> list[Result]:
         """``_append`` of one message (a sequential caller's every commit), as parameters."""
@@ -162,15 +163,14 @@ class GroupWriter:
             results.append((done, None))
         return results
 
-    async def _commit(self, txs: list[Transaction]) -> list[Result]:
-        """The long way, tried again on another connection while the server cannot be reached;
-        a group a statement refuses is committed again one transaction at a time, so that only
-        the culprit fails."""
-        retry = self._retrying("commit")
+    async def _commit(self, txs: list[Transaction], retry: Retry) -> list[Result]:
+        """The long way, tried again on another connection while the server cannot be reached
+        (until ``retry`` gives up); a group a statement refuses is committed again one
+        transaction at a time, so that only the culprit fails."""
         while True:
             cause: BaseException
             try:
-                async with self._cursor() as cur:
+                async with self._cursor(retry) as cur:
                     return await self._apply(cur.connection, txs)
             except UnknownOutcome as unknown:
                 if await committed(self._pool, self._q, unknown, retry):

@@ -7,6 +7,7 @@ listens on (``_listen``).
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from tidings.backends._group import GroupCommitter
 from tidings.backends._shared import held_from_row
 from tidings.backends.postgres import _sql
 from tidings.backends.postgres._listen import Listener
-from tidings.backends.postgres._retry import Retry
+from tidings.backends.postgres._retry import MAX_PAUSE, Retry
 from tidings.backends.postgres._write import GroupWriter
 from tidings.errors import (
     ConfigurationError,
@@ -63,6 +64,11 @@ _CONNECTION_DEFAULTS = {
     "keepalives_interval": "10",
     "keepalives_count": "3",
 }
+#: How long the pool keeps trying to replace a lost connection by itself (psycopg_pool's backoff
+#: doubles from 1 s, so its default of 5 minutes means tries 32 s apart and more). Past this,
+#: the next request for a connection tries again at once: ``Retry`` paces those requests, so a
+#: server that comes back is used again within about a second.
+_POOL_RECONNECT = MAX_PAUSE
 
 
 def _signed32(value: int) -> int:
@@ -75,7 +81,9 @@ class PostgresStore(Store, ChangeFeed):
 
     ``url`` is a libpq connection URL or string. ``min_connections``/``max_connections`` size the
     pool; ``retry_timeout`` (also an attribute, which may be changed) is how long an operation
-    keeps retrying while the server is unreachable before it raises ``StoreUnavailable``.
+    keeps retrying in all while the server is unreachable before it raises ``StoreUnavailable``;
+    the server is tried again at least every half second, so work resumes within about a second
+    of it accepting connections again.
     """
 
     def __init__(
@@ -124,6 +132,7 @@ class PostgresStore(Store, ChangeFeed):
             kwargs={"autocommit": True},
             open=False,
             timeout=self.retry_timeout,
+            reconnect_timeout=_POOL_RECONNECT,
             name=f"tidings-{self.schema}",
         )
         try:
@@ -187,7 +196,17 @@ class PostgresStore(Store, ChangeFeed):
                     await conn.execute(q["record_migration"], (version, name))
 
     def _retrying(self, what: str) -> Retry:
-        return Retry(self._where, what, self.retry_timeout)
+        return Retry(self._where, what, self.retry_timeout, self._probe)
+
+    async def _probe(self, within: float) -> BaseException | None:
+        """Why the server does not accept a connection within ``within`` seconds, or None."""
+        try:
+            async with asyncio.timeout(within):
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            await conn.close()
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            return exc
+        return None
 
     async def _run(self, what: str, step: Callable[[_Conn], Awaitable[T]]) -> T:
         """Run ``step`` on a pooled connection; retry it on another while the server cannot be
@@ -198,7 +217,7 @@ class PostgresStore(Store, ChangeFeed):
             if pool is None:
                 raise StoreClosed()
             try:
-                async with pool.connection() as conn:
+                async with pool.connection(timeout=retry.connection_wait()) as conn:
                     return await step(conn)
             except psycopg.OperationalError as exc:
                 if self._pool is None:
