@@ -74,9 +74,7 @@ async def both_hold_partitions(app: App) -> None:
 async def run(url: str, tmp_path: Path, seed: int) -> None:
     app = build_app(url)
     async with app:
-        workers = [
-            await start_worker(url, name, tmp_path / f"{name}.log") for name in ("w1", "w2")
-        ]
+        workers = [await start_worker(url, name, tmp_path / f"{name}.log") for name in ("w1", "w2")]
         try:
             await both_hold_partitions(app)
             streams = allocations(seed)
