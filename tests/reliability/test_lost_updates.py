@@ -41,7 +41,7 @@ def allocations(seed: int) -> dict[str, list[Allocated]]:
 
 async def start_worker(url: str, worker_id: str, log: Path) -> asyncio.subprocess.Process:
     env = dict(os.environ, TIDINGS_ALLOCATIONS_STORE=url)
-    with open(log, "wb") as out:
+    with log.open("wb") as out:
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -148,7 +148,7 @@ async def test_caught_up_times_out_naming_how_far_the_view_got() -> None:
 
     async with app:
         await app.publish(Added("a", 1))
-        with pytest.raises(NotCaughtUp, match="'totals-view'.*no worker has started it"):
+        with pytest.raises(NotCaughtUp, match=r"'totals-view'.*no worker has started it"):
             await app.caught_up("totals-view", timeout=0.05)
         await app.worker().drain()
         await app.publish(Added("a", 1))
