@@ -445,6 +445,31 @@ class App:
         (done,) = await self.committer.commit(tx)
         return done
 
+    # --- positions: waiting for a read model ---------------------------------------------------
+
+    @property
+    def last_position(self) -> int:
+        """The global position of the last message committed through this App (by ``invoke``,
+        ``send``, ``publish``, ``append``, or a worker of it; 0 before any): what a read model
+        must reach to show it (:meth:`caught_up`)."""
+        return self.committer.position
+
+    async def position(self) -> int:
+        """The global position of the log's last message (0 while it is empty)."""
+        await self.open()
+        return await self.store.last_position()
+
+    async def caught_up(
+        self, subscription: str, position: int | None = None, *, timeout: float = 10.0
+    ) -> None:
+        """Wait until ``subscription`` has handled every message of its types up to ``position``
+        (default: :attr:`last_position`, what this App last committed): then a read model it
+        writes shows them. Raises ``NotCaughtUp`` (a ``TimeoutError``) after ``timeout``
+        seconds, saying how far it got."""
+        await self.open()
+        target = self.committer.position if position is None else position
+        await self.subscriptions.caught_up(subscription, target, timeout)
+
     # --- outcomes, documents and reading ------------------------------------------------------
 
     async def outcome(self, message_id: str) -> Outcome:

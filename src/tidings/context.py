@@ -4,6 +4,8 @@ Everything a handler publishes, sends, appends or writes through its context is 
 runs and committed in one transaction when it returns — the outbox by construction. If the handler
 raises (``Refused`` or anything else), nothing it collected is committed. A subscriber's context is
 committed together with its checkpoint, so what it writes through ``ctx`` takes effect exactly once.
+A document read through ``ctx`` is checked at the version it was read when the handler commits, so
+a handler never overwrites a write it did not see (``DocumentConflict``: handle it again).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import msgspec
 from tidings.committer import Committer
 from tidings.factory import MessageFactory
 from tidings.messages import Command, Envelope, Event, NewMessage, validate_stream
-from tidings.repository import Repository
+from tidings.repository import Repository, decode_document
 from tidings.store import ANY, AppendOp, DocumentWrite, Scheduled, Transaction
 
 S = TypeVar("S")
@@ -30,8 +32,10 @@ _encoder = msgspec.json.Encoder()
 #: The headers of a message that has none (read-only, shared).
 NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
-#: Document writes of a batch not yet committed, seen by the handlers that run after them in it.
-Overlay = dict[tuple[str, str], bytes | None]
+#: Document writes of a batch not yet committed, seen by the handlers that run after them in it:
+#: the data (None: deleted) and the version the write will have (None when it is not known, a
+#: write of a document the batch did not read).
+Overlay = dict[tuple[str, str], tuple[bytes | None, int | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,8 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
     overlay: Overlay | None = None
     # Made on the first write: most handlers of a batch write nothing.
     _tx: Transaction | None = None
+    # Checks of the documents read before the first write: they open the transaction then.
+    _checks: list[DocumentWrite] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -195,20 +201,68 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
     async def get(self, collection: str, key: str, type: type[T]) -> T | None: ...
 
     async def get(self, collection: str, key: str, type: Any = Any) -> Any:
-        """A document as this handler would see it after its own (and its batch's) writes."""
+        """A document as this handler would see it after its own (and its batch's) writes.
+
+        The version read is checked when the handler commits: if another handler wrote the
+        document since, the commit fails with ``DocumentConflict`` (a worker handles the message
+        again on fresh reads)."""
         for write in reversed(self._tx.documents if self._tx is not None else ()):
-            if write.collection == collection and write.key == key:
-                return None if write.data is None else msgspec.json.decode(write.data, type=type)
-        if self.overlay is not None and (collection, key) in self.overlay:
-            data = self.overlay[(collection, key)]
-            return None if data is None else msgspec.json.decode(data, type=type)
-        return await self.reader.get(collection, key, type)
+            if write.collection == collection and write.key == key and not write.check:
+                return (
+                    None
+                    if write.data is None
+                    else decode_document(collection, key, write.data, type)
+                )
+        pending = None if self.overlay is None else self.overlay.get((collection, key))
+        if pending is not None:
+            data, version = pending
+            if version is not None:
+                self._check(collection, key, version)
+        else:
+            found = await self.reader.document(collection, key)
+            data = found.data
+            self._check(collection, key, found.version)
+        return None if data is None else decode_document(collection, key, data, type)
+
+    @overload
+    async def update(self, collection: str, key: str, fn: Callable[[Any], Any]) -> Any: ...
+
+    @overload
+    async def update(
+        self, collection: str, key: str, fn: Callable[[T | None], T | None], type: type[T]
+    ) -> T | None: ...
+
+    async def update(
+        self, collection: str, key: str, fn: Callable[[Any], Any], type: Any = Any
+    ) -> Any:
+        """Read a document, change it with ``fn`` and write it when this handler commits.
+
+        ``fn`` gets the document (``None`` when there is none) and returns the new one, or
+        ``None`` to delete it; returns what ``fn`` returned. Checked like :meth:`get`."""
+        current = await self.get(collection, key, type)
+        new = fn(current)
+        if new is not None:
+            self.put(collection, key, new)
+        elif current is not None:
+            self.delete(collection, key)
+        return new
+
+    def _check(self, collection: str, key: str, version: int) -> None:
+        """Hold the commit to the document's being at ``version`` still."""
+        check = DocumentWrite(collection, key, None, version, check=True)
+        if self._tx is not None:
+            self._tx.documents.append(check)
+        elif self._checks is None:
+            self._checks = [check]
+        else:
+            self._checks.append(check)
 
     @property
     def transaction(self) -> Transaction:
         """What this handler will commit (read-only use: tests and middleware)."""
         if self._tx is None:
-            self._tx = Transaction()
+            self._tx = Transaction(documents=self._checks or [])
+            self._checks = None
         return self._tx
 
     @property

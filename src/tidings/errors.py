@@ -115,6 +115,27 @@ class WrongExpectedVersion(TidingsError):
         self.actual = actual
 
 
+class DocumentConflict(WrongExpectedVersion):
+    """A document was not at the version its handler read it at (another handler wrote it first).
+
+    Handle the message again on fresh reads: a worker does this by itself, an invoked handler
+    with ``retry_on_conflict``. ``stream`` names the document as ``collection/key``.
+    """
+
+    def __init__(self, collection: str, key: str, expected: int, actual: int) -> None:
+        TidingsError.__init__(
+            self,
+            f"document {key!r} of collection {collection!r} is at version {actual}, the handler "
+            f"read it at {expected}: another handler wrote it first; handle the message again "
+            "on fresh reads",
+        )
+        self.stream = f"{collection}/{key}"
+        self.collection = collection
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
 class MessageError(TidingsError):
     """A message could not be handled as given."""
 
@@ -199,6 +220,10 @@ class LeaseLost(StoreError):
 
 class SubscriptionNotFound(TidingsError):
     """No subscription has this name; list them with `tidings subscriptions`."""
+
+
+class NotCaughtUp(TidingsError, TimeoutError):
+    """A subscription did not catch up with a position in time; the message says how far it got."""
 
 
 class SubscriptionInUse(TidingsError):

@@ -9,7 +9,7 @@ import msgspec
 
 from tidings.errors import DocumentDecodeError
 from tidings.messages import Envelope, Message, TypeRegistry
-from tidings.store import Store
+from tidings.store import Document, Store
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -95,6 +95,10 @@ class Repository:
         """A document written through ``ctx.put`` (``None`` if there is none)."""
         data = await self.store.get_document(collection, key)
         return None if data is None else decode_document(collection, key, data, type)
+
+    async def document(self, collection: str, key: str) -> Document:
+        """A document's JSON, undecoded, with its version."""
+        return await self.store.document(collection, key)
 
     async def documents(self, collection: str, *, limit: int = 1000) -> dict[str, Any]:
         """A collection's documents by key."""

@@ -144,11 +144,30 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
 
 
 class DocumentWrite(msgspec.Struct, frozen=True, gc=False):
-    """Put (``data``) or delete (``None``) one document of a collection."""
+    """Put (``data``) or delete (``None``) one document of a collection; or, as a ``check``,
+    write nothing.
+
+    With ``expected`` the transaction commits only if the document is at that version then
+    (0: never written), else it fails with ``DocumentConflict``. A document's version counts its
+    writes (a delete too), so a handler that read it at a version and writes it at that version
+    cannot overwrite a write it did not see. Writes and checks apply in order: a write moves the
+    version on for the checks after it.
+    """
 
     collection: str
     key: str
     data: bytes | None
+    expected: int | None = None
+    #: only check ``expected``; ``data`` is ignored
+    check: bool = False
+
+
+class Document(msgspec.Struct, frozen=True, gc=False):
+    """A stored document's JSON (``None`` when absent or deleted) and its version (0: never
+    written)."""
+
+    data: bytes | None
+    version: int
 
 
 class Scheduled(msgspec.Struct, frozen=True, gc=False):
@@ -420,8 +439,12 @@ class DocumentStore(abc.ABC):
     """Small JSON documents (read models) written through ``ctx`` in the handler's transaction."""
 
     @abc.abstractmethod
+    async def document(self, collection: str, key: str) -> Document:
+        """One document's JSON (``None`` if there is none) with its version."""
+
     async def get_document(self, collection: str, key: str) -> bytes | None:
         """One document's JSON, or ``None``."""
+        return (await self.document(collection, key)).data
 
     @abc.abstractmethod
     async def documents(self, collection: str, *, limit: int = 1000) -> list[tuple[str, bytes]]:

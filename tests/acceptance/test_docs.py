@@ -44,7 +44,9 @@ def test_the_code_blocks_run(doc: str, tmp_path: Path) -> None:
         assert done.stdout.split() == ["seat", "taken", "succeeded", "taken"]
 
 
-@pytest.mark.parametrize("doc", ["docs/workflows.md", "docs/dependencies.md"])
+@pytest.mark.parametrize(
+    "doc", ["docs/workflows.md", "docs/dependencies.md", "docs/read-models.md"]
+)
 def test_the_guide_prints_what_it_says(doc: str, tmp_path: Path) -> None:
     path = ROOT / doc
     script = tmp_path / "guide.py"

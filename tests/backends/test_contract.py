@@ -10,20 +10,21 @@ from tidings.backends.memory import MemoryStore
 from tidings.backends.sqlite import SqliteStore
 from tidings.store import Store
 from tidings.testing.contract import DeliveryContract, LogContract, append, new_message
+from tidings.testing.documents import DocumentContract
 from tidings.testing.operations import OperationsContract
 
 
-class TestMemoryStore(LogContract, DeliveryContract, OperationsContract):
+class TestMemoryStore(LogContract, DeliveryContract, OperationsContract, DocumentContract):
     async def make_store(self, tmp_path: Path) -> Store:
         return MemoryStore()
 
 
-class TestSqliteStore(LogContract, DeliveryContract, OperationsContract):
+class TestSqliteStore(LogContract, DeliveryContract, OperationsContract, DocumentContract):
     async def make_store(self, tmp_path: Path) -> Store:
         return SqliteStore(str(tmp_path / "contract.db"))
 
 
-class TestPostgresStore(LogContract, DeliveryContract, OperationsContract):
+class TestPostgresStore(LogContract, DeliveryContract, OperationsContract, DocumentContract):
     """On a real server (tests/conftest.py), in a schema of its own for each test."""
 
     @pytest.fixture(autouse=True)

@@ -1,8 +1,8 @@
 """Planning one group commit: which transactions of the group can be applied, and what to write.
 
 Pure code, no I/O: the store reads what the plan needs (the log's top, the versions of the streams
-appended to, which message ids are stored already, the partitions whose checkpoints move) under the
-append lock, plans here, and writes the plan in the same database transaction.
+appended to, which message ids are stored already, the partitions whose checkpoints move, the
+versions of the documents written or checked) under the append lock, plans here, and writes the plan in the same database transaction.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from tidings.errors import LeaseLost, WrongExpectedVersion
+from tidings.errors import DocumentConflict, LeaseLost, WrongExpectedVersion
 from tidings.store import ANY, Appended, Outcome, Transaction
 
 _encoder = msgspec.json.Encoder()
@@ -20,6 +20,8 @@ _encoder = msgspec.json.Encoder()
 #: A transaction's result: what it appended, or why it was refused.
 Result = tuple[list[Appended] | None, Exception | None]
 _Partition = tuple[str, int]
+#: (collection, key) of a document
+_Document = tuple[str, str]
 #: ``upsert_outcomes``' array parameters, in its order: the fields of ``Outcome`` it stores
 _OUTCOME_COLUMNS = ("message_id", "type", "status", "result", "reason", "code", "error", "attempts")
 
@@ -38,17 +40,19 @@ class Head(msgspec.Struct):
     known: dict[str, int]
     #: (subscription, partition) -> (owner, checkpoint), for every checkpoint the group moves
     partitions: dict[_Partition, tuple[str | None, int]]
+    #: (collection, key) -> version, for the group's documents that are stored (absent: 0)
+    documents: dict[_Document, int] = msgspec.field(default_factory=dict)
 
 
 class Plan(msgspec.Struct):
-    """What to write for a group: log rows, the checkpoint moves and command outcomes of the whole
-    group, then every other statement of the applied transactions in order, and each
+    """What to write for a group: log rows, the checkpoint moves, command outcomes and documents
+    of the whole group, then every other statement of the applied transactions in order, and each
     transaction's result.
 
     A log row is ``(global_position, stream, stream_position, id, kind, type, version, data,
     correlation_id, causation_id, headers, recorded_at)``, recorded at ``now``. Checkpoints and
-    outcomes are gathered across the group's transactions, each key keeping the last value given
-    for it (what applying them one after the other leaves): their tables are written by nothing
+    outcomes, and documents (with their versions), are gathered across the group's transactions,
+    each key keeping the last value given for it (what applying them one after the other leaves): their tables are written by nothing
     else in a group, so they commute with every other statement, and a worker's group of a
     hundred handled commands writes its outcomes in one statement, not a hundred."""
 
@@ -63,12 +67,15 @@ class Plan(msgspec.Struct):
     checkpoints: dict[_Partition, int] = msgspec.field(default_factory=dict)
     #: message id -> its last outcome in the group
     outcomes: dict[str, Outcome] = msgspec.field(default_factory=dict)
+    #: (collection, key) -> the document's last data in the group (None: deleted) and version
+    documents: dict[_Document, tuple[bytes | None, int]] = msgspec.field(default_factory=dict)
     #: the transactions not refused that hold more than appends, in order
     applied: list[Transaction] = msgspec.field(default_factory=list)
 
     @property
     def statements(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
-        """Everything the applied transactions hold besides appends, checkpoints and outcomes, as
+        """Everything the applied transactions hold besides appends, checkpoints, outcomes and
+        documents, as
         ``(query name, parameter rows)`` in order, a run of one query's rows merged into one."""
         return _statements(self.applied, self.now) if self.applied else []
 
@@ -80,6 +87,10 @@ class Plan(msgspec.Struct):
     def checkpoint_rows(self) -> list[tuple[int, str, int]]:
         """``move_checkpoint``'s parameter rows."""
         return [(position, s, p) for (s, p), position in self.checkpoints.items()]
+
+    def document_rows(self) -> list[tuple[str, str, bytes | None, int]]:
+        """``put_document``'s parameter rows."""
+        return [(c, k, data, version) for (c, k), (data, version) in self.documents.items()]
 
     def outcome_rows(self) -> list[tuple[Any, ...]]:
         """The outcomes as rows of ``_OUTCOME_COLUMNS`` then ``updated_at``."""
@@ -162,12 +173,23 @@ def _plan_one(plan: Plan, tx: Transaction, head: Head) -> list[Appended]:
             raise _Refused(WrongExpectedVersion(stream, op.expected_version, before))
         results.append(Appended(stream, version, top))
     rest = tx.beyond_appends()
+    # What this transaction writes to documents: the last data and version of each.
+    local_documents: dict[_Document, tuple[bytes | None, int]] = {}
     if rest:
         partitions = head.partitions
         for move in tx.checkpoints:
             found = partitions.get((move.subscription, move.partition))
             if found is None or found != (move.owner, move.expected):
                 raise _Refused(LeaseLost())
+        stored = head.documents
+        for doc in tx.documents:
+            key = (doc.collection, doc.key)
+            seen = local_documents.get(key)
+            version = stored.get(key, 0) if seen is None else seen[1]
+            if doc.expected is not None and doc.expected != version:
+                raise _Refused(DocumentConflict(doc.collection, doc.key, doc.expected, version))
+            if not doc.check:
+                local_documents[key] = (doc.data, version + 1)
     # Every check passed: from here on nothing refuses this transaction.
     versions.update(local_versions)
     known.update(local_ids)
@@ -180,6 +202,9 @@ def _plan_one(plan: Plan, tx: Transaction, head: Head) -> list[Appended]:
         for o in tx.outcomes:
             plan.outcomes.pop(o.message_id, None)  # keep the order of the last ones
             plan.outcomes[o.message_id] = o
+        for key, written in local_documents.items():
+            stored[key] = written[1]
+            plan.documents[key] = written
         plan.applied.append(tx)
     return results
 
@@ -219,12 +244,6 @@ def _statements(txs: list[Transaction], now: float) -> list[tuple[str, list[tupl
             ],
         )
         add("delete_held", [(g.subscription, g.global_position) for g in tx.unheld])
-        for doc in tx.documents:
-            # In order: a put and a delete of the same key in one transaction must not swap.
-            if doc.data is None:
-                add("delete_document", [(doc.collection, doc.key)])
-            else:
-                add("put_document", [(doc.collection, doc.key, doc.data)])
         add(
             "schedule",
             [

@@ -27,6 +27,7 @@ from tidings.store import (
     AppendOp,
     AuditEntry,
     Backlog,
+    Document,
     Held,
     Outcome,
     PartitionInfo,
@@ -35,6 +36,8 @@ from tidings.store import (
     Transaction,
     TypeCount,
 )
+
+_ABSENT = Document(None, 0)
 
 
 class MemoryStore(Store):
@@ -55,7 +58,8 @@ class MemoryStore(Store):
         self._held: dict[tuple[str, int], Held] = {}
         self._held_ids = 0
         self._outcomes: dict[str, Outcome] = {}
-        self._documents: dict[str, dict[str, bytes]] = {}
+        #: collection -> key -> document (a deleted one kept, with no data, for its version)
+        self._documents: dict[str, dict[str, Document]] = {}
         self._scheduled: dict[str, tuple[float, Scheduled]] = {}
         self._audit: list[AuditEntry] = []
         self._closed = False
@@ -90,7 +94,14 @@ class MemoryStore(Store):
             part = self._partitions.get(key)
             if part is not None:
                 partitions[key] = (part.owner, part.position)
-        return Head(len(self._log), self._clock(), self._versions, self._positions, partitions)
+        documents = {
+            (doc.collection, doc.key): found.version
+            for doc in tx.documents
+            if (found := self._documents.get(doc.collection, {}).get(doc.key)) is not None
+        }
+        return Head(
+            len(self._log), self._clock(), self._versions, self._positions, partitions, documents
+        )
 
     def _write(self, plan: Plan) -> None:
         now = plan.now
@@ -110,11 +121,13 @@ class MemoryStore(Store):
             )
         for outcome in plan.outcomes.values():
             self._outcomes[outcome.message_id] = msgspec.structs.replace(outcome, updated_at=now)
+        for (collection, name), (data, version) in plan.documents.items():
+            self._documents.setdefault(collection, {})[name] = Document(data, version)
         for tx in plan.applied:
             self._apply_rest(tx, now)
 
     def _apply_rest(self, tx: Transaction, now: float) -> None:
-        """What a transaction holds besides appends, checkpoints and outcomes."""
+        """What a transaction holds besides appends, checkpoints, outcomes and documents."""
         for held in tx.held:
             key = (held.subscription, held.global_position)
             old = self._held.get(key)
@@ -131,12 +144,6 @@ class MemoryStore(Store):
             self._held[key] = row
         for gone in tx.unheld:
             self._held.pop((gone.subscription, gone.global_position), None)
-        for doc in tx.documents:
-            collection = self._documents.setdefault(doc.collection, {})
-            if doc.data is None:
-                collection.pop(doc.key, None)
-            else:
-                collection[doc.key] = doc.data
         for item in tx.scheduled:
             due = item.at if item.at is not None else now + (item.delay or 0.0)
             self._scheduled[item.message.id] = (due, item)
@@ -414,13 +421,14 @@ class MemoryStore(Store):
             return None
         return max(0.0, min(at for at, _ in self._scheduled.values()) - self._clock())
 
-    async def get_document(self, collection: str, key: str) -> bytes | None:
+    async def document(self, collection: str, key: str) -> Document:
         self._check_open()
-        return self._documents.get(collection, {}).get(key)
+        return self._documents.get(collection, {}).get(key, _ABSENT)
 
     async def documents(self, collection: str, *, limit: int = 1000) -> list[tuple[str, bytes]]:
         self._check_open()
-        return sorted(self._documents.get(collection, {}).items())[:limit]
+        found = self._documents.get(collection, {})
+        return [(k, d.data) for k, d in sorted(found.items()) if d.data is not None][:limit]
 
     async def audit_entries(self, *, limit: int = 100) -> list[AuditEntry]:
         self._check_open()

@@ -35,6 +35,7 @@ from tidings.store import (
     WAITING,
     AppendOp,
     Attempt,
+    DocumentWrite,
     Held,
     Outcome,
     Transaction,
@@ -256,6 +257,26 @@ class Handling:
         return failure(attempt, error, tb, history, final=False, due_in=due_in)
 
 
+def pend(overlay: Overlay, documents: Sequence[DocumentWrite]) -> None:
+    """Add a handler's document writes to its batch's ``overlay``, each with the version it will
+    have: known when the document was read (checked) or written before in the batch."""
+    known: dict[tuple[str, str], int | None] = {}
+    for doc in documents:
+        key = (doc.collection, doc.key)
+        if doc.expected is not None:
+            version: int | None = doc.expected
+        elif key in known:
+            version = known[key]
+        else:
+            pending = overlay.get(key)
+            version = None if pending is None else pending[1]
+        if doc.check:
+            known[key] = version
+        else:
+            known[key] = None if version is None else version + 1
+            overlay[key] = (doc.data, known[key])
+
+
 class Batch:
     """What handled messages leave behind for one commit: a transaction, and the alerts to fire
     once it committed. ``blocked`` is the route's set of streams whose later messages wait;
@@ -300,8 +321,7 @@ class Batch:
             if handled.tx is not None:
                 tx.extend(handled.tx)
                 if self.overlay is not None:
-                    for doc in handled.tx.documents:
-                        self.overlay[(doc.collection, doc.key)] = doc.data
+                    pend(self.overlay, handled.tx.documents)
             if command is not None:
                 tx.outcomes.append(
                     Outcome(env.id, env.type, SUCCEEDED, handled.result, attempts=handled.attempts)

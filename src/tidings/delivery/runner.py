@@ -19,7 +19,7 @@ import msgspec
 from tidings.context import Overlay, Services
 from tidings.delivery.alerts import Alerts
 from tidings.delivery.handling import OUTAGE, Batch, Handling, Route, failure
-from tidings.errors import LeaseLost, StoreError, WrongExpectedVersion
+from tidings.errors import DocumentConflict, LeaseLost, StoreError, WrongExpectedVersion
 from tidings.messages import Envelope
 from tidings.store import (
     DEAD,
@@ -34,6 +34,10 @@ from tidings.store import (
 )
 
 log = logging.getLogger("tidings.worker")
+
+#: How many times a message is handled again after a document conflict before the conflict
+#: counts as a failed attempt.
+CONFLICTS = 20
 
 
 def partition_of(stream: str, partitions: int) -> int:
@@ -355,7 +359,7 @@ class Runner:
                 self.positions[partition],
                 env.global_position,
             )
-            attempts = 0
+            attempts = conflicts = 0
             while True:
                 batch = self._batch()
                 batch.tx.checkpoints.append(move)
@@ -370,6 +374,9 @@ class Runner:
                     if not await self._commit(batch, 1):
                         return
                 except WrongExpectedVersion as exc:
+                    if await self._again(exc, conflicts):
+                        conflicts += 1
+                        continue
                     attempts = handled.attempts
                     if not self.route.policy.gives_up(attempts, exc):
                         continue
@@ -384,6 +391,17 @@ class Runner:
             batch = self._batch()
             batch.tx.checkpoints.extend(moves)
             await self._commit(batch, 0)
+
+    async def _again(self, conflict: WrongExpectedVersion, conflicts: int) -> bool:
+        """Whether to handle a message again on fresh reads after ``conflict``: a document
+        conflict (another partition wrote a document this handler read) is not the handler's
+        failure, up to ``CONFLICTS`` times; after a short jittered pause, so that the writers
+        of one document take turns."""
+        if not isinstance(conflict, DocumentConflict) or conflicts >= CONFLICTS:
+            return False
+        log.debug("%s: %s; handling the message again", self.route.name, conflict)
+        await asyncio.sleep(self.settings.rng.uniform(0, 0.002 * 2 ** min(conflicts, 5)))
+        return True
 
     # --- held messages ------------------------------------------------------------------------
 
@@ -421,38 +439,46 @@ class Runner:
                 )
                 return
             env = found[0]
-            if row.status in (WAITING, REPLAY):
-                # A message's first turn, or an operator's retry after a repair: the whole retry
-                # policy from the start (its earlier attempts stay in the history).
-                handled = await self.handling.handle(env, 0, immediate=True, overlay=None)
-            else:
-                handled = await self.handling.handle(
-                    env, row.attempts, immediate=False, overlay=None
-                )
+            # A message's first turn, or an operator's retry after a repair, gets the whole retry
+            # policy from the start (its earlier attempts stay in the history).
+            fresh = row.status in (WAITING, REPLAY)
             stay = CheckpointMove(
                 self.route.name, row.partition, self.settings.worker_id, position, position
             )
-            batch = self._batch()
-            batch.tx.checkpoints.append(stay)
-            batch.add(handled, env, row.partition, row.history)
-            done = handled.ok or handled.refused is not None
-            if done:
-                batch.tx.unheld.append(HeldDelete(self.route.name, row.global_position))
-                if sequenced:
-                    # The next in line becomes due in the same transaction: if this worker stops
-                    # here, whoever takes the partition over carries on from it.
-                    batch.tx.held.extend(_next_in_line(rows, index))
-            try:
-                if not await self._commit(batch, 1):
-                    return
-            except WrongExpectedVersion as exc:
+            conflicts = 0
+            while True:
+                handled = await self.handling.handle(
+                    env, 0 if fresh else row.attempts, immediate=fresh, overlay=None
+                )
                 batch = self._batch()
                 batch.tx.checkpoints.append(stay)
-                failed = self.handling.failed(handled.attempts, exc, "", [])
+                batch.add(handled, env, row.partition, row.history)
+                done = handled.ok or handled.refused is not None
+                if done:
+                    batch.tx.unheld.append(HeldDelete(self.route.name, row.global_position))
+                    if sequenced:
+                        # The next in line becomes due in the same transaction: if this worker
+                        # stops here, whoever takes the partition over carries on from it.
+                        batch.tx.held.extend(_next_in_line(rows, index))
+                conflict: WrongExpectedVersion | None = None
+                try:
+                    if not await self._commit(batch, 1):
+                        return
+                except WrongExpectedVersion as exc:
+                    conflict = exc
+                if conflict is None:
+                    break
+                if await self._again(conflict, conflicts):
+                    conflicts += 1
+                    continue
+                batch = self._batch()
+                batch.tx.checkpoints.append(stay)
+                failed = self.handling.failed(handled.attempts, conflict, "", [])
                 batch.add(failed, env, row.partition, row.history)
                 if not await self._commit(batch, 1):
                     return
                 done = False
+                break
             if sequenced and not done:
                 return
         self.blocked.discard(stream)

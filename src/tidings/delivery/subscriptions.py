@@ -9,6 +9,7 @@ can be counted without the application at hand.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import dataclasses
 import getpass
@@ -19,7 +20,12 @@ import msgspec
 from tidings.context import Services
 from tidings.delivery.handling import Route
 from tidings.delivery.runner import partition_of
-from tidings.errors import ConfigurationError, UnknownMessageType
+from tidings.errors import (
+    ConfigurationError,
+    NotCaughtUp,
+    SubscriptionNotFound,
+    UnknownMessageType,
+)
 from tidings.registry import Handlers
 from tidings.store import (
     DEAD,
@@ -246,6 +252,70 @@ class Subscriptions:
             held.get((name, WAITING), 0),
             workers,
             state,
+        )
+
+    async def caught_up(self, name: str, position: int, timeout: float) -> None:
+        """Return once the subscription has handled every message of its types up to the global
+        ``position`` (none is beyond a checkpoint, or held for a retry); else ``NotCaughtUp``
+        after ``timeout`` seconds, saying how far it got. Woken by commits of workers in this
+        process; polls (5 ms doubling to 250 ms) for workers elsewhere."""
+        await self._ready()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        poll = 0.005
+        while True:
+            behind = await self._behind(name, position)
+            if behind is None:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise NotCaughtUp(
+                    f"subscription {name!r} has not caught up with position {position} in "
+                    f"{timeout}s: {behind}; is a worker running it? (`tidings subscriptions`)"
+                )
+            await self.services.committer.checkpoints_moved(min(poll, remaining))
+            poll = min(poll * 2, 0.25)
+
+    async def _behind(self, name: str, position: int) -> str | None:
+        """How far the subscription is from having handled everything up to ``position``, or
+        None when it has."""
+        parts = await self.store.partitions(name)
+        route = next((r for r in routes_of(self.handlers) if r.name == name), None)
+        if not parts:
+            if route is None:
+                raise SubscriptionNotFound(
+                    f"no subscription named {name!r}: give a subscriber's name (or 'cmd:<type>' "
+                    "for a sent command's handler); see `tidings subscriptions`"
+                )
+            return "no worker has started it yet"
+        held = [
+            h
+            for h in await self.store.held(subscription=name)
+            if h.global_position <= position and h.status != DEAD
+        ]
+        checkpoints = {p.partition: p.position for p in parts}
+        lowest = min(checkpoints.values())
+        pending = 0
+        if lowest < position:
+            if route is not None:
+                types: builtins.list[str] | None = builtins.list(route.types)
+            else:
+                remembered = await self._remembered(name)
+                types = remembered.types if remembered is not None else None
+            if types is None:
+                pending = -1
+            else:
+                bounds = sorted({*checkpoints.values(), position})
+                for row in await self.store.backlog(types, bounds):
+                    partition = partition_of(row.stream, len(parts))
+                    if checkpoints[partition] <= row.after < position:
+                        pending += row.count
+        if pending == 0 and not held:
+            return None
+        count = "some" if pending < 0 else str(pending)
+        return (
+            f"{count} message(s) up to it not handled yet and {len(held)} held for a retry; "
+            f"its checkpoints are at {lowest}..{max(checkpoints.values())}"
         )
 
     async def reset(

@@ -191,12 +191,15 @@ class GroupWriter:
         streams = list(dict.fromkeys(op.stream for tx in txs for op in tx.appends))
         ids = list({m.id for tx in txs for op in tx.appends for m in op.messages})
         moved = sorted({(m.subscription, m.partition) for tx in txs for m in tx.checkpoints})
+        documents = sorted({(d.collection, d.key) for tx in txs for d in tx.documents})
         pid = conn.info.backend_pid
         plan: Plan | None = None
         try:
             async with conn.pipeline():
                 await conn.execute(b"BEGIN", prepare=False)
-                head_cur = await conn.execute(q["head_locked" if streams else "head"])
+                # Writers of documents take the append lock too: the versions read below then
+                # hold until this transaction commits.
+                head_cur = await conn.execute(q["head_locked" if streams or documents else "head"])
                 versions_cur = (
                     await conn.execute(q["stream_versions"], (streams,)) if streams else None
                 )
@@ -206,6 +209,14 @@ class GroupWriter:
                         q["lock_partitions"], ([s for s, _ in moved], [p for _, p in moved])
                     )
                     if moved
+                    else None
+                )
+                documents_cur = (
+                    await conn.execute(
+                        q["document_versions"],
+                        ([c for c, _ in documents], [k for _, k in documents]),
+                    )
+                    if documents
                     else None
                 )
             found = await head_cur.fetchone()
@@ -219,6 +230,7 @@ class GroupWriter:
                 {(s, p): (o, pos) for s, p, o, pos in await parts_cur.fetchall()}
                 if parts_cur
                 else {},
+                {(c, k): v for c, k, v in await documents_cur.fetchall()} if documents_cur else {},
             )
             plan = plan_group(txs, head)
             async with conn.pipeline():
@@ -229,6 +241,8 @@ class GroupWriter:
                     await conn.cursor().executemany(q["move_checkpoint"], plan.checkpoint_rows())
                 if plan.outcomes:
                     await conn.execute(q["upsert_outcomes"], (now, *plan.outcome_columns()))
+                if plan.documents:
+                    await conn.cursor().executemany(q["put_document"], plan.document_rows())
                 for name, params in plan.statements:
                     await conn.cursor().executemany(q[name], params)
                 if plan.rows:

@@ -45,6 +45,11 @@ FROM unnest(%s::text[]) AS s
 -- name: known_ids
 SELECT id, global_position FROM {schema}.log WHERE id = ANY(%s::text[])
 
+-- name: document_versions
+SELECT d.collection, d.key, d.version
+FROM {schema}.documents AS d
+WHERE (d.collection, d.key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+
 -- name: lock_partitions
 SELECT subscription, partition, owner, position
 FROM {schema}.partitions
@@ -91,11 +96,9 @@ ON CONFLICT (message_id) DO UPDATE SET
     attempts = excluded.attempts, updated_at = excluded.updated_at
 
 -- name: put_document
-INSERT INTO {schema}.documents (collection, key, data) VALUES (%s, %s, %s)
-ON CONFLICT (collection, key) DO UPDATE SET data = excluded.data
-
--- name: delete_document
-DELETE FROM {schema}.documents WHERE collection = %s AND key = %s
+-- A delete writes NULL data: the row keeps the document's version.
+INSERT INTO {schema}.documents (collection, key, data, version) VALUES (%s, %s, %s, %s)
+ON CONFLICT (collection, key) DO UPDATE SET data = excluded.data, version = excluded.version
 
 -- name: schedule
 INSERT INTO {schema}.scheduled (id, due_at, stream, kind, type, version, data, correlation_id,
@@ -290,10 +293,11 @@ FROM {schema}.scheduled WHERE due_at <= {now} ORDER BY due_at, id LIMIT %s
 SELECT min(due_at) - {now} FROM {schema}.scheduled
 
 -- name: get_document
-SELECT data FROM {schema}.documents WHERE collection = %s AND key = %s
+SELECT data, version FROM {schema}.documents WHERE collection = %s AND key = %s
 
 -- name: documents
-SELECT key, data FROM {schema}.documents WHERE collection = %s ORDER BY key LIMIT %s
+SELECT key, data FROM {schema}.documents WHERE collection = %s AND data IS NOT NULL
+ORDER BY key LIMIT %s
 
 -- name: audit_entries
 SELECT actor, action, target, detail, at, id FROM {schema}.audit ORDER BY id DESC LIMIT %s

@@ -38,6 +38,7 @@ from tidings.store import (
     AuditEntry,
     Backlog,
     ChangeFeed,
+    Document,
     Held,
     Outcome,
     PartitionInfo,
@@ -479,9 +480,9 @@ class PostgresStore(Store, ChangeFeed):
         found = (await self._rows("next_due"))[0][0]
         return None if found is None else max(0.0, float(found))
 
-    async def get_document(self, collection: str, key: str) -> bytes | None:
+    async def document(self, collection: str, key: str) -> Document:
         rows = await self._rows("get_document", (collection, key))
-        return rows[0][0] if rows else None
+        return Document(rows[0][0], rows[0][1]) if rows else Document(None, 0)
 
     async def documents(self, collection: str, *, limit: int = 1000) -> list[tuple[str, bytes]]:
         return [(k, d) for k, d in await self._rows("documents", (collection, limit))]

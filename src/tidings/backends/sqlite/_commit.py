@@ -51,12 +51,21 @@ class GroupWriter:
         # SQLite's clock when due times are set (they are compared with it, at its resolution),
         # else this process's: the same clock, without a statement.
         now = float(cursor.execute(Q["now"]).fetchone()[0]) if clock else time.time()
+        # Document versions are always read: no unique index would catch a wrong guess of one.
+        documents = _documents(cursor, txs)
         plan = None
         if known:
-            head = Head(self._top, now, self._remembered(streams), {}, _partitions(cursor, moved))
+            head = Head(
+                self._top,
+                now,
+                self._remembered(streams),
+                {},
+                _partitions(cursor, moved),
+                dict(documents),
+            )
             plan = self._guess(cursor, txs, head)
         if plan is None:
-            head = Head(0, now, {}, {}, _partitions(cursor, moved))
+            head = Head(0, now, {}, {}, _partitions(cursor, moved), documents)
             _read(cursor, txs, head)
             plan = plan_group(txs, head)
             _write_log(cursor, plan)
@@ -115,6 +124,15 @@ def _partitions(
     return {(s, p): (owner, position) for s, p, owner, position in found}
 
 
+def _documents(cursor: sqlite3.Cursor, txs: list[Transaction]) -> dict[tuple[str, str], int]:
+    """The version of every stored document the group writes or checks."""
+    keys = {(doc.collection, doc.key) for tx in txs for doc in tx.documents}
+    if not keys:
+        return {}
+    found = cursor.execute(Q["document_versions"], (json_array(keys),)).fetchall()
+    return {(c, k): version for c, k, version in found}
+
+
 def _write_log(cursor: sqlite3.Cursor, plan: Plan) -> None:
     """Insert the plan's log rows, or (raising) none of them."""
     if len(plan.rows) == 1:
@@ -137,6 +155,8 @@ def _write_rest(cursor: sqlite3.Cursor, plan: Plan) -> None:
         cursor.executemany(Q["move_checkpoint"], plan.checkpoint_rows())
     if plan.outcomes:
         cursor.executemany(Q["upsert_outcome"], plan.outcome_rows())
+    if plan.documents:
+        cursor.executemany(Q["put_document"], plan.document_rows())
     if plan.applied:
         for name, params in plan.statements:
             cursor.executemany(Q[name], params)

@@ -47,6 +47,13 @@ RELEASE log_rows
 -- name: known_id
 SELECT global_position FROM tidings_log WHERE id = ?
 
+-- name: document_versions
+-- ? is a JSON array of [collection, key] pairs.
+SELECT d.collection, d.key, d.version
+FROM json_each(?) AS j
+JOIN tidings_documents AS d
+  ON d.collection = json_extract(j.value, '$[0]') AND d.key = json_extract(j.value, '$[1]')
+
 -- name: moved_partitions
 -- ? is a JSON array of [subscription, partition] pairs.
 SELECT p.subscription, p.partition, p.owner, p.position
@@ -82,10 +89,9 @@ ON CONFLICT (subscription, global_position) DO UPDATE SET
 DELETE FROM tidings_held WHERE subscription = ? AND global_position = ?
 
 -- name: put_document
-INSERT OR REPLACE INTO tidings_documents (collection, key, data) VALUES (?, ?, ?)
-
--- name: delete_document
-DELETE FROM tidings_documents WHERE collection = ? AND key = ?
+-- A delete writes NULL data: the row keeps the document's version.
+INSERT INTO tidings_documents (collection, key, data, version) VALUES (?, ?, ?, ?)
+ON CONFLICT (collection, key) DO UPDATE SET data = excluded.data, version = excluded.version
 
 -- name: schedule
 INSERT OR IGNORE INTO tidings_scheduled (id, due_at, stream, kind, type, version, data,
@@ -268,10 +274,11 @@ FROM tidings_scheduled WHERE due_at <= {now} ORDER BY due_at, id LIMIT ?
 SELECT min(due_at) - {now} FROM tidings_scheduled
 
 -- name: get_document
-SELECT data FROM tidings_documents WHERE collection = ? AND key = ?
+SELECT data, version FROM tidings_documents WHERE collection = ? AND key = ?
 
 -- name: documents
-SELECT key, data FROM tidings_documents WHERE collection = ? ORDER BY key LIMIT ?
+SELECT key, data FROM tidings_documents WHERE collection = ? AND data IS NOT NULL
+ORDER BY key LIMIT ?
 
 -- name: audit_entries
 SELECT actor, action, target, detail, at, id FROM tidings_audit ORDER BY id DESC LIMIT ?

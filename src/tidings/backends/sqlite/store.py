@@ -34,6 +34,7 @@ from tidings.store import (
     AppendOp,
     AuditEntry,
     Backlog,
+    Document,
     Held,
     Outcome,
     PartitionInfo,
@@ -321,9 +322,9 @@ class SqliteStore(Store):
         rows = await self._db.read("next_due")
         return None if rows[0][0] is None else max(0.0, float(rows[0][0]))
 
-    async def get_document(self, collection: str, key: str) -> bytes | None:
+    async def document(self, collection: str, key: str) -> Document:
         rows = await self._db.read("get_document", (collection, key))
-        return rows[0][0] if rows else None
+        return Document(rows[0][0], rows[0][1]) if rows else Document(None, 0)
 
     async def documents(self, collection: str, *, limit: int = 1000) -> list[tuple[str, bytes]]:
         rows = await self._db.read("documents", (collection, limit))
