@@ -185,6 +185,20 @@ class DocumentDecodeError(TidingsError):
         self.detail = detail
 
 
+class MessageValidationError(MessageError, ValueError):
+    """A message does not match its declared type; nothing of its unit of work was written."""
+
+    def __init__(self, type_name: str, detail: str, path: str | None = None) -> None:
+        super().__init__(
+            f"{type_name} is not valid: {detail}. Give every field a value of its declared type "
+            "(nothing was written)"
+        )
+        self.type_name = type_name
+        self.detail = detail
+        #: where in the message the bad value is, as msgspec writes it (``$.items[0].sku``)
+        self.path = path
+
+
 class MessageTooLarge(MessageError):
     """The encoded message is larger than the store accepts; keep large blobs elsewhere and send a reference."""
 

@@ -9,9 +9,9 @@ from tidings.messages import (
     Command,
     Event,
     Message,
+    MessageCodec,
     NewMessage,
     TypeRegistry,
-    encode,
     encode_headers,
     internal_stream,
     uuid7,
@@ -22,8 +22,8 @@ from tidings.store import ANY
 
 
 class MessageFactory:
-    """Gives a message its id, kind, type name, version and JSON payload (within
-    ``max_message_bytes``), and its correlation and causation.
+    """Gives a message its id, kind, type name, version and JSON payload (checked against its
+    class, within ``max_message_bytes``), and its correlation and causation.
 
     It registers every message class it meets with ``registry`` (for decoding), and remembers
     which command types were sent, so that ``App.validate`` can find those without a handler.
@@ -34,19 +34,28 @@ class MessageFactory:
     ) -> None:
         self.registry = registry
         self.max_message_bytes = max_message_bytes
-        #: what an envelope says of each class met: kind, type name, version
-        self._meta: dict[type[Message], tuple[str, str, int]] = {}
+        #: the codec of each class met
+        self._codecs: dict[type[Message], MessageCodec] = {}
         self._sent: set[type[Command]] = set()
 
     def register(self, *classes: type[Message]) -> None:
         """Make message classes known (for decoding, validation and the advisor)."""
         for cls in classes:
-            self.registry.register(cls)
-            self._meta[cls] = (cls.__kind__, cls.__type_name__, cls.__version__)
+            self._codecs[cls] = self.registry.codec(cls)
 
     def known(self) -> set[type[Message]]:
         """Every message class met: registered, handled, recorded or sent."""
-        return self._meta.keys() | self._sent
+        return self._codecs.keys() | self._sent
+
+    def validate(self, message: Message) -> None:
+        """Raise ``MessageValidationError`` unless every field of ``message`` has a value of its
+        declared type (for a message that is handled but not stored: an invoked command)."""
+        (self._codecs.get(type(message)) or self._codec(message)).encode(message)
+
+    def _codec(self, message: Message) -> MessageCodec:
+        """The codec of a class not met before."""
+        self.register(type(message))
+        return self._codecs[type(message)]
 
     def new(
         self,
@@ -58,22 +67,19 @@ class MessageFactory:
         id: str | None = None,
     ) -> NewMessage:
         """``message`` encoded, with ``id`` (validated) or a new UUIDv7; a message without a
-        correlation id starts its own correlation."""
-        meta = self._meta.get(type(message))
-        if meta is None:
-            self.register(type(message))
-            meta = self._meta[type(message)]
+        correlation id starts its own correlation. Raises ``MessageValidationError`` when a
+        field's value does not match its declared type."""
+        codec = self._codecs.get(type(message)) or self._codec(message)
         message_id = uuid7() if id is None else validate_message_id(id)
-        kind, type_name, version = meta
         return NewMessage(
             message_id,
-            kind,
-            type_name,
-            version,
-            encode(message, self.max_message_bytes),
+            codec.kind,
+            codec.type_name,
+            codec.version,
+            codec.encode(message, self.max_message_bytes),
             correlation_id or message_id,
             causation_id,
-            encode_headers(headers),
+            None if headers is None else encode_headers(headers),
         )
 
     def events(

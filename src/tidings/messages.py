@@ -25,6 +25,7 @@ from tidings.errors import (
     InvalidName,
     MessageDecodeError,
     MessageTooLarge,
+    MessageValidationError,
     ReservedName,
     UnknownMessageType,
 )
@@ -336,16 +337,58 @@ _encoder = msgspec.json.Encoder()
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def encode(message: Message, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
-    """Encode a message's payload as JSON, refusing payloads over ``max_bytes``."""
-    data = _encoder.encode(message)
-    if len(data) > max_bytes:
-        raise MessageTooLarge(
-            f"{type(message).__type_name__} encodes to {len(data)} bytes, over the limit of "
-            f"{max_bytes}: store large content elsewhere and put a reference in the message, "
-            "or raise the App's max_message_bytes"
-        )
-    return data
+class MessageCodec:
+    """One message class's payloads: encoded as JSON, and checked against the class on the way in.
+
+    A payload is checked by decoding it back into its class, so a message that is stored is one
+    that can be read: a value of the wrong type (``qty="two"`` for an ``int``, ``None`` for a
+    ``str``) is refused with msgspec's words for what was expected and where."""
+
+    __slots__ = ("cls", "decode", "kind", "type_name", "version")
+
+    def __init__(self, cls: type[Message]) -> None:
+        self.cls = cls
+        self.kind: str = cls.__kind__
+        self.type_name = cls.__type_name__
+        self.version = cls.__version__
+        #: a payload of this class's version, decoded (raises ``msgspec.ValidationError``)
+        self.decode: Callable[[bytes], Any] = msgspec.json.Decoder(cls).decode
+
+    def encode(self, message: Message, max_bytes: int | None = None) -> bytes:
+        """``message``'s JSON payload. Raises ``MessageValidationError`` when a field's value does
+        not match its declared type, ``MessageTooLarge`` when the payload is over ``max_bytes``."""
+        try:
+            data = _encoder.encode(message)
+            self.decode(data)
+        except msgspec.ValidationError as exc:
+            path = str(exc).partition(" - at ")[2].strip("`")
+            raise MessageValidationError(self._name(), str(exc), path or None) from None
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise self._unencodable(message, exc) from None
+        if max_bytes is not None and len(data) > max_bytes:
+            raise MessageTooLarge(
+                f"{self.type_name} encodes to {len(data)} bytes, over the limit of "
+                f"{max_bytes}: store large content elsewhere and put a reference in the message, "
+                "or raise the App's max_message_bytes"
+            )
+        return data
+
+    def _name(self) -> str:
+        name = self.cls.__qualname__
+        return name if name == self.type_name else f"{name} (type {self.type_name!r})"
+
+    def _unencodable(self, message: Message, exc: Exception) -> MessageValidationError:
+        """The error for a message with a value JSON cannot hold, naming the first such field."""
+        for field in msgspec.structs.fields(self.cls):
+            try:
+                _encoder.encode(getattr(message, field.name))
+            except (TypeError, msgspec.EncodeError):
+                expected = getattr(field.type, "__name__", None) or repr(field.type)
+                path = f"$.{field.encode_name}"
+                return MessageValidationError(
+                    self._name(), f"Expected `{expected}`, {exc} - at `{path}`", path
+                )
+        return MessageValidationError(self._name(), str(exc))
 
 
 def encode_headers(headers: dict[str, str] | None) -> bytes | None:
@@ -372,7 +415,7 @@ class TypeRegistry:
 
     def __init__(self) -> None:
         self._classes: dict[str, type[Message]] = {}
-        self._decoders: dict[type[Message], msgspec.json.Decoder[Any]] = {}
+        self._codecs: dict[type[Message], MessageCodec] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
 
     def register(self, cls: type[Message]) -> type[Message]:
@@ -392,6 +435,13 @@ class TypeRegistry:
 
     def __contains__(self, cls: object) -> bool:
         return isinstance(cls, type) and self._classes.get(getattr(cls, "__type_name__", "")) is cls
+
+    def codec(self, cls: type[Message]) -> MessageCodec:
+        """The codec of a message class, registering the class when it is new."""
+        codec = self._codecs.get(cls)
+        if codec is None:
+            codec = self._codecs[self.register(cls)] = MessageCodec(cls)
+        return codec
 
     def classes(self) -> list[type[Message]]:
         """The registered classes."""
@@ -448,10 +498,7 @@ class TypeRegistry:
             )
         try:
             if envelope.version == cls.__version__:
-                decoder = self._decoders.get(cls)
-                if decoder is None:
-                    decoder = self._decoders[cls] = msgspec.json.Decoder(cls)
-                return decoder.decode(envelope.data)  # type: ignore[no-any-return]
+                return self.codec(cls).decode(envelope.data)  # type: ignore[no-any-return]
             return self._upcast(cls, envelope)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise MessageDecodeError(

@@ -81,7 +81,9 @@ class CommandHandler:
         correlation_id: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
-        """Run the command now and commit what it wrote; return its result."""
+        """Check the command against its type, run it now and commit what it wrote; return its
+        result."""
+        services.factory.validate(command)
         message_id = uuid7()
         correlation_id = correlation_id or message_id
         if self.decider is not None:
