@@ -54,19 +54,21 @@ class Decider(Generic[S]):
     def __post_init__(self) -> None:
         try:
             params = inspect.signature(self.stream).parameters.values()
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError):  # a builtin (operator.attrgetter): the one-argument form
+            object.__setattr__(self, "reads", False)
+            return
+        required = [
+            p
+            for p in params
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+        if not 1 <= len(required) <= 2:
             raise ConfigurationError(
-                f"Decider: cannot read the parameters of stream={self.stream!r} ({exc}); give "
-                "a function stream(command) -> str, or async stream(command, reader) -> str"
-            ) from exc
-        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        if not 1 <= len(positional) <= 2:
-            raise ConfigurationError(
-                f"Decider: stream={callable_name(self.stream)} takes {len(positional)} "
+                f"Decider: stream={callable_name(self.stream)} takes {len(required)} "
                 "parameters; give stream(command) -> str, or async stream(command, reader) -> "
                 "str to look the stream up"
             )
-        object.__setattr__(self, "reads", len(positional) == 2)
+        object.__setattr__(self, "reads", len(required) == 2)
 
     def initial_state(self) -> S:
         """A fresh initial state."""

@@ -7,6 +7,7 @@ Every test runs on a SQLite file, invoked and sent.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -157,3 +158,8 @@ def test_given_shows_the_result_an_invoke_returns() -> None:
     given(products, [BatchCreated("b1", "LAMP", 20)]).when(
         ChangeBatchQuantity("b1", 3)
     ).then_result("b1")
+
+
+def test_a_stream_function_without_a_readable_signature_takes_the_command() -> None:
+    by_ref = Decider(decide, evolve, dict, operator.attrgetter("ref"))
+    assert not by_ref.reads
