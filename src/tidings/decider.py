@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
-from tidings.context import Context, Services, recorded
+from tidings.context import Context, Services, recorded, refusal
 from tidings.dependencies import callable_name
 from tidings.errors import ConfigurationError, Refused, StateMutated, WrongExpectedVersion
 from tidings.messages import Command, Event, validate_stream
@@ -262,7 +262,7 @@ class DeciderHandler(Generic[S]):
     async def __call__(self, command: Command, ctx: Context) -> Any:
         """Handle a sent command: load its stream, decide, append at the version loaded."""
         decider = self.decider
-        stream = await decider.route(command, ctx.reader)
+        stream = await decider.route(command, ctx.reader)  # its refusal records as a handler's
         state, version = await ctx.load(stream, decider.evolve, decider.initial)
         try:
             events = decider.decided(command, state, check_purity=self.check_purity, stream=stream)
@@ -276,19 +276,26 @@ class DeciderHandler(Generic[S]):
     def refusal(self, ctx: Context, refused: Refused) -> Transaction | None:
         """What a refusal ``__call__`` raised commits: the events it records, appended to the
         stream at the version decided on (None when it records nothing)."""
-        events = recorded(refused)
-        if not events or refused.stream is None:
-            return None
+        if refused.stream is None or not refused.record:  # refused by ``stream``, not decided
+            return refusal(ctx, refused)
         unit = ctx.fresh()
         expected = ANY if refused.expected_version is None else refused.expected_version
-        self.decider.write(unit, refused.stream, events, expected)
+        self.decider.write(unit, refused.stream, recorded(refused), expected)
         return unit.writes
 
     async def invoke(
         self, command: Command, services: Services, message_id: str, correlation_id: str
     ) -> Any:
         """Decide ``command`` now, on its stream's turn, and commit what it decided."""
-        stream = await self.decider.route(command, services.reader)
+        try:
+            stream = await self.decider.route(command, services.reader)
+        except Refused as refused:  # records what it names, as a plain handler's refusal
+            tx = refusal(
+                Context(services.factory, services.reader, message_id, correlation_id), refused
+            )
+            if tx:
+                await services.committer.commit(tx)
+            raise
         await self.turns.acquire(stream)
         try:
             events = await self._decide(command, stream, services, message_id, correlation_id)

@@ -163,3 +163,23 @@ def test_given_shows_the_result_an_invoke_returns() -> None:
 def test_a_stream_function_without_a_readable_signature_takes_the_command() -> None:
     by_ref = Decider(decide, evolve, dict, operator.attrgetter("ref"))
     assert not by_ref.reads
+
+
+async def test_a_refusal_of_the_lookup_records_what_it_names(tmp_path: Path) -> None:
+    class Missing(Event, type_name="route.Missing"):
+        ref: str
+
+    async def strict_stream(command: ChangeBatchQuantity, reader: Repository) -> str:
+        raise Refused("no batch", record=[Missing(command.ref)], stream="missing-batches")
+
+    strict = Decider[Product](decide, evolve, dict, strict_stream)
+    app = App("strict", store=f"sqlite:///{tmp_path / 's.db'}")
+    app.decider(strict, ChangeBatchQuantity)
+    async with app:
+        with pytest.raises(Refused, match="no batch"):
+            await app.invoke(ChangeBatchQuantity("b9", 1))
+        ticket = await app.send(ChangeBatchQuantity("b8", 1))
+        await app.worker().drain()
+        assert (await ticket.outcome(timeout=5)).status == "refused"
+        found = await app.read_stream("missing-batches")
+        assert [env.message for env in found] == [Missing("b9"), Missing("b8")]
