@@ -254,16 +254,24 @@ class App:
         retry_on_conflict: int = 5,
         policy: RetryPolicy | None = None,
         cache: int = 4096,
+        check_purity: bool = False,
     ) -> Decider[S]:
         """Handle ``commands`` with a :class:`Decider`: load its stream, decide, append at the
         version loaded. In this process, commands for one stream take turns; a conflict with
         another process is re-decided up to ``retry_on_conflict`` times.
 
         ``cache`` is how many streams' states this process keeps after committing to them (0: load
-        every time): see :class:`~tidings.decider.DeciderHandler`.
+        every time): see :class:`~tidings.decider.DeciderHandler`. ``check_purity`` raises
+        ``StateMutated`` when ``decide`` changes its state (a pickle of the state before and after
+        each decide: for tests; ``tidings.testing.Harness`` turns it on).
         """
         self.handlers.decider(
-            decider, commands, retry_on_conflict=retry_on_conflict, policy=policy, cache=cache
+            decider,
+            commands,
+            retry_on_conflict=retry_on_conflict,
+            policy=policy,
+            cache=cache,
+            check_purity=check_purity,
         )
         return decider
 

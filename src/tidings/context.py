@@ -19,6 +19,7 @@ from typing import Any, TypeVar, overload
 import msgspec
 
 from tidings.committer import Committer
+from tidings.errors import Refused
 from tidings.factory import MessageFactory
 from tidings.messages import Command, Envelope, Event, NewMessage, validate_stream
 from tidings.repository import Repository, decode_document
@@ -257,6 +258,19 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
         else:
             self._checks.append(check)
 
+    def fresh(self) -> Context:
+        """A new, empty unit of work for the same message."""
+        return Context(
+            self.factory,
+            self.reader,
+            self.message_id,
+            self.correlation_id,
+            self.causation_id,
+            self.headers,
+            self.stream,
+            self.attempt,
+        )
+
     @property
     def transaction(self) -> Transaction:
         """What this handler will commit (read-only use: tests and middleware)."""
@@ -269,3 +283,30 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
     def writes(self) -> Transaction | None:
         """What this handler will commit, or None when it wrote nothing."""
         return self._tx
+
+
+def recorded(refused: Refused) -> list[Event]:
+    """The events a refusal records, checked to be events."""
+    for event in refused.record:
+        if not isinstance(event, Event):
+            raise TypeError(
+                f"Refused(record=...) takes the events the refusal records, got "
+                f"{type(event).__name__}: a refusal records facts; a command is sent (ctx.send)"
+            )
+    return list(refused.record)
+
+
+def refusal(ctx: Context, refused: Refused) -> Transaction | None:
+    """What a handler's refusal commits: the events it records, in a unit of work of their own
+    (what the handler wrote through ``ctx`` is dropped); None when it records nothing."""
+    events = recorded(refused)
+    if not events:
+        return None
+    unit = ctx.fresh()
+    if refused.stream is not None:
+        expected = ANY if refused.expected_version is None else refused.expected_version
+        unit.append(refused.stream, events, expected_version=expected)
+    else:
+        for event in events:
+            unit.publish(event)
+    return unit.writes

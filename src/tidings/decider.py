@@ -9,32 +9,66 @@ concurrent write (``WrongExpectedVersion``) is always safe, and :class:`DeciderH
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import inspect
+import pickle
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
-from tidings.context import Context, Services
-from tidings.errors import WrongExpectedVersion
+from tidings.context import Context, Services, recorded, refusal
+from tidings.dependencies import callable_name
+from tidings.errors import ConfigurationError, Refused, StateMutated, WrongExpectedVersion
 from tidings.messages import Command, Event, validate_stream
-from tidings.repository import initial_state
-from tidings.store import AppendOp, Transaction
+from tidings.repository import Repository, initial_state
+from tidings.store import ANY, Transaction
 
 S = TypeVar("S")
+
+#: A document a decider's index writes with its events: (collection, key, value; None deletes it).
+IndexWrite = tuple[str, str, Any]
 
 
 @dataclass(frozen=True)
 class Decider(Generic[S]):
     """The pure core of an aggregate.
 
-    ``initial`` is the state of an empty stream (or a function making it, for mutable states);
-    ``stream`` names the stream a command acts on.
+    ``initial`` is the state of an empty stream (or a function making it, for mutable states).
+    ``stream`` names the stream a command acts on: ``stream(command) -> str``, or, when the
+    command does not say it, ``async stream(command, reader) -> str`` reading documents or
+    streams through ``reader`` (a :class:`~tidings.repository.Repository`). ``index(event)``
+    gives the documents each appended event writes (a lookup ``stream`` reads), committed
+    atomically with the events. ``result(events)`` is what an invoke returns (default: the
+    events). ``decide`` must not change the state it is given (see ``check_purity``).
     """
 
     decide: Callable[[Any, S], Sequence[Event]]
     evolve: Callable[[S, Any], S]
     initial: S | Callable[[], S]
-    stream: Callable[[Any], str]
+    stream: Callable[..., str | Awaitable[str]]
+    index: Callable[[Any], Iterable[IndexWrite]] | None = None
+    result: Callable[[list[Event]], Any] | None = None
+    #: whether ``stream`` takes the reader (it has two parameters)
+    reads: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            params = inspect.signature(self.stream).parameters.values()
+        except (TypeError, ValueError):  # a builtin (operator.attrgetter): the one-argument form
+            object.__setattr__(self, "reads", False)
+            return
+        required = [
+            p
+            for p in params
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+        if not 1 <= len(required) <= 2:
+            raise ConfigurationError(
+                f"Decider: stream={callable_name(self.stream)} takes {len(required)} "
+                "parameters; give stream(command) -> str, or async stream(command, reader) -> "
+                "str to look the stream up"
+            )
+        object.__setattr__(self, "reads", len(required) == 2)
 
     def initial_state(self) -> S:
         """A fresh initial state."""
@@ -47,9 +81,63 @@ class Decider(Generic[S]):
             current = self.evolve(current, event)
         return current
 
-    def run(self, command: Command, events: Sequence[Event]) -> list[Event]:
-        """Decide ``command`` on the state ``events`` give, without a store (for tests)."""
-        return list(self.decide(command, self.fold(events)))
+    def run(
+        self, command: Command, events: Sequence[Event], *, check_purity: bool = True
+    ) -> list[Event]:
+        """Decide ``command`` on the state ``events`` give, without a store (for tests); with
+        ``check_purity``, ``StateMutated`` if ``decide`` changes the state."""
+        return self.decided(command, self.fold(events), check_purity=check_purity)
+
+    def decided(
+        self, command: Command, state: S, *, check_purity: bool, stream: str | None = None
+    ) -> list[Event]:
+        """``decide(command, state)`` as a list; with ``check_purity``, ``StateMutated`` (also
+        in place of a refusal) if it changed ``state``."""
+        if not check_purity:
+            return list(self.decide(command, state))
+        before = snapshot(state)
+        try:
+            return list(self.decide(command, state))
+        finally:
+            if snapshot(state) != before:
+                raise StateMutated(callable_name(self.decide), type(command).__name__, stream)
+
+    async def route(self, command: Command, reader: Repository) -> str:
+        """The stream ``command`` acts on (validated)."""
+        found = self.stream(command, reader) if self.reads else self.stream(command)
+        if inspect.isawaitable(found):
+            found = await found
+        return validate_stream(found)
+
+    def write(self, ctx: Context, stream: str, events: Sequence[Event], version: int) -> None:
+        """Add ``events`` to ``ctx``'s unit of work: appended at ``version``, with the documents
+        ``index`` says they write."""
+        ctx.append(stream, events, expected_version=version)
+        if self.index is None:
+            return
+        for event in events:
+            for collection, key, value in self.index(event):
+                if value is None:
+                    ctx.delete(collection, key)
+                else:
+                    ctx.put(collection, key, value)
+
+    def answer(self, events: list[Event]) -> Any:
+        """What handling a command returns: ``result(events)``, or the events."""
+        return events if self.result is None else self.result(events)
+
+
+def snapshot(state: object) -> bytes:
+    """The state's pickle, to tell whether ``decide`` changed it."""
+    try:
+        return pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"check_purity compares a decider's state before and after decide by pickling it, "
+            f"and a {type(state).__name__} cannot be pickled ({exc}); make the state picklable, "
+            "or turn the check off (app.decider(..., check_purity=False), given(..., "
+            "check_purity=False))"
+        ) from exc
 
 
 class StreamStates(Generic[S]):
@@ -149,38 +237,71 @@ class DeciderHandler(Generic[S]):
     append at that version confirms the state; when it conflicts, the stream is loaded and the
     command decided again (not counted as one of ``retry_on_conflict``). A refusal, no events or
     an exception decided on such an assumed state is given only once a read finds nothing beyond
-    it. Sent commands, which the worker runs without turns, always load the stream.
+    it; a refusal that records events is appended like decided events. Sent commands, which the
+    worker runs without turns, always load the stream. ``check_purity`` compares each state
+    before and after ``decide`` (a cost per command: for tests; the harness turns it on).
     """
 
-    def __init__(self, decider: Decider[S], *, retry_on_conflict: int, cache: int) -> None:
+    def __init__(
+        self,
+        decider: Decider[S],
+        *,
+        retry_on_conflict: int,
+        cache: int,
+        check_purity: bool = False,
+    ) -> None:
         self.decider = decider
         self.retry_on_conflict = retry_on_conflict
+        self.check_purity = check_purity
         self.states: StreamStates[S] | None = StreamStates(cache, decider.fold) if cache else None
         self.turns = StreamTurns()
 
     def __repr__(self) -> str:
-        return f"Decider({getattr(self.decider.decide, '__qualname__', 'decide')})"
+        return f"Decider({callable_name(self.decider.decide)})"
 
-    async def __call__(self, command: Command, ctx: Context) -> list[Event]:
+    async def __call__(self, command: Command, ctx: Context) -> Any:
         """Handle a sent command: load its stream, decide, append at the version loaded."""
         decider = self.decider
-        stream = decider.stream(command)
+        stream = await decider.route(command, ctx.reader)  # its refusal records as a handler's
         state, version = await ctx.load(stream, decider.evolve, decider.initial)
-        events = list(decider.decide(command, state))
+        try:
+            events = decider.decided(command, state, check_purity=self.check_purity, stream=stream)
+        except Refused as refused:
+            refused.stream, refused.expected_version = stream, version
+            raise
         if events:
-            ctx.append(stream, events, expected_version=version)
-        return events
+            decider.write(ctx, stream, events, version)
+        return decider.answer(events)
+
+    def refusal(self, ctx: Context, refused: Refused) -> Transaction | None:
+        """What a refusal ``__call__`` raised commits: the events it records, appended to the
+        stream at the version decided on (None when it records nothing)."""
+        if refused.stream is None or not refused.record:  # refused by ``stream``, not decided
+            return refusal(ctx, refused)
+        unit = ctx.fresh()
+        expected = ANY if refused.expected_version is None else refused.expected_version
+        self.decider.write(unit, refused.stream, recorded(refused), expected)
+        return unit.writes
 
     async def invoke(
         self, command: Command, services: Services, message_id: str, correlation_id: str
-    ) -> list[Event]:
+    ) -> Any:
         """Decide ``command`` now, on its stream's turn, and commit what it decided."""
-        stream = validate_stream(self.decider.stream(command))
+        try:
+            stream = await self.decider.route(command, services.reader)
+        except Refused as refused:  # records what it names, as a plain handler's refusal
+            tx = refusal(
+                Context(services.factory, services.reader, message_id, correlation_id), refused
+            )
+            if tx:
+                await services.committer.commit(tx)
+            raise
         await self.turns.acquire(stream)
         try:
-            return await self._decide(command, stream, services, message_id, correlation_id)
+            events = await self._decide(command, stream, services, message_id, correlation_id)
         finally:
             self.turns.release(stream)
+        return self.decider.answer(events)
 
     async def _decide(
         self,
@@ -201,8 +322,12 @@ class DeciderHandler(Generic[S]):
         while True:
             failure: Exception | None = None
             try:
-                events = list(decider.decide(command, state))
-            except Exception as exc:  # a refusal, or decide not expecting this state
+                events = decider.decided(
+                    command, state, check_purity=self.check_purity, stream=stream
+                )
+            except Refused as refused:  # a refusal may record events all the same
+                events, failure = recorded(refused), refused
+            except Exception as exc:  # decide not expecting this state
                 events, failure = [], exc
             if not events:
                 if assumed:  # only an append confirms an assumed state: read beyond it
@@ -215,9 +340,10 @@ class DeciderHandler(Generic[S]):
                 if failure is not None:
                     raise failure
                 return events
-            messages = services.factory.events(events, correlation_id, message_id)
+            unit = Context(services.factory, reader, message_id, correlation_id)
+            decider.write(unit, stream, events, version)
             try:
-                await services.committer.commit(Transaction([AppendOp(stream, messages, version)]))
+                await services.committer.commit(unit.transaction)
             except WrongExpectedVersion:
                 if not assumed:
                     if conflicts >= self.retry_on_conflict:
@@ -227,6 +353,8 @@ class DeciderHandler(Generic[S]):
                 assumed = False
                 continue
             self._keep(stream, state, version, events)
+            if failure is not None:
+                raise failure
             return events
 
     def _keep(self, stream: str, state: S, version: int, events: Sequence[Event] = ()) -> None:

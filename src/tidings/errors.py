@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import msgspec
 
 
@@ -32,12 +35,31 @@ class Refused(TidingsError):
     Subclass it for refusals a caller tells apart (``except OutOfStock``): a sent command's
     ``ticket.result()`` raises the same class when it is loaded in the caller's process, with
     the attributes that are plain JSON values (else ``Refused`` with the reason and code).
+
+    ``record`` are events the refusal records all the same ("out of stock" is a refusal and a
+    fact): they alone are committed, atomically with a sent command's outcome. A decider appends
+    them to its stream at the version it decided on; a plain handler's are appended to
+    ``stream`` (at ``expected_version``, when given) or else published, each to its type's stream.
     """
 
-    def __init__(self, reason: str, *, code: str | None = None) -> None:
+    #: attributes that say what the refusal records, not what it is (never recorded with it)
+    _RECORDING = frozenset(("reason", "code", "record", "stream", "expected_version"))
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        code: str | None = None,
+        record: Sequence[Any] = (),
+        stream: str | None = None,
+        expected_version: int | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
+        self.record = tuple(record)
+        self.stream = stream
+        self.expected_version = expected_version
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.reason!r}, code={self.code!r})"
@@ -50,7 +72,7 @@ class Refused(TidingsError):
             return None, None
         kept = {}
         for name, value in vars(self).items():
-            if name in ("reason", "code") or name.startswith("_"):
+            if name in self._RECORDING or name.startswith("_"):
                 continue
             try:
                 if msgspec.json.decode(msgspec.json.encode(value)) == value:
@@ -89,6 +111,25 @@ def _refusal_classes() -> list[type[Refused]]:
         found += subclasses
         pending += subclasses
     return found
+
+
+class StateMutated(TidingsError):
+    """A decider's ``decide`` changed the state it was given.
+
+    ``decide`` returns events and leaves the state alone; ``evolve`` makes the next state.
+    """
+
+    def __init__(self, decide: str, command: str, stream: str | None) -> None:
+        where = "" if stream is None else f" on stream {stream!r}"
+        super().__init__(
+            f"{decide} changed the state it was given while deciding {command}{where}: decide "
+            "must only return events (evolve makes the next state); change a copy (e.g. "
+            "copy.deepcopy(state), dataclasses.replace) or compute the events without changing "
+            "the state"
+        )
+        self.decide = decide
+        self.command = command
+        self.stream = stream
 
 
 class DeadLetterNotFound(TidingsError):

@@ -12,7 +12,7 @@ from typing import Any, Union
 
 import msgspec
 
-from tidings.context import NO_HEADERS, Context, Services
+from tidings.context import NO_HEADERS, Context, Services, refusal
 from tidings.decider import Decider, DeciderHandler
 from tidings.delivery.policy import RetryPolicy
 from tidings.dependencies import (
@@ -29,10 +29,12 @@ from tidings.errors import (
     DuplicateHandler,
     HandlerNotFound,
     MessageDecodeError,
+    Refused,
     WrongExpectedVersion,
 )
 from tidings.factory import MessageFactory
 from tidings.messages import Command, Event, Message, uuid7, validate_subscription_name
+from tidings.store import Transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +99,15 @@ class CommandHandler:
                 correlation_id,
                 headers=NO_HEADERS if headers is None else headers,
             )
-            result = self.fn(command, ctx)
-            if self.is_async:
-                result = await result
-            tx = ctx.writes
+            refused: Refused | None = None
+            try:
+                result = self.fn(command, ctx)
+                if self.is_async:
+                    result = await result
+            except Refused as exc:
+                refused, tx = exc, self.refusal(ctx, exc)
+            else:
+                tx = ctx.writes
             if tx:
                 try:
                     await services.committer.commit(tx)
@@ -109,7 +116,15 @@ class CommandHandler:
                         raise
                     conflicts += 1
                     continue
+            if refused is not None:
+                raise refused
             return result
+
+    def refusal(self, ctx: Context, refused: Refused) -> Transaction | None:
+        """What a refusal raised by ``fn`` commits: the events it records."""
+        if self.decider is not None:
+            return self.decider.refusal(ctx, refused)
+        return refusal(ctx, refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +196,7 @@ class Handlers:
         retry_on_conflict: int,
         policy: RetryPolicy | None,
         cache: int,
+        check_purity: bool = False,
     ) -> None:
         """Register one :class:`DeciderHandler` for ``commands``."""
         if not commands:
@@ -189,13 +205,16 @@ class Handlers:
             )
         if cache < 0:
             raise ConfigurationError("app.decider: cache= is a number of streams, 0 or more")
-        handler = DeciderHandler(decider, retry_on_conflict=retry_on_conflict, cache=cache)
+        handler = DeciderHandler(
+            decider, retry_on_conflict=retry_on_conflict, cache=cache, check_purity=check_purity
+        )
+        returns = Any if decider.result is None else result_type(decider.result)
         for cls in commands:
             if not (isinstance(cls, type) and issubclass(cls, Command)):
                 raise ConfigurationError(f"app.decider: {cls!r} is not a Command class")
             self.add_command(
                 CommandHandler(
-                    cls, handler, True, retry_on_conflict, policy or RetryPolicy(), handler
+                    cls, handler, True, retry_on_conflict, policy or RetryPolicy(), handler, returns
                 )
             )
 

@@ -204,7 +204,11 @@ class Handling:
                     result = await result
             except Refused as refused:
                 if route.command is not None:
-                    return Handled(attempt, refused=refused)
+                    try:
+                        tx = route.command.refusal(ctx, refused)
+                    except Exception as exc:  # what it records is not events: no retry helps
+                        return failure(attempt, exc, traceback.format_exc(), history, final=True)
+                    return Handled(attempt, tx=tx, refused=refused)
                 error = ConfigurationError(
                     f"subscriber {route.name!r} raised Refused({refused.reason!r}): an event is a fact "
                     "and cannot be refused; raise an ordinary exception to have it retried, or make "
@@ -328,6 +332,8 @@ class Batch:
                 )
             return
         if handled.refused is not None:
+            if handled.tx is not None:
+                tx.extend(handled.tx)
             refusal, attributes = handled.refused.recorded()
             tx.outcomes.append(
                 Outcome(

@@ -3,7 +3,8 @@
 - :func:`given` — given/when/then for deciders: ``given(decider, events).when(command).then(events)``.
 - :class:`WorkflowSpec` — steps of a workflow one event at a time: what it sent, which timeouts it
   set, whether it completed.
-- :class:`Harness` — runs an app on its own in-memory store with a clock you move:
+- :class:`Harness` — runs an app on its own in-memory store with a clock you move (and checks that
+  its deciders' ``decide`` leaves states unchanged):
   ``await harness.settle()`` delivers everything that is due; ``await harness.advance(seconds)``
   moves time forward (timeouts, scheduled messages, delayed retries) and settles. Dead letters
   and outcomes can be inspected.
@@ -21,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from tidings.app import App
 from tidings.backends.memory import MemoryStore
 from tidings.context import Context
-from tidings.decider import Decider
+from tidings.decider import Decider, DeciderHandler
 from tidings.errors import ConfigurationError, Refused
 from tidings.messages import Command, Envelope, Event, Message, uuid7
 from tidings.store import DEAD, Held, Outcome, Store, Transaction
@@ -43,13 +44,26 @@ class DeciderScenario(Generic[S]):
     history: Sequence[Event]
     events: list[Event] | None = None
     refused: Refused | None = None
+    #: raise ``StateMutated`` when ``decide`` changes the state it is given
+    check_purity: bool = True
 
     def when(self, command: Command) -> DeciderScenario[S]:
         try:
-            self.events = self.decider.run(command, self.history)
+            self.events = self.decider.run(command, self.history, check_purity=self.check_purity)
         except Refused as refused:
             self.refused = refused
         return self
+
+    def then_result(self, expected: Any) -> None:
+        """Assert the command was accepted and its invoke would return ``expected`` (what the
+        decider's ``result`` makes of the events)."""
+        if self.refused is not None:
+            raise AssertionError(
+                f"expected the result {expected!r}, but the command was refused: {self.refused!r}"
+            )
+        got = self.decider.answer(self.events or [])
+        if got != expected:
+            raise AssertionError(f"expected the result {expected!r}\n     got the result {got!r}")
 
     def then(self, expected: Sequence[Event]) -> None:
         """Assert the command was accepted and decided exactly these events."""
@@ -62,8 +76,15 @@ class DeciderScenario(Generic[S]):
                 f"expected events {list(expected)!r}\n     got events {self.events!r}"
             )
 
-    def then_refused(self, *, code: str | None = None, reason: str | None = None) -> Refused:
-        """Assert the command was refused (with this code / reason, when given)."""
+    def then_refused(
+        self,
+        *,
+        code: str | None = None,
+        reason: str | None = None,
+        recorded: Sequence[Event] | None = None,
+    ) -> Refused:
+        """Assert the command was refused (with this code / reason / recorded events, when
+        given)."""
         if self.refused is None:
             raise AssertionError(
                 f"expected a refusal, but the command was accepted: {self.events!r}"
@@ -76,12 +97,20 @@ class DeciderScenario(Generic[S]):
             raise AssertionError(
                 f"expected a reason containing {reason!r}, got {self.refused.reason!r}"
             )
+        if recorded is not None and list(self.refused.record) != list(recorded):
+            raise AssertionError(
+                f"expected the refusal to record {list(recorded)!r}\n"
+                f"                        got {list(self.refused.record)!r}"
+            )
         return self.refused
 
 
-def given(decider: Decider[S], events: Sequence[Event] = ()) -> DeciderScenario[S]:
-    """Start a decider scenario from the events already in its stream."""
-    return DeciderScenario(decider, list(events))
+def given(
+    decider: Decider[S], events: Sequence[Event] = (), *, check_purity: bool = True
+) -> DeciderScenario[S]:
+    """Start a decider scenario from the events already in its stream. ``decide`` is checked
+    not to change its state (``StateMutated``) unless ``check_purity=False``."""
+    return DeciderScenario(decider, list(events), check_purity=check_purity)
 
 
 # --- a clock you move -------------------------------------------------------------------------
@@ -211,6 +240,8 @@ class Harness:
         self.app: App | None = None
         #: the store the App had before the run, given back after it
         self._given_back: Store | None = None
+        #: the deciders whose purity the run checks, with their setting before it
+        self._checked: list[tuple[DeciderHandler[Any], bool]] = []
 
     def run(self, app: App) -> Harness:
         """Run ``app`` on this harness's store and clock (``async with harness.run(app):``)."""
@@ -227,6 +258,11 @@ class Harness:
         if app.store is not self.store:
             self._given_back = app.store
             app.store = self.store
+        for handler in dict.fromkeys(
+            h.decider for h in app.command_handlers.values() if h.decider is not None
+        ):
+            self._checked.append((handler, handler.check_purity))
+            handler.check_purity = True
         return self
 
     async def __aenter__(self) -> Harness:
@@ -244,6 +280,9 @@ class Harness:
         await app.close()
         if self._given_back is not None:
             app.store, self._given_back = self._given_back, None
+        for handler, before in self._checked:
+            handler.check_purity = before
+        self._checked.clear()
 
     def _app(self) -> App:
         if self.app is None:
