@@ -262,7 +262,7 @@ class App:
 
         ``cache`` is how many streams' states this process keeps after committing to them (0: load
         every time): see :class:`~tidings.decider.DeciderHandler`. ``check_purity`` raises
-        ``StateMutated`` when ``decide`` changes its state (a pickle of the state before and after
+        ``StateMutated`` when ``decide`` changes its state (the state's JSON before and after
         each decide: for tests; ``tidings.testing.Harness`` turns it on).
         """
         self.handlers.decider(

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import pickle
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Generic, TypeVar
+
+import msgspec
 
 from tidings.context import Context, Services, recorded, refusal
 from tidings.dependencies import callable_name
@@ -127,16 +128,19 @@ class Decider(Generic[S]):
         return events if self.result is None else self.result(events)
 
 
+_snapshot = msgspec.json.Encoder().encode
+
+
 def snapshot(state: object) -> bytes:
-    """The state's pickle, to tell whether ``decide`` changed it."""
+    """The state's JSON, to tell whether ``decide`` changed it."""
     try:
-        return pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+        return _snapshot(state)
     except Exception as exc:
         raise ConfigurationError(
-            f"check_purity compares a decider's state before and after decide by pickling it, "
-            f"and a {type(state).__name__} cannot be pickled ({exc}); make the state picklable, "
-            "or turn the check off (app.decider(..., check_purity=False), given(..., "
-            "check_purity=False))"
+            f"check_purity compares a decider's state before and after decide as JSON, and a "
+            f"{type(state).__name__} cannot be encoded ({exc}); make the state a msgspec Struct, "
+            "dataclass or plain containers, or turn the check off (app.decider(..., "
+            "check_purity=False), given(..., check_purity=False))"
         ) from exc
 
 

@@ -118,10 +118,10 @@ async def test_without_the_check_a_changing_decide_corrupts_the_kept_state(
         assert stock.available == 4  # the store says 4 are available
 
 
-def test_a_state_that_cannot_be_pickled_is_named_with_how_to_turn_the_check_off() -> None:
+def test_a_state_that_cannot_be_encoded_is_named_with_how_to_turn_the_check_off() -> None:
     locked = Decider[threading.Lock](
         lambda c, s: [Allocated(c.sku, c.qty)], lambda s, e: s, threading.Lock, stream
     )
-    with pytest.raises(ConfigurationError, match=r"lock cannot be pickled.*check_purity=False"):
+    with pytest.raises(ConfigurationError, match=r"lock cannot be encoded.*check_purity=False"):
         given(locked).when(Allocate("LAMP", 1))
     given(locked, check_purity=False).when(Allocate("LAMP", 1)).then([Allocated("LAMP", 1)])
