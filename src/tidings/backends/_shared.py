@@ -1,5 +1,5 @@
-"""Pieces the database backends share: turning a held-message row into a ``Held``, and settling
-the futures of a group commit."""
+"""Pieces the database backends share: rows turned into a ``Held`` or into the release of due
+scheduled messages, and settling the futures of a group commit."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 import msgspec
 
-from tidings.store import Attempt, Held
+from tidings.messages import NewMessage
+from tidings.store import ANY, AppendOp, Attempt, Held, Transaction
 
 _history = msgspec.json.Decoder(list[Attempt])
 
@@ -64,3 +65,14 @@ def settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -
         fut.set_exception(error)
     else:
         fut.set_result(result)
+
+
+def release(rows: Sequence[Sequence[Any]]) -> Transaction:
+    """The transaction that appends due scheduled messages, rows of (id, stream, kind, type,
+    version, data, correlation_id, causation_id, headers), and forgets them. Two workers
+    releasing the same rows at once append each message once: its id is known by then."""
+    tx = Transaction(unscheduled=[row[0] for row in rows])
+    for mid, stream, kind, type_, version, data, corr, cause, headers in rows:
+        message = NewMessage(mid, kind, type_, version, data, corr, cause, headers)
+        tx.appends.append(AppendOp(stream, [message], ANY))
+    return tx

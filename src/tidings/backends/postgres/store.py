@@ -17,7 +17,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from tidings.backends._group import GroupCommitter
-from tidings.backends._shared import held_from_row
+from tidings.backends._shared import held_from_row, release
 from tidings.backends.postgres import _sql
 from tidings.backends.postgres._listen import Listener
 from tidings.backends.postgres._retry import MAX_PAUSE, Retry
@@ -30,11 +30,9 @@ from tidings.errors import (
     SubscriptionInUse,
     SubscriptionNotFound,
 )
-from tidings.messages import Envelope, NewMessage
+from tidings.messages import Envelope
 from tidings.store import (
-    ANY,
     Appended,
-    AppendOp,
     AuditEntry,
     Backlog,
     ChangeFeed,
@@ -468,12 +466,7 @@ class PostgresStore(Store, ChangeFeed):
         rows = await self._rows("due_scheduled", (limit,))
         if not rows:
             return 0
-        tx = Transaction(unscheduled=[row[0] for row in rows])
-        for mid, stream, kind, type_, version, data, corr, cause, headers in rows:
-            message = NewMessage(mid, kind, type_, version, data, corr, cause, headers)
-            tx.appends.append(AppendOp(stream, [message], ANY))
-        # Two workers releasing the same rows at once append each message once: its id is known.
-        await self.commit(tx)
+        await self.commit(release(rows))
         return len(rows)
 
     async def next_due(self) -> float | None:

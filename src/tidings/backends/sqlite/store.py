@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tidings.backends._group import GroupCommitter
 from tidings.backends._plan import Result
-from tidings.backends._shared import held_from_row
+from tidings.backends._shared import held_from_row, release
 from tidings.backends.sqlite._commit import GroupWriter
 from tidings.backends.sqlite._database import QUERIES, Database, json_array
 from tidings.errors import (
@@ -27,11 +27,9 @@ from tidings.errors import (
     SubscriptionInUse,
     SubscriptionNotFound,
 )
-from tidings.messages import Envelope, NewMessage
+from tidings.messages import Envelope
 from tidings.store import (
-    ANY,
     Appended,
-    AppendOp,
     AuditEntry,
     Backlog,
     Document,
@@ -311,11 +309,7 @@ class SqliteStore(Store):
         rows = await self._db.read("due_scheduled", (limit,))
         if not rows:
             return 0
-        tx = Transaction(unscheduled=[row[0] for row in rows])
-        for mid, stream, kind, type_, version, data, corr, cause, headers in rows:
-            message = NewMessage(mid, kind, type_, version, data, corr, cause, headers)
-            tx.appends.append(AppendOp(stream, [message], ANY))
-        await self.commit(tx)
+        await self.commit(release(rows))
         return len(rows)
 
     async def next_due(self) -> float | None:
