@@ -25,7 +25,8 @@ from tidings.errors import (
     TidingsError,
     WrongExpectedVersion,
 )
-from tidings.messages import Command, Envelope, Event, Message, asdict, uuid7
+from tidings.ids import uuid7
+from tidings.messages import Command, Envelope, Event, Message, asdict
 from tidings.registry import Problem
 from tidings.store import ANY, NO_STREAM
 from tidings.ticket import Ticket

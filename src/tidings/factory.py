@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from tidings.ids import uuid7
 from tidings.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Command,
@@ -14,7 +15,6 @@ from tidings.messages import (
     TypeRegistry,
     encode_headers,
     internal_stream,
-    uuid7,
     validate_message_id,
     validate_stream,
 )

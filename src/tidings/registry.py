@@ -33,7 +33,8 @@ from tidings.errors import (
     WrongExpectedVersion,
 )
 from tidings.factory import MessageFactory
-from tidings.messages import Command, Event, Message, uuid7, validate_subscription_name
+from tidings.ids import uuid7
+from tidings.messages import Command, Event, Message, validate_subscription_name
 from tidings.store import Transaction
 
 

@@ -35,12 +35,12 @@ import msgspec
 
 from tidings.context import Context
 from tidings.errors import ConfigurationError
+from tidings.ids import uuid7
 from tidings.messages import (
     Command,
     Event,
     InternalStream,
     internal_stream,
-    uuid7,
     validate_subscription_name,
 )
 from tidings.repository import decode_document

@@ -28,7 +28,8 @@ from tidings import App, Command, ConfigurationError, Context, Event, Refused, T
 from tidings.backends.memory import MemoryStore
 from tidings.delivery.policy import RetryPolicy
 from tidings.delivery.worker import Worker
-from tidings.messages import NewMessage, uuid7
+from tidings.ids import uuid7
+from tidings.messages import NewMessage
 from tidings.store import AppendOp, Transaction
 
 

@@ -26,7 +26,8 @@ from psycopg.conninfo import make_conninfo
 
 from tidings.backends.postgres import PostgresStore
 from tidings.errors import StoreError
-from tidings.messages import NewMessage, uuid7
+from tidings.ids import uuid7
+from tidings.messages import NewMessage
 from tidings.store import ANY, AppendOp, AuditEntry, Transaction
 
 STREAMS = 8

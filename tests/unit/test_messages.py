@@ -13,9 +13,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from tidings import App, Command, Event, MessageDecodeError, messages
+from tidings import App, Command, Event, MessageDecodeError
+from tidings import ids as id_source
 from tidings.errors import ConfigurationError, UnknownMessageType
-from tidings.messages import Envelope, TypeRegistry, uuid7
+from tidings.ids import uuid7
+from tidings.messages import Envelope, TypeRegistry
 
 
 class TicketSold(Event, type_name="cinema.TicketSold", version=3):
@@ -78,9 +80,9 @@ def test_uuid7_ids_keep_increasing_when_the_clock_steps_back_or_a_millisecond_ru
 ) -> None:
     # The generator's state is put back afterwards, or later ids would stay in this test's future.
     for name in ("_uuid_state", "_uuid_head"):
-        monkeypatch.setattr(messages, name, getattr(messages, name))
+        monkeypatch.setattr(id_source, name, getattr(id_source, name))
     now = [5_000_000_000_000 * 1_000_000]  # ns: a millisecond after any the process has seen
-    monkeypatch.setattr(messages, "_uuid_time_ns", lambda: now[0])
+    monkeypatch.setattr(id_source, "_uuid_time_ns", lambda: now[0])
     # within a millisecond the last 48 bits count up by one (past a wrap of their last byte)
     ids = [uuid7() for _ in range(300)]
     counters = [int(i[-12:], 16) for i in ids]
@@ -88,9 +90,9 @@ def test_uuid7_ids_keep_increasing_when_the_clock_steps_back_or_a_millisecond_ru
     now[0] -= 10_000_000  # the clock steps back 10 ms: ids stay in the last millisecond seen
     ids += [uuid7() for _ in range(3)]
     # a millisecond whose counter is used up: the next id borrows the following millisecond
-    millisecond, prefix, _ = messages._uuid_state
-    counter = itertools.count(messages._UUID_COUNTER_MAX)
-    monkeypatch.setattr(messages, "_uuid_state", (millisecond, prefix, counter))
+    millisecond, prefix, _ = id_source._uuid_state
+    counter = itertools.count(id_source._UUID_COUNTER_MAX)
+    monkeypatch.setattr(id_source, "_uuid_state", (millisecond, prefix, counter))
     ids.append(uuid7())  # the counter's last value
     ids.append(uuid7())
     now[0] += 20_000_000
@@ -99,7 +101,7 @@ def test_uuid7_ids_keep_increasing_when_the_clock_steps_back_or_a_millisecond_ru
     assert all(_UUID7.fullmatch(i) for i in ids)
     ms = [uuid.UUID(i).int >> 80 for i in ids]
     assert ms == [5_000_000_000_000] * 304 + [5_000_000_000_001] + [5_000_000_000_010] * 3
-    assert int(ids[303][-12:], 16) == messages._UUID_COUNTER_MAX
+    assert int(ids[303][-12:], 16) == id_source._UUID_COUNTER_MAX
 
 
 def test_uuid7_ids_from_many_threads_are_unique_and_each_thread_s_increase() -> None:
@@ -122,9 +124,9 @@ def test_a_forked_child_makes_ids_of_its_own_after_the_parent_s(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name in ("_uuid_state", "_uuid_head"):
-        monkeypatch.setattr(messages, name, getattr(messages, name))
+        monkeypatch.setattr(id_source, name, getattr(id_source, name))
     now = 5_000_000_000_000 * 1_000_000  # one millisecond for parent and child alike
-    monkeypatch.setattr(messages, "_uuid_time_ns", lambda: now)
+    monkeypatch.setattr(id_source, "_uuid_time_ns", lambda: now)
     before = uuid7()
     read, write = os.pipe()
     pid = os.fork()

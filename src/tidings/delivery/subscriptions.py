@@ -234,7 +234,8 @@ class Subscriptions:
         states = []
         for p in parts:
             owner = p.owner if p.lease_expires is not None and p.lease_expires > now else None
-            age = now - oldest[p.partition] if p.partition in oldest else None
+            # recorded_at may be this process's clock and now the store's: never below zero
+            age = max(0.0, now - oldest[p.partition]) if p.partition in oldest else None
             count = pending[p.partition] if types is not None else None
             states.append(PartitionState(p, count, age, owner))
         workers = sorted({s.owner for s in states if s.owner is not None})

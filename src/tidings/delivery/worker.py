@@ -39,7 +39,7 @@ from tidings.delivery.outage import Outages, pause
 from tidings.delivery.runner import Runner, Settings, partition_of
 from tidings.delivery.subscriptions import Subscriptions, routes_of
 from tidings.errors import ConfigurationError, StoreError
-from tidings.messages import uuid7
+from tidings.ids import uuid7
 from tidings.registry import Handlers
 from tidings.store import ChangeFeed, Store
 

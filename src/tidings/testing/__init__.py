@@ -24,7 +24,8 @@ from tidings.backends.memory import MemoryStore
 from tidings.context import Context
 from tidings.decider import Decider, DeciderHandler
 from tidings.errors import ConfigurationError, Refused
-from tidings.messages import Command, Envelope, Event, Message, uuid7
+from tidings.ids import uuid7
+from tidings.messages import Command, Envelope, Event, Message
 from tidings.store import DEAD, Held, Outcome, Store, Transaction
 from tidings.workflow import Workflow, WorkflowTimeout
 

@@ -20,7 +20,8 @@ import msgspec
 import pytest
 
 from tidings.errors import ConfigurationError, LeaseLost, WrongExpectedVersion
-from tidings.messages import NewMessage, encode_headers, uuid7
+from tidings.ids import uuid7
+from tidings.messages import NewMessage, encode_headers
 from tidings.store import (
     ANY,
     DEAD,
