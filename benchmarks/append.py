@@ -59,7 +59,7 @@ from bench_cinema import (
     SEATS,
     SeatReserved,
     cinema_app,
-    es_new_screening,
+    es_saving,
     reserve,
     screening,
 )
@@ -208,16 +208,8 @@ def eventsourcing_threads(threads: int) -> Contender:
         with fresh_file("es") as path:
             env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
             app: Application[UUID] = Application(env=env)
-            try:
-                app.save(es_new_screening(1))
-
-                def save() -> int:
-                    app.save(es_new_screening(1))
-                    return 1
-
+            with es_saving(app) as save:
                 yield in_threads(save, threads)
-            finally:
-                app.close()
 
     return contender
 

@@ -3,6 +3,10 @@ eventsourcing, so every contender does the same work."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from eventsourcing.domain import Aggregate, event
 
 from tidings import App, Command, Decider, Event, Refused
@@ -84,3 +88,19 @@ def es_new_screening(seats: int) -> EsScreening:
     for seat in SEATS[1:seats]:
         aggregate.reserve(seat=seat, customer="customer-1")
     return aggregate
+
+
+@contextlib.contextmanager
+def es_saving(app: Any) -> Iterator[Callable[[], int]]:
+    """A function saving a new 1-event screening through eventsourcing's ``app`` (warmed up with
+    one save first); the app is closed afterwards."""
+    try:
+        app.save(es_new_screening(1))
+
+        def save() -> int:
+            app.save(es_new_screening(1))
+            return 1
+
+        yield save
+    finally:
+        app.close()

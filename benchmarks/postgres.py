@@ -73,7 +73,7 @@ from _pairs import (
     percentile,
     repeat,
 )
-from bench_cinema import cinema_app, es_new_screening, reserve
+from bench_cinema import cinema_app, es_saving, reserve
 from tidings import App, Command, Context, Event
 from tidings.backends._sql import migrations
 
@@ -220,16 +220,8 @@ def eventsourcing_threads(threads: int) -> Contender:
         with DB.schema("es") as schema:
             env = {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": DB.name}
             app: Application[UUID] = Application(env={**env, **settings, "POSTGRES_SCHEMA": schema})
-            try:
-                app.save(es_new_screening(1))
-
-                def save() -> int:
-                    app.save(es_new_screening(1))
-                    return 1
-
+            with es_saving(app) as save:
                 yield in_threads(save, threads)
-            finally:
-                app.close()
 
     return contender
 
