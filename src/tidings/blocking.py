@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import copy
+import inspect
 import os
 import threading
 from collections.abc import Callable, Coroutine
@@ -134,6 +135,9 @@ class _Blocking(Generic[A, P, T, R]):
         self.wrap = wrap
         self.name = getattr(fn, "__name__", "call")
         self.__doc__ = fn.__doc__
+        # where the method's own ``timeout`` is, when given by position (its first is ``self``)
+        params = list(inspect.signature(fn).parameters)
+        self.timeout_at = params.index("timeout") - 1 if "timeout" in params else None
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = f"{owner.__name__}.{name}"
@@ -149,10 +153,10 @@ class _Blocking(Generic[A, P, T, R]):
     ) -> _Blocking[A, P, T, R] | Callable[P, R]:
         if facade is None:
             return self
-        fn, wrap, name = self.fn, self.wrap, self.name
+        fn, wrap, name, at = self.fn, self.wrap, self.name, self.timeout_at
 
         def call(*args: P.args, **kwargs: P.kwargs) -> R:
-            own = kwargs.get("timeout")
+            own = args[at] if at is not None and at < len(args) else kwargs.get("timeout")
             limit = facade.timeout + (own if isinstance(own, int | float) else 0)
             result = facade.runner.run(fn(facade.target, *args, **kwargs), limit, name)
             return wrap(facade, result) if wrap is not None else result  # type: ignore[return-value]

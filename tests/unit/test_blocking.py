@@ -178,3 +178,12 @@ def test_a_blocking_call_from_the_apps_own_loop_raises_instead_of_hanging(
 
         with pytest.raises(StoreClosed, match="await the App's async method"):
             blocking_app.run(inside())
+
+
+def test_a_calls_own_timeout_extends_how_long_it_is_waited_for(tmp_path: Path) -> None:
+    with BlockingApp(build(f"sqlite:///{tmp_path / 'app.db'}"), timeout=0.2) as blocking_app:
+        ticket = blocking_app.send(Charge(1))  # no worker: it stays pending
+        started = time.monotonic()
+        assert ticket.outcome(0.5).status == "pending"  # by position: waited 0.5 s, not cut at 0.2
+        assert ticket.outcome(timeout=0.5).status == "pending"
+        assert time.monotonic() - started >= 1.0
