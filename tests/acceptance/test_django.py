@@ -44,6 +44,32 @@ def test_the_example_passes_its_tests_with_djangos_test_client(project: Path) ->
     assert "Ran 2 tests" in done.stderr and "OK" in done.stderr
 
 
+def test_on_a_postgresql_default_database_the_app_runs_in_its_schema(
+    project: Path, postgres_url: str, pg_schema: str
+) -> None:
+    import psycopg
+
+    env = environment(project, TIDINGS_WORKER="1", DJANGO_POSTGRES=postgres_url)
+    env["TIDINGS_SCHEMA"] = pg_schema
+    del env["TIDINGS_STORE"]
+    done = subprocess.run(
+        [sys.executable, "manage.py", "test", "box_office"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    from psycopg import sql
+
+    with psycopg.connect(postgres_url) as conn:
+        query = sql.SQL("SELECT count(*) FROM {}.outcomes").format(sql.Identifier(pg_schema))
+        row = conn.execute(query).fetchone()
+    assert row is not None and row[0] >= 1
+    assert not (project / "cinema.db").exists()
+
+
 def test_the_example_under_gunicorn_with_the_worker_command_beside_it(project: Path) -> None:
     env = environment(project)
     worker = subprocess.Popen(

@@ -61,11 +61,13 @@ def store_url(database: Mapping[str, Any], schema: str = "tidings") -> str | Non
 
 def configure() -> App:
     """Load the App and give it its store: ``TIDINGS["STORE"]``, else the default database
-    when it is PostgreSQL, else the store the App was built with."""
+    when it is PostgreSQL (in the schema ``TIDINGS["SCHEMA"]``, default ``tidings``), else the
+    store the App was built with."""
     app = load_app()
     chosen = options().get("STORE")
     if chosen is None:
-        chosen = store_url(getattr(settings, "DATABASES", {}).get("default", {}))
+        database = getattr(settings, "DATABASES", {}).get("default", {})
+        chosen = store_url(database, str(options().get("SCHEMA", "tidings")))
     if chosen is not None and not app.is_open:
         from tidings.backends import open_store
 
