@@ -25,7 +25,7 @@ class IssueReceipt(Command):
 cinema = App("box-office")  # its store comes from settings.TIDINGS
 
 
-@cinema.command
+@cinema.command(retry_on_conflict=3)  # a concurrent reservation: decide again on fresh reads
 async def reserve_seat(cmd: ReserveSeat, ctx: Context) -> str:
     key = f"{cmd.screening}/{cmd.seat}"
     if await ctx.get("seats", key) is not None:
