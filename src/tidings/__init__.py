@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from tidings.app import App
+from tidings.blocking import BlockingApp
 from tidings.context import Context
 from tidings.decider import Decider
 from tidings.errors import (
@@ -39,6 +40,7 @@ __all__ = [
     "ANY",
     "NO_STREAM",
     "App",
+    "BlockingApp",
     "Command",
     "ConfigurationError",
     "Context",

@@ -46,7 +46,14 @@ def test_the_code_blocks_run(doc: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "doc",
-    ["docs/workflows.md", "docs/dependencies.md", "docs/read-models.md", "docs/deciders.md"],
+    [
+        "docs/workflows.md",
+        "docs/dependencies.md",
+        "docs/read-models.md",
+        "docs/deciders.md",
+        "docs/sync.md",
+        "docs/web.md",
+    ],
 )
 def test_the_guide_prints_what_it_says(doc: str, tmp_path: Path) -> None:
     path = ROOT / doc
@@ -72,3 +79,21 @@ def test_the_testing_guide_is_a_test_file_that_passes(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "5 passed" in done.stdout
+
+
+def test_the_pytest_guide_passes_with_no_configuration(tmp_path: Path, postgres_url: str) -> None:
+    (tmp_path / "test_guide.py").write_text(blocks(ROOT / "docs/pytest.md"))
+    # The plugin named as well as installed: the shared development environment may hold an
+    # install from before its entry point existed (naming it twice loads it once).
+    plugin = ["-p", "tidings.testing.pytest_plugin"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin, "test_guide.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TIDINGS_TEST_POSTGRES": postgres_url},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout
+    assert not (tmp_path / "bank.db").exists()
