@@ -3,6 +3,7 @@ the store at scrape time (so another process reading the store shows them too)."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -128,3 +129,19 @@ async def test_lag_and_dead_letters_are_read_from_the_store_at_scrape(stores: St
         )
         is None
     )
+
+
+async def test_the_sample_alerting_rules_use_metrics_that_exist(tmp_path: Path) -> None:
+    rules = (Path(__file__).parents[2] / "docs" / "prometheus-alerts.yml").read_text()
+    used = set(re.findall(r"\b(tidings_[a-z_]+)", rules))
+    app = shop(f"sqlite:///{tmp_path / 'shop.db'}")
+    metrics = instrument(app).metrics
+    assert metrics is not None
+    async with app:
+        await app.publish(Shipped("bad1"), stream="order-bad1")
+        await app.send(Charge("bad"))
+        await app.worker().drain()
+        text = (await metrics.render()).decode()
+    exposed = set(re.findall(r"^# TYPE (tidings_[a-z_]+) (\w+)", text, flags=re.M))
+    names = {n for n, _ in exposed} | {f"{n}_total" for n, kind in exposed if kind == "counter"}
+    assert used and used <= names, used - names
