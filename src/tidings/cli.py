@@ -176,6 +176,9 @@ def worker(
     alert_lag: Annotated[
         float, typer.Option(help="Alert when a subscription lags more seconds than this.")
     ] = 300.0,
+    tracing: Annotated[
+        bool, typer.Option(help="Trace with the global OpenTelemetry tracer provider.")
+    ] = False,
 ) -> None:
     """Run every subscription and sent-command handler of an app until SIGTERM or Ctrl-C."""
     import logging
@@ -193,6 +196,7 @@ def worker(
                 metrics_host=metrics_host,
                 webhook=alert_webhook,
                 lag_seconds=alert_lag,
+                tracing=tracing,
                 lease_ttl=lease_ttl,
                 batch_size=batch_size,
                 worker_id=worker_id,

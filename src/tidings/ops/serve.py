@@ -20,14 +20,16 @@ async def run_worker(
     metrics_host: str = "127.0.0.1",
     webhook: str | None = None,
     lag_seconds: float = 300.0,
+    tracing: bool = False,
     handle_signals: bool = True,
     **options: Any,
 ) -> None:
     """Run a worker of ``app`` until SIGTERM/SIGINT: its alerts kept in the store (and POSTed to
     ``webhook``), the lag and lost-worker rules watched, and, with ``metrics_port``,
-    ``/healthz``, ``/readyz`` and ``/metrics`` served on ``metrics_host``."""
-    if metrics_port is not None:
-        instrument(app)
+    ``/healthz``, ``/readyz`` and ``/metrics`` served on ``metrics_host``; with ``tracing``,
+    spans made with the global OpenTelemetry tracer provider."""
+    if metrics_port is not None or tracing:
+        instrument(app, metrics=metrics_port is not None, tracing=tracing)
     _, sink = send_alerts(app, webhook=webhook)
     worker = app.worker(**options)
     stop = asyncio.Event()
