@@ -17,6 +17,7 @@ from tidings.context import Services, record
 from tidings.decider import Decider
 from tidings.delivery.alerts import AlertCallback, Alerts
 from tidings.delivery.deadletters import DeadLetters
+from tidings.delivery.observer import Observer
 from tidings.delivery.policy import RetryPolicy
 from tidings.delivery.subscriptions import Subscriptions, Unhandled
 from tidings.delivery.worker import Worker
@@ -90,6 +91,8 @@ class App:
         self.dependencies = Dependencies(dependencies)
         self.handlers = Handlers(self.factory, self.dependencies)
         self.alerts = Alerts()
+        #: told of invokes, sends, publishes and deliveries (``tidings.ops.instrument``)
+        self.observer: Observer | None = None
         self._life = Lifecycle(f"App {self.name!r}")
         self.store = open_store(store) if isinstance(store, str) else store
         self.register(*messages)
@@ -202,6 +205,7 @@ class App:
         policy: RetryPolicy | None = None,
         start: str = "beginning",
         partitions: int = 8,
+        critical: bool = False,
     ) -> Callable[[F], F]:
         """Register a durable, named subscriber for ``events`` (a type or a tuple of types), or
         else for the event type(s) of its first parameter's annotation.
@@ -209,9 +213,12 @@ class App:
         Any number of subscribers may take the same event type; each sees every event, in order
         per stream, at least once. ``start`` is where a new subscription begins: ``"beginning"``
         (catch up on every recorded event) or ``"now"``. ``partitions`` splits it by stream so
-        that several workers can share it (fixed once the subscription exists).
+        that several workers can share it (fixed once the subscription exists). A ``critical``
+        subscriber's dead letters raise alerts of severity ``critical``.
         """
         check_subscription(name, start, partitions)
+        if critical:
+            self.alerts.critical.add(name)
         types = () if events is None else explicit_types(events, f"subscriber {name!r}")
 
         def decorate(fn: F) -> F:
@@ -305,8 +312,14 @@ class App:
         self.alerts.add(callback)
         return callback
 
+    def observe(self, observer: Observer | None) -> None:
+        """Tell ``observer`` of this App's invokes, sends, publishes, new messages and its
+        workers' deliveries (None: nobody; see :func:`tidings.ops.instrument`)."""
+        self.observer = self.factory.observer = observer
+
     def worker(self, **options: Any) -> Worker:
         """A worker for this app's subscriptions and sent commands (see :class:`Worker`)."""
+        options.setdefault("observer", self.observer)
         return Worker(
             self.store, self.handlers, self.services, self.alerts, ready=self.open, **options
         )
@@ -361,7 +374,13 @@ class App:
         handler = self.handlers.handler_of(command)
         if not self._life.ready():
             await self.open()
-        return await handler.invoke(command, self.services, correlation_id, headers)
+        if self.observer is None:
+            return await handler.invoke(command, self.services, correlation_id, headers)
+        return await self.observer.invoke(
+            handler,
+            command,
+            lambda: handler.invoke(command, self.services, correlation_id, headers),
+        )
 
     async def send(
         self,
@@ -386,6 +405,13 @@ class App:
                 f"{type(command).__name__} is not a Command: events are published with "
                 "app.publish, so that every subscriber sees them"
             )
+        if self.observer is not None:
+            with self.observer.recording("send", command):
+                new, target, expected = self.factory.to_send(
+                    command, stream, correlation_id=correlation_id, headers=headers, id=id
+                )
+                await self._record(new, target, delay, at, expected)
+            return Ticket(self, new.id, target)
         new, target, expected = self.factory.to_send(
             command, stream, correlation_id=correlation_id, headers=headers, id=id
         )
@@ -413,6 +439,11 @@ class App:
                 f"{type(event).__name__} is a Command, not an Event: a command has one recipient — "
                 "use app.send (durable, later) or app.invoke (now, with its result)"
             )
+        if self.observer is not None:
+            with self.observer.recording("publish", event):
+                new = self.factory.new(event, correlation_id=correlation_id, headers=headers, id=id)
+                await self._record(new, validate_stream(stream) if stream else new.type, delay, at)
+            return new.id
         new = self.factory.new(event, correlation_id=correlation_id, headers=headers, id=id)
         target = validate_stream(stream) if stream is not None else new.type
         await self._record(new, target, delay, at)

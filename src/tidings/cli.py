@@ -164,17 +164,42 @@ def worker(
     ] = 10.0,
     batch_size: Annotated[int, typer.Option(help="Messages read and committed together.")] = 500,
     worker_id: Annotated[str | None, typer.Option(help="This worker's name in leases.")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve /healthz, /readyz and /metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="The address the probes listen on.")] = (
+        "127.0.0.1"
+    ),
+    alert_webhook: Annotated[
+        str | None, typer.Option(help="POST each alert as JSON to this URL.")
+    ] = None,
+    alert_lag: Annotated[
+        float, typer.Option(help="Alert when a subscription lags more seconds than this.")
+    ] = 300.0,
+    tracing: Annotated[
+        bool, typer.Option(help="Trace with the global OpenTelemetry tracer provider.")
+    ] = False,
 ) -> None:
     """Run every subscription and sent-command handler of an app until SIGTERM or Ctrl-C."""
     import logging
+
+    from tidings.ops.serve import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = load_app(target)
 
     async def main() -> None:
         async with app:
-            await app.worker(lease_ttl=lease_ttl, batch_size=batch_size, worker_id=worker_id).run(
-                handle_signals=True
+            await run_worker(
+                app,
+                metrics_port=metrics_port,
+                metrics_host=metrics_host,
+                webhook=alert_webhook,
+                lag_seconds=alert_lag,
+                tracing=tracing,
+                lease_ttl=lease_ttl,
+                batch_size=batch_size,
+                worker_id=worker_id,
             )
 
     run(main)

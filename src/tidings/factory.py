@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from tidings.delivery.observer import Observer
 from tidings.ids import uuid7
 from tidings.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -37,6 +38,8 @@ class MessageFactory:
         #: the codec of each class met
         self._codecs: dict[type[Message], MessageCodec] = {}
         self._sent: set[type[Command]] = set()
+        #: stamps each new message's headers (the trace context); None when nobody watches
+        self.observer: Observer | None = None
 
     def register(self, *classes: type[Message]) -> None:
         """Make message classes known (for decoding, validation and the advisor)."""
@@ -71,6 +74,8 @@ class MessageFactory:
         field's value does not match its declared type."""
         codec = self._codecs.get(type(message)) or self._codec(message)
         message_id = uuid7() if id is None else validate_message_id(id)
+        if self.observer is not None:
+            headers = self.observer.stamp(headers)
         return NewMessage(
             message_id,
             codec.kind,

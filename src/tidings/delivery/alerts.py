@@ -11,8 +11,14 @@ import msgspec
 log = logging.getLogger("tidings.alerts")
 
 
+#: Severities of alerts, from the least urgent.
+WARNING, CRITICAL = "warning", "critical"
+
+
 class Alert(msgspec.Struct, frozen=True):
-    """Something needs attention: ``kind`` is ``message-parked`` or ``command-dead``."""
+    """Something needs attention: ``kind`` is the rule that fired (``message-parked``,
+    ``command-dead``, ``lag``, ``worker-lost``); ``severity`` is ``warning`` or ``critical``.
+    Fields that do not apply to a rule are empty (a lag alert names no message)."""
 
     kind: str
     subscription: str
@@ -22,6 +28,7 @@ class Alert(msgspec.Struct, frozen=True):
     error: str
     attempts: int
     at: float
+    severity: str = WARNING
 
 
 AlertCallback = Callable[[Alert], Awaitable[None] | None]
@@ -33,21 +40,47 @@ class Alerts:
 
     def __init__(self) -> None:
         self._callbacks: list[AlertCallback] = []
+        #: subscriptions whose dead letters are critical (``@app.subscriber(..., critical=True)``)
+        self.critical: set[str] = set()
 
     def add(self, callback: AlertCallback) -> None:
         self._callbacks.append(callback)
 
+    def severity(self, alert: Alert) -> Alert:
+        """``alert`` with its severity by the rules: a dead sent command, and a dead letter in a
+        critical subscription, are critical."""
+        if alert.kind == "command-dead" or (
+            alert.kind == "message-parked" and alert.subscription in self.critical
+        ):
+            return msgspec.structs.replace(alert, severity=CRITICAL)
+        return alert
+
     async def fire(self, alert: Alert) -> None:
-        log.warning(
-            "%s: %s %s in stream %r for %s after %d attempt(s): %s",
-            alert.kind,
-            alert.type,
-            alert.message_id,
-            alert.stream,
-            alert.subscription,
-            alert.attempts,
-            alert.error,
-        )
+        """Log ``alert`` (the log sink) and give it to every callback, with its severity."""
+        alert = self.severity(alert)
+        level = logging.ERROR if alert.severity == CRITICAL else logging.WARNING
+        if alert.message_id:
+            log.log(
+                level,
+                "%s (%s): %s %s in stream %r for %s after %d attempt(s): %s",
+                alert.kind,
+                alert.severity,
+                alert.type,
+                alert.message_id,
+                alert.stream,
+                alert.subscription,
+                alert.attempts,
+                alert.error,
+            )
+        else:
+            log.log(
+                level,
+                "%s (%s): %s: %s",
+                alert.kind,
+                alert.severity,
+                alert.subscription,
+                alert.error,
+            )
         for callback in self._callbacks:
             try:
                 result = callback(alert)

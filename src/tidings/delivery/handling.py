@@ -14,6 +14,7 @@ import msgspec
 
 from tidings.context import Context, Overlay, Services
 from tidings.delivery.alerts import Alert
+from tidings.delivery.observer import Observer
 from tidings.delivery.policy import RetryPolicy
 from tidings.errors import (
     ConfigurationError,
@@ -145,10 +146,17 @@ def describe(error: BaseException) -> str:
 class Handling:
     """Runs one route's handler on a message, retrying under the route's policy."""
 
-    def __init__(self, route: Route, services: Services, rng: random.Random) -> None:
+    def __init__(
+        self,
+        route: Route,
+        services: Services,
+        rng: random.Random,
+        observer: Observer | None = None,
+    ) -> None:
         self.route = route
         self.services = services
         self.rng = rng
+        self.observer = observer
         #: the types its handler takes (a held message of another type is not given to it)
         self.accepts = frozenset(route.types) - frozenset(route.lost)
 
@@ -159,6 +167,15 @@ class Handling:
         as often as the policy allows. A failure of the store itself (:data:`OUTAGE`, also as
         the cause of what the handler raised) is raised, as ``StoreUnavailable`` unless it is
         one of those: it is no attempt of the message."""
+        if self.observer is None:
+            return await self._handle(env, attempts, immediate, overlay)
+        return await self.observer.handling(
+            self.route, env, attempts, lambda: self._handle(env, attempts, immediate, overlay)
+        )
+
+    async def _handle(
+        self, env: Envelope, attempts: int, immediate: bool, overlay: Overlay | None
+    ) -> Handled:
         route, services = self.route, self.services
         history: list[Attempt] = []
         try:

@@ -19,6 +19,7 @@ import msgspec
 from tidings.context import Overlay, Services
 from tidings.delivery.alerts import Alerts
 from tidings.delivery.handling import OUTAGE, Batch, Handling, Route, failure
+from tidings.delivery.observer import Observer
 from tidings.errors import DocumentConflict, LeaseLost, StoreError, WrongExpectedVersion
 from tidings.messages import Envelope
 from tidings.store import (
@@ -54,6 +55,8 @@ class Settings:
     batch_size: int
     replay_interval: float
     rng: random.Random
+    #: told of handlings, leases held and lost (None: nobody watches)
+    observer: Observer | None = None
 
     @property
     def slice_time(self) -> float:
@@ -83,7 +86,7 @@ class Runner:
         self.services = services
         self.alerts = alerts
         self.settings = settings
-        self.handling = Handling(route, services, settings.rng)
+        self.handling = Handling(route, services, settings.rng, settings.observer)
         #: the partitions this runner holds, and their checkpoints
         self.positions: dict[int, int] = {}
         #: streams whose later messages wait behind a held one (touched by the runner's task only)
@@ -164,6 +167,10 @@ class Runner:
         self.positions = {p: max(pos, self.positions.get(p, pos)) for p, pos in claimed.items()}
         if gained:
             self.wakeup.set()
+        if self.settings.observer is not None:
+            if lost:
+                self.settings.observer.lease_lost(name, len(lost))
+            self.settings.observer.partitions_held(name, len(self.positions))
 
     def _lost(self, handled: int) -> None:
         log.warning(
@@ -172,6 +179,9 @@ class Runner:
             self.route.name,
             handled,
         )
+        if self.settings.observer is not None:
+            self.settings.observer.lease_lost(self.route.name, len(self.positions))
+            self.settings.observer.partitions_held(self.route.name, 0)
         self.positions = {}
         self.claim_due = True
 

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from tidings.context import Services
 from tidings.delivery.alerts import Alerts
 from tidings.delivery.handling import OUTAGE
+from tidings.delivery.observer import Observer
 from tidings.delivery.outage import Outages, pause
 from tidings.delivery.runner import Runner, Settings, partition_of
 from tidings.delivery.subscriptions import Subscriptions, routes_of
@@ -74,6 +75,7 @@ class Worker:
         idle_poll: float = 0.25,
         replay_interval: float = 0.1,
         seed: int | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
         self.handlers = handlers
@@ -91,6 +93,7 @@ class Worker:
         self.idle_poll = idle_poll
         self.replay_interval = replay_interval
         self.rng = random.Random(seed)
+        self.observer = observer
         self.runners: list[Runner] = []
         self._stopping = asyncio.Event()
         self._schedule_wakeup = asyncio.Event()
@@ -109,7 +112,7 @@ class Worker:
                 "the app is not ready to run: " + "; ".join(p.message for p in problems)
             )
         settings = Settings(
-            self.id, self.lease_ttl, self.batch_size, self.replay_interval, self.rng
+            self.id, self.lease_ttl, self.batch_size, self.replay_interval, self.rng, self.observer
         )
         subscriptions = Subscriptions(self.store, self.handlers, self.services)
         self.runners = [
@@ -255,7 +258,19 @@ class Worker:
             log.info("worker %s renews its leases again", self.id)
         self._renewed_at = now
         self._renewing_fails = False
+        if self.observer is not None:
+            self.observer.heartbeat(self.id)
         return wait
+
+    @property
+    def holds_leases(self) -> bool:
+        """Whether this worker renewed its leases within the lease time (a readiness probe)."""
+        renewed = self._renewed_at
+        return (
+            renewed is not None
+            and not self._renewing_fails
+            and time.monotonic() - renewed < self.lease_ttl
+        )
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
