@@ -59,7 +59,8 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
 
 
 def load_app(target: str) -> App:
-    """Import ``module:attribute`` (the module may be a file path) and return the App there."""
+    """Import ``module:attribute`` (the module may be a file path) and return the App there (or
+    the App a function there makes, called without arguments)."""
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise typer.BadParameter(f"{target!r}: write module:attribute, e.g. myservice.app:app")
@@ -78,6 +79,8 @@ def load_app(target: str) -> App:
         hint = f"; its Apps: {', '.join(apps)}" if apps else "; it defines no App"
         raise typer.BadParameter(f"module {module_name!r} has no attribute {attribute!r}{hint}")
     found = getattr(module, attribute)
+    if callable(found) and not isinstance(found, App | type):
+        found = found()  # a factory, such as tidings.examples.cinema:build_app
     if not isinstance(found, App):
         raise typer.BadParameter(f"{target!r} is not a tidings App (found {type(found).__name__})")
     return found

@@ -37,6 +37,11 @@ class Alerts:
     def add(self, callback: AlertCallback) -> None:
         self._callbacks.append(callback)
 
+    @property
+    def routed(self) -> bool:
+        """Whether any callback is told of alerts (beyond the log)."""
+        return bool(self._callbacks)
+
     async def fire(self, alert: Alert) -> None:
         log.warning(
             "%s: %s %s in stream %r for %s after %d attempt(s): %s",
