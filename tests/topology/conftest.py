@@ -1,11 +1,8 @@
-"""Small Apps written as modules of their own (the advisor reads their source), and the
-test-only Node tools (``.ci/node``: the AsyncAPI parser, the SARIF schema)."""
+"""Small Apps written as modules of their own: the advisor reads their source."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 import sys
 import textwrap
 import uuid
@@ -14,9 +11,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-NODE_MODULES = ROOT / ".ci" / "node" / "node_modules"
 
 HEADER = """\
 from tidings import App, Command, Context, Decider, Event, Refused
@@ -48,14 +42,3 @@ def make_module(tmp_path: Path) -> Iterator[MakeModule]:
     yield make
     for name in made:
         sys.modules.pop(name, None)
-
-
-def node_tool(path: Path, what: str) -> Path:
-    """A test-only Node tool that ``.ci/run`` installs: skipped on a laptop without it, a
-    failure in CI."""
-    if shutil.which("node") is None or not path.exists():
-        reason = f"{what} is missing: run `npm install --prefix .ci/node @asyncapi/parser @microsoft/jest-sarif`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{what} is required in CI: {reason}")
-        pytest.skip(reason)
-    return path
