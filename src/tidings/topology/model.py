@@ -8,19 +8,17 @@ import os
 import sys
 import types
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
+from tidings.app import App
 from tidings.dependencies import underlying
 from tidings.errors import Refused
 from tidings.messages import Command, Event, Message
 from tidings.topology.marks import allowed, is_critical
-from tidings.topology.scan import Function, Module, read_module
+from tidings.topology.scan import Call, Function, Module, read_module
 from tidings.workflow import Workflow
-
-if TYPE_CHECKING:
-    from tidings.app import App
 
 
 class Place(msgspec.Struct, frozen=True):
@@ -310,6 +308,8 @@ class _Builder:
         file = shown_path(module.file)
         found = []
         for call in function.calls:
+            if not role and not self.mine(call, function, module):
+                continue
             cls = self.resolve(call.name)
             if cls is not None:
                 found.append(Usage(call.verb, cls.__type_name__, owner, Place(file, call.line)))
@@ -319,6 +319,16 @@ class _Builder:
                 if cls is not None and issubclass(cls, Event):
                     found.append(Usage("decide", cls.__type_name__, owner, Place(file, line)))
         return found
+
+    def mine(self, call: Call, function: Function, module: Module) -> bool:
+        """Whether a call in code outside this App's handlers is made on this App: on a name
+        that is this App, or on one that is neither another App nor a parameter (another
+        handler's ``ctx``)."""
+        names = vars(self.modules[module.file])
+        found = names.get(call.receiver) if call.receiver is not None else None
+        if found is self.app:
+            return True
+        return not isinstance(found, App) and call.receiver not in function.params
 
     def message_types(self, usages: list[Usage]) -> list[MessageType]:
         named = {u.message for u in usages}

@@ -18,6 +18,8 @@ class Call:
     verb: str
     name: str
     line: int
+    #: the name the call is made on (``app`` of ``app.send(...)``, ``self`` of ``self.app...``)
+    receiver: str | None = None
 
 
 @dataclass
@@ -131,17 +133,18 @@ class _Reader:
             return
         if not isinstance(func, ast.Attribute):
             return
+        receiver = _root(func.value)
         if func.attr in VERBS and node.args and isinstance(node.args[0], ast.Call):
             made = _name(node.args[0].func)
             if made is not None:
-                current.calls.append(Call(func.attr, made, node.lineno))
+                current.calls.append(Call(func.attr, made, node.lineno, receiver))
         elif func.attr == "append" and len(node.args) >= 2:
             events = node.args[1]
             if isinstance(events, ast.List | ast.Tuple):
                 for item in events.elts:
                     made = _name(item.func) if isinstance(item, ast.Call) else None
                     if made is not None:
-                        current.calls.append(Call("append", made, node.lineno))
+                        current.calls.append(Call("append", made, node.lineno, receiver))
         root = _root(func)
         if root is not None and root not in local and root not in current.params[:2]:
             current.outside.append((root, node.lineno))
