@@ -54,8 +54,9 @@ def server(url: str) -> dict[str, Any]:
         "protocol": protocol,
         "description": "The store: the log every message is recorded in, and delivered from.",
     }
-    if parts.path and parts.path != "/":
-        found["pathname"] = parts.path
+    path = parts.path[1:] if parts.path.startswith("//") else parts.path  # sqlite:////abs.db
+    if path and path != "/":
+        found["pathname"] = path
     return found
 
 
