@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import os
 import sys
 import time
@@ -79,11 +80,22 @@ def load_app(target: str) -> App:
         hint = f"; its Apps: {', '.join(apps)}" if apps else "; it defines no App"
         raise typer.BadParameter(f"module {module_name!r} has no attribute {attribute!r}{hint}")
     found = getattr(module, attribute)
-    if callable(found) and not isinstance(found, App | type):
-        found = found()  # a factory, such as tidings.examples.cinema:build_app
+    if _factory(found):
+        found = found()  # such as tidings.examples.cinema.app:build_app
     if not isinstance(found, App):
         raise typer.BadParameter(f"{target!r} is not a tidings App (found {type(found).__name__})")
     return found
+
+
+def _factory(found: object) -> bool:
+    """Whether ``found`` is a function that can be called without arguments (to make an App)."""
+    if not inspect.isfunction(found):
+        return False
+    try:
+        inspect.signature(found).bind()
+    except TypeError:
+        return False
+    return True
 
 
 def open_app(url: str | None, app: str | None = None) -> App:

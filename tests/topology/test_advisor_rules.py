@@ -360,3 +360,29 @@ def test_a_fact_reads_in_the_past_tense(name: str, fact: bool) -> None:
 )
 def test_an_order_starts_with_an_imperative(name: str, order: bool) -> None:
     assert reads_as_order(name) is order
+
+
+DECIDED = """
+class OpenTab(Command):
+    tab: str
+
+class TabOpened(Event):
+    tab: str
+
+def decide(cmd: OpenTab, state: None) -> list[Event]:
+    return [TabOpened(tab=cmd.tab)]
+
+tabs = Decider(decide=decide, evolve=lambda s, e: s, initial=None, stream=lambda c: c.tab)
+app.decider(tabs, OpenTab)
+
+@app.subscriber("tabs-page")
+async def tabs_page(event: TabOpened, ctx: Context) -> None:
+    ctx.put("tabs", event.tab, "open")
+"""
+
+
+def test_a_decider_publishes_what_decide_returns_and_takes_allow(make_module: MakeModule) -> None:
+    # TabOpened is published by decide (no TD004); nobody opens a tab (TD002).
+    assert rules(make_module(SHOP + DECIDED)) == ["TD002"]
+    allowed = DECIDED.replace("def decide", '@allow("TD002")\ndef decide')
+    assert rules(make_module(SHOP + allowed)) == []
