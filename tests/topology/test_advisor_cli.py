@@ -172,3 +172,12 @@ def test_graph_prints_mermaid_and_dot() -> None:
     dot = tidings("graph", CINEMA, "--format", "dot")
     assert dot.stdout.startswith('digraph "cinema" {')
     assert 'H_workflow_purchase -> H_workflow_purchase [label="times out: payment"];' in dot.stdout
+
+
+def test_include_reads_where_else_messages_are_sent() -> None:
+    # The demo invokes ReserveSeat (so TD002 no longer applies) and publishes DemoStarted.
+    done = tidings("check", CINEMA, "--include", "tidings.examples.cinema.demo", "-f", "json")
+    found = [(f["rule"], f["subjects"][0]) for f in json.loads(done.stdout)["findings"]]
+    assert found == [("TD003", "DemoStarted"), ("TD003", "ReceiptIssued")]
+    missing = tidings("check", CINEMA, "--include", "no_such_module")
+    assert missing.returncode == 2 and "cannot import 'no_such_module'" in missing.stderr
