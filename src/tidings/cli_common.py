@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import os
 import sys
 import time
@@ -59,7 +60,8 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
 
 
 def load_app(target: str) -> App:
-    """Import ``module:attribute`` (the module may be a file path) and return the App there."""
+    """Import ``module:attribute`` (the module may be a file path) and return the App there (or
+    the App a function there makes, called without arguments)."""
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise typer.BadParameter(f"{target!r}: write module:attribute, e.g. myservice.app:app")
@@ -78,9 +80,22 @@ def load_app(target: str) -> App:
         hint = f"; its Apps: {', '.join(apps)}" if apps else "; it defines no App"
         raise typer.BadParameter(f"module {module_name!r} has no attribute {attribute!r}{hint}")
     found = getattr(module, attribute)
+    if _factory(found):
+        found = found()  # such as tidings.examples.cinema.app:build_app
     if not isinstance(found, App):
         raise typer.BadParameter(f"{target!r} is not a tidings App (found {type(found).__name__})")
     return found
+
+
+def _factory(found: object) -> bool:
+    """Whether ``found`` is a function that can be called without arguments (to make an App)."""
+    if not inspect.isfunction(found):
+        return False
+    try:
+        inspect.signature(found).bind()
+    except TypeError:
+        return False
+    return True
 
 
 def open_app(url: str | None, app: str | None = None) -> App:

@@ -55,6 +55,11 @@ class Alerts:
             return msgspec.structs.replace(alert, severity=CRITICAL)
         return alert
 
+    @property
+    def routed(self) -> bool:
+        """Whether any callback is told of alerts (beyond the log)."""
+        return bool(self._callbacks)
+
     async def fire(self, alert: Alert) -> None:
         """Log ``alert`` (the log sink) and give it to every callback, with its severity."""
         alert = self.severity(alert)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tidings import App, Context
-from tidings.delivery import RetryPolicy
+from tidings.delivery import Alert, RetryPolicy
 from tidings.examples.cinema.messages import (
     ConfirmReservation,
     IssueReceipt,
@@ -33,6 +33,8 @@ class Cinema:
     payments: PaymentService
     email: EmailProvider
     receipts: list[str] = field(default_factory=list)
+    #: what the operator is told of: parked messages and sent commands that died
+    alerts: list[Alert] = field(default_factory=list)
 
 
 def build_app(
@@ -59,6 +61,8 @@ def build_cinema(
 ) -> Cinema:
     app = App("cinema", store=store)
     cinema = Cinema(app, payments or PaymentService(seed=seed), email or EmailProvider(seed=seed))
+    # A sent command that dies must be told to someone (`tidings check`, rule TD010).
+    app.on_alert(cinema.alerts.append)
 
     # 1. Seats: reserve (invoked by the web request), release and confirm (sent by the workflow).
     app.decider(screening, ReserveSeat, ReleaseSeat, ConfirmReservation)
