@@ -35,9 +35,7 @@ def allow(*rules: str) -> Callable[[T], T]:
     return mark
 
 
-
 def allowed(target: Any) -> frozenset[str]:
     """The rules allowed on ``target`` by :func:`allow`."""
     found: object = getattr(target, _ALLOW, frozenset())
     return found if isinstance(found, frozenset) else frozenset()
-
