@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
+from tidings.actions import OperatorAction, OperatorActions, Prefill
 from tidings.backends import open_store
 from tidings.committer import Committer
 from tidings.context import Services, record
@@ -90,6 +91,7 @@ class App:
         self.dependencies = Dependencies(dependencies)
         self.handlers = Handlers(self.factory, self.dependencies)
         self.alerts = Alerts()
+        self.operator_actions = OperatorActions()
         self._life = Lifecycle(f"App {self.name!r}")
         self.store = open_store(store) if isinstance(store, str) else store
         self.register(*messages)
@@ -304,6 +306,20 @@ class App:
         """Call ``callback(alert)`` (sync or async) when a message is parked or a command is dead."""
         self.alerts.add(callback)
         return callback
+
+    def operator_action(
+        self,
+        command: type[Command],
+        *,
+        label: str,
+        prefill: Prefill | None = None,
+        mode: str = "invoke",
+        name: str | None = None,
+    ) -> OperatorAction:
+        """Let an operator run ``command`` by hand from the console (docs/console.md)."""
+        return self.operator_actions.add(
+            command, label=label, prefill=prefill, mode=mode, name=name
+        )
 
     def worker(self, **options: Any) -> Worker:
         """A worker for this app's subscriptions and sent commands (see :class:`Worker`)."""

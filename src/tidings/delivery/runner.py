@@ -27,6 +27,7 @@ from tidings.store import (
     RETRYING,
     WAITING,
     CheckpointMove,
+    DocumentWrite,
     Held,
     HeldDelete,
     PartitionInfo,
@@ -120,7 +121,9 @@ class Runner:
             self.live = live
         me, ttl, name = self.settings.worker_id, self.settings.lease_ttl, self.route.name
         async with self._claiming:
-            fair = math.ceil(self.route.partitions / max(1, self.live))
+            # A paused subscription (an operator's choice, docs/console.md) holds no partition.
+            paused = await self.store.get_document(PAUSED, name) is not None
+            fair = 0 if paused else math.ceil(self.route.partitions / max(1, self.live))
             busy = self._busy or self._unsent is not None
             want = max(fair, len(self.positions)) if busy else fair
             before = {p.partition: p for p in await self.store.partitions(name)}
@@ -439,6 +442,9 @@ class Runner:
                 )
                 return
             env = found[0]
+            edit = await _edited(self.store, self.route.name, env) if row.status == REPLAY else None
+            if edit is not None:
+                env = edit
             # A message's first turn, or an operator's retry after a repair, gets the whole retry
             # policy from the start (its earlier attempts stay in the history).
             fresh = row.status in (WAITING, REPLAY)
@@ -456,6 +462,8 @@ class Runner:
                 done = handled.ok or handled.refused is not None
                 if done:
                     batch.tx.unheld.append(HeldDelete(self.route.name, row.global_position))
+                    if edit is not None:
+                        batch.tx.documents.append(DocumentWrite(EDITS, edit_key(row), None))
                     if sequenced:
                         # The next in line becomes due in the same transaction: if this worker
                         # stops here, whoever takes the partition over carries on from it.
@@ -482,6 +490,27 @@ class Runner:
             if sequenced and not done:
                 return
         self.blocked.discard(stream)
+
+
+#: Subscriptions an operator paused: a document per name (deleted on resume).
+PAUSED = "$paused"
+
+#: Payloads an operator edited for one subscription's retry of a held message (docs/console.md):
+#: the log stays as recorded; the edit replaces the payload for that replay only.
+EDITS = "$edits"
+
+
+def edit_key(held: Held) -> str:
+    """The key of a held message's edited payload in ``EDITS``."""
+    return f"{held.subscription}@{held.global_position}"
+
+
+async def _edited(store: Store, subscription: str, env: Envelope) -> Envelope | None:
+    """The envelope with the payload an operator edited for ``subscription``, if there is one."""
+    found = await store.get_document(EDITS, f"{subscription}@{env.global_position}")
+    if found is None:
+        return None
+    return msgspec.structs.replace(env, data=msgspec.json.decode(found)["data"].encode())
 
 
 def _next_in_line(rows: Sequence[Held], index: int) -> list[Held]:

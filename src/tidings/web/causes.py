@@ -1,0 +1,103 @@
+"""Dead letters grouped by cause: the exception type plus a fingerprint of its normalised message
+and the frame that raised it.
+
+Numbers, ids, hex strings and quoted strings are normalised, so "mailbox of guest007 rejects mail"
+and "mailbox of guest012 rejects mail" are one cause; a different exception type, or the same
+message raised from another function, is another. Groups are computed from the rows as they are
+when asked, so their counts are always those of the store (a later failure joins its group, or
+makes a new one; nothing is hidden behind the first failure of a group).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+import msgspec
+
+from tidings.store import Held
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
+_HEX = re.compile(r"\b0x[0-9a-fA-F]+\b|\b[0-9a-fA-F]*\d[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_FRAME = re.compile(r'File "([^"]+)", line \d+, in (\S+)')
+
+
+class Cause(msgspec.Struct, frozen=True):
+    """One cause of dead letters: ``key`` names it in URLs."""
+
+    key: str
+    subscription: str
+    exception: str
+    message: str
+    frame: str
+    count: int
+    example: str
+    first_failed_at: float | None
+    last_failed_at: float | None
+    ids: list[int]
+
+
+def normalise(text: str) -> str:
+    """``text`` with quoted strings, uuids, hex and numbers replaced by placeholders."""
+    text = _QUOTED.sub("<str>", text)
+    text = _UUID.sub("<id>", text)
+    text = _HEX.sub("<hex>", text)
+    return _NUMBER.sub("<n>", text)
+
+
+def split_error(error: str) -> tuple[str, str]:
+    """``("Type", "message")`` of a held row's error (``Type: message``)."""
+    head, sep, rest = error.partition(": ")
+    if sep and re.fullmatch(r"[A-Za-z_][\w.]*", head):
+        return head, rest
+    return (error, "") if re.fullmatch(r"[A-Za-z_][\w.]*", error) else ("Error", error)
+
+
+def raising_frame(traceback: str | None) -> str:
+    """The last frame of a traceback as ``file:function`` (line numbers left out)."""
+    frames = _FRAME.findall(traceback or "")
+    if not frames:
+        return ""
+    path, function = frames[-1]
+    return f"{path.rsplit('/', 1)[-1]}:{function}"
+
+
+def cause_key(subscription: str, exception: str, message: str, frame: str) -> str:
+    text = "\0".join((subscription, exception, message, frame))
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def group(rows: Iterable[Held]) -> list[Cause]:
+    """Dead letters by cause, the largest group first (then by subscription and exception)."""
+    found: dict[str, list[Held]] = {}
+    named: dict[str, tuple[str, str, str, str]] = {}
+    for held in rows:
+        exception, message = split_error(held.error or "")
+        frame = raising_frame(held.traceback)
+        normal = normalise(message)
+        key = cause_key(held.subscription, exception, normal, frame)
+        found.setdefault(key, []).append(held)
+        named[key] = (held.subscription, exception, normal, frame)
+    causes = []
+    for key, members in found.items():
+        subscription, exception, message, frame = named[key]
+        firsts = [h.first_failed_at for h in members if h.first_failed_at is not None]
+        lasts = [h.last_failed_at for h in members if h.last_failed_at is not None]
+        causes.append(
+            Cause(
+                key,
+                subscription,
+                exception,
+                message,
+                frame,
+                len(members),
+                members[0].error or "",
+                min(firsts) if firsts else None,
+                max(lasts) if lasts else None,
+                [h.id for h in members],
+            )
+        )
+    return sorted(causes, key=lambda c: (-c.count, c.subscription, c.exception, c.key))
