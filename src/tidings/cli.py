@@ -25,6 +25,7 @@ from tidings.cli_common import (
     when,
 )
 from tidings.cli_operator import dlq, subscriptions
+from tidings.cli_web import serve
 from tidings.errors import MessageDecodeError, StreamNotFound
 
 __all__ = ["cli", "load_app", "main"]
@@ -37,6 +38,7 @@ cli = typer.Typer(
 )
 cli.add_typer(subscriptions, name="subscriptions")
 cli.add_typer(dlq, name="dlq")
+cli.command()(serve)
 
 
 @cli.command()

@@ -19,7 +19,9 @@ import msgspec
 from tidings.store import Held
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-_UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
+_UUID = re.compile(
+    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+)
 _HEX = re.compile(r"\b0x[0-9a-fA-F]+\b|\b[0-9a-fA-F]*\d[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _FRAME = re.compile(r'File "([^"]+)", line \d+, in (\S+)')

@@ -373,3 +373,32 @@ WITH head AS (
 )
 SELECT head.top, written.stream_position, pg_notify(%(channel)s::text, head.top::text)
 FROM head, written
+
+-- ---------------------------------------------------------------------------------------------
+-- The console: messages by id, correlation and causation; outcomes by status.
+
+-- name: find_ids
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at, data,
+       correlation_id, causation_id, headers
+FROM {schema}.log WHERE id = ANY(%s::text[])
+ORDER BY global_position LIMIT %s
+
+-- name: find_correlated
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at, data,
+       correlation_id, causation_id, headers
+FROM {schema}.log WHERE correlation_id = %s
+ORDER BY global_position LIMIT %s
+
+-- name: find_caused
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at, data,
+       correlation_id, causation_id, headers
+FROM {schema}.log WHERE causation_id = %s
+ORDER BY global_position LIMIT %s
+
+-- name: outcomes
+SELECT message_id, type, status, result, reason, code, error, attempts, updated_at
+FROM {schema}.outcomes WHERE %(status)s::text IS NULL OR status = %(status)s::text
+ORDER BY updated_at DESC LIMIT %(limit)s
+
+-- name: outcome_counts
+SELECT status, count(*) FROM {schema}.outcomes GROUP BY status ORDER BY status

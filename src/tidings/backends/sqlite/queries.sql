@@ -282,3 +282,31 @@ ORDER BY key LIMIT ?
 
 -- name: audit_entries
 SELECT actor, action, target, detail, at, id FROM tidings_audit ORDER BY id DESC LIMIT ?
+
+-- ---------------------------------------------------------------------------------------------
+-- The console: messages by id, correlation and causation; outcomes by status.
+
+-- name: find_ids
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at,
+       CAST(data AS BLOB), correlation_id, causation_id, CAST(headers AS BLOB)
+FROM tidings_log WHERE id IN (SELECT value FROM json_each(?))
+ORDER BY global_position LIMIT ?
+
+-- name: find_correlated
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at,
+       CAST(data AS BLOB), correlation_id, causation_id, CAST(headers AS BLOB)
+FROM tidings_log WHERE correlation_id = ?
+ORDER BY global_position LIMIT ?
+
+-- name: find_caused
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at,
+       CAST(data AS BLOB), correlation_id, causation_id, CAST(headers AS BLOB)
+FROM tidings_log WHERE causation_id = ?
+ORDER BY global_position LIMIT ?
+
+-- name: outcomes
+SELECT message_id, type, status, result, reason, code, error, attempts, updated_at
+FROM tidings_outcomes WHERE ?1 IS NULL OR status = ?1 ORDER BY updated_at DESC LIMIT ?2
+
+-- name: outcome_counts
+SELECT status, count(*) FROM tidings_outcomes GROUP BY status ORDER BY status

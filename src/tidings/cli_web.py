@@ -1,0 +1,84 @@
+"""``tidings serve``: the operator's web console over an App (or a bare store), served by uvicorn;
+and the console kept up after ``tidings demo --serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Annotated
+
+import typer
+
+from tidings.app import App
+from tidings.cli_common import StoreOption, console, open_app
+
+HostOption = Annotated[
+    str, typer.Option(help="Address to bind (loopback by default: the console is for operators).")
+]
+PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The token that allows changes (default: $TIDINGS_CONSOLE_TOKEN; none: read-only).",
+        envvar="TIDINGS_CONSOLE_TOKEN",
+        show_envvar=False,
+    ),
+]
+
+
+async def serve_app(
+    app: App, *, host: str, port: int, token: str | None, worker: bool = False
+) -> None:
+    """Serve the console over the open ``app`` in this event loop (with its worker, if asked)
+    until Ctrl-C."""
+    try:
+        import uvicorn
+
+        from tidings.web import create_console
+    except ImportError as exc:
+        raise typer.BadParameter(
+            f"{exc}; the console needs the web extra: pip install 'tidings[web]'"
+        ) from exc
+    site = create_console(app, token=token, manage=False)
+    server = uvicorn.Server(uvicorn.Config(site, host=host, port=port, log_level="warning"))
+    running = app.worker() if worker else None
+    task = asyncio.create_task(running.run()) if running is not None else None
+    mode = "changes need the token" if token else "read-only (no token given)"
+    console.print(f"tidings console on http://{host}:{port}/ ({mode}); Ctrl-C stops it")
+    try:
+        await server.serve()
+    finally:
+        if running is not None and task is not None:
+            running.stop()
+            await task
+
+
+def serve(
+    target: Annotated[
+        str | None, typer.Argument(help="The application, as module:attribute.")
+    ] = None,
+    store: StoreOption = None,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    token: TokenOption = None,
+    worker: Annotated[
+        bool, typer.Option("--worker", help="Also run the app's worker in this process.")
+    ] = False,
+) -> None:
+    """Serve the web console (dead letters, messages, subscriptions, operator actions) and its
+    JSON API (/api/, described at /api/openapi.json)."""
+    app = open_app(store, target)
+    if worker and target is None:
+        raise typer.BadParameter("--worker needs the application (module:attribute), not --store")
+
+    async def main() -> None:
+        async with app:
+            await serve_app(
+                app,
+                host=host,
+                port=port,
+                token=token or os.environ.get("TIDINGS_CONSOLE_TOKEN"),
+                worker=worker,
+            )
+
+    asyncio.run(main())

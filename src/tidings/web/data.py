@@ -1,0 +1,188 @@
+"""What the console shows, read from an App's store: overview, dead letters by cause, a held
+message with its attempts and what waits behind it, workflows, the audit trail, recent alerts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from tidings.app import App
+from tidings.delivery.runner import EDITS, PAUSED
+from tidings.errors import DeadLetterNotFound, MessageDecodeError
+from tidings.messages import Envelope
+from tidings.store import DEAD, WAITING, Held, Store
+from tidings.web.causes import Cause, group
+
+#: How many dead letters the grouping reads at most (each page states when it hit this).
+MAX_GROUPED = 100_000
+
+
+class RecentAlert(msgspec.Struct, frozen=True):
+    """An alert as the console's banner shows it."""
+
+    kind: str
+    subscription: str
+    type: str
+    stream: str
+    error: str
+    at: float | None
+    link: str
+
+
+async def recent_alerts(store: Store, limit: int = 10) -> list[RecentAlert]:
+    """The newest alerts, from what the store keeps: dead letters (a dead sent command is one of
+    ``cmd:<type>``). The one place the console gets its alerts (the ops package may replace it)."""
+    dead = await store.held(status=DEAD, limit=MAX_GROUPED)
+    dead.sort(key=lambda h: h.last_failed_at or 0.0, reverse=True)
+    return [
+        RecentAlert(
+            "command-dead" if h.subscription.startswith("cmd:") else "message-parked",
+            h.subscription,
+            h.type,
+            h.stream,
+            h.error or "",
+            h.last_failed_at,
+            f"/dead-letters/{h.id}",
+        )
+        for h in dead[:limit]
+    ]
+
+
+def payload_text(data: bytes) -> str:
+    """A stored payload as indented JSON (as text when it is not JSON)."""
+    try:
+        return msgspec.json.format(bytes(data), indent=2).decode()
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return bytes(data).decode("utf-8", "replace")
+
+
+def message(app: App, env: Envelope) -> Any:
+    """The decoded message of ``env`` (``None`` when it does not decode)."""
+    try:
+        return app.decode(env).message
+    except (MessageDecodeError, Exception):
+        return None
+
+
+class Console:
+    """The read side of the console over one App."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.store = app.store
+
+    async def overview(self) -> dict[str, Any]:
+        subs = await self.app.subscriptions.list()
+        paused = await self.paused()
+        now = await self.store.now()
+        last = await self.store.last_position()
+        recent = await self.store.read_all(after=max(0, last - 1000), limit=1000)
+        minute = sum(1 for env in recent if env.recorded_at >= now - 60)
+        workers = sorted({w for s in subs for w in s.workers})
+        counts = await self.store.held_counts()
+        return {
+            "subscriptions": [
+                {
+                    "name": s.name,
+                    "state": "paused" if s.name in paused else s.state,
+                    "pending": s.pending,
+                    "lag_seconds": s.oldest_age,
+                    "parked": s.parked,
+                    "waiting": s.waiting,
+                    "workers": s.workers,
+                    "partitions": len(s.partitions),
+                    "positions": sorted({p.info.position for p in s.partitions}),
+                }
+                for s in subs
+            ],
+            "dead": sum(n for _, status, n in counts if status == DEAD),
+            "held": sum(n for _, _, n in counts),
+            "workers": workers,
+            "last_position": last,
+            "per_minute": minute,
+            "alerts": [msgspec.to_builtins(a) for a in await recent_alerts(self.store)],
+        }
+
+    async def paused(self) -> set[str]:
+        return {key for key, _ in await self.store.documents(PAUSED, limit=10_000)}
+
+    async def causes(self, subscription: str | None = None) -> list[Cause]:
+        rows = await self.store.held(subscription=subscription, status=DEAD, limit=MAX_GROUPED)
+        return group(rows)
+
+    async def cause(self, key: str) -> tuple[Cause, list[Held]]:
+        for found in await self.causes():
+            if found.key == key:
+                ids = set(found.ids)
+                rows = await self.store.held(status=DEAD, limit=MAX_GROUPED)
+                return found, [h for h in rows if h.id in ids]
+        raise DeadLetterNotFound(
+            f"no dead letters with cause {key!r} (they were retried or skipped); see /dead-letters"
+        )
+
+    async def dead_letter(self, id: int) -> dict[str, Any]:
+        shown = await self.app.dead_letters.show(id)
+        held = shown.held
+        env = shown.envelope
+        behind = [
+            h
+            for h in await self.store.held(
+                subscription=held.subscription, stream=held.stream, limit=1000
+            )
+            if h.global_position > held.global_position and h.status == WAITING
+        ]
+        decoded = message(self.app, env) if env is not None else None
+        edit = await self.store.get_document(EDITS, f"{held.subscription}@{held.global_position}")
+        return {
+            "held": held,
+            "envelope": env,
+            "payload": payload_text(env.data) if env is not None else "",
+            "headers": env.headers if env is not None else {},
+            "history": held.history,
+            "waiting": shown.waiting,
+            "behind": behind,
+            "actions": self.app.operator_actions.applicable(decoded) if decoded else [],
+            "edited": payload_text(msgspec.json.decode(edit)["data"].encode()) if edit else None,
+            "schema": _schema_of(self.app, env.type) if env is not None else None,
+        }
+
+    async def workflows(self) -> list[dict[str, Any]]:
+        names = sorted(
+            s.removeprefix("workflow:")
+            for s in self.app.handlers.subscribers
+            if s.startswith("workflow:")
+        )
+        found = []
+        for name in names:
+            rows = await self.store.documents(f"workflow:{name}", limit=1000)
+            instances = []
+            for key, data in rows:
+                doc = msgspec.json.decode(data)
+                instances.append(
+                    {
+                        "key": key,
+                        "done": bool(doc.get("done")),
+                        "state": doc.get("state"),
+                        "timeouts": sorted((doc.get("timeouts") or {}).keys()),
+                    }
+                )
+            found.append({"name": name, "instances": instances})
+        return found
+
+    async def audit(self, limit: int = 200) -> list[dict[str, Any]]:
+        return [msgspec.to_builtins(e) for e in await self.store.audit_entries(limit=limit)]
+
+
+def _schema_of(app: App, type_name: str) -> dict[str, Any] | None:
+    try:
+        cls = app.registry.resolve(type_name)
+    except Exception:
+        return None
+    schema: dict[str, Any] = msgspec.json.schema(cls)
+    return schema
+
+
+def now() -> float:
+    return time.time()
