@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from conftest import TOKEN, parked_cinema, wait_for
+from _parked import TOKEN, parked_cinema, wait_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "X-Tidings-Operator": "ada"}
 
@@ -30,9 +30,10 @@ async def test_a_group_is_found_retried_and_gone(store_url: str) -> None:
             "cinema.ConfirmReservation",
             "cinema.ReservationConfirmed",
         ] or one["chain"][-1]["type"] == "cinema.ReservationConfirmed"
-        assert one["actions"][0]["values"]["reservation_id"] == one["envelope"]["data"][
-            "reservation_id"
-        ]
+        assert (
+            one["actions"][0]["values"]["reservation_id"]
+            == one["envelope"]["data"]["reservation_id"]
+        )
 
         refused = await client.post(f"/api/dead-letters/causes/{cause['key']}/retry")
         assert refused.status_code == 401
@@ -170,14 +171,25 @@ async def test_read_pages_and_messages(store_url: str) -> None:
         assert any(n["status"] == "dead" for n in flow["nodes"])
         assert flow["edges"]
         by_stream = (await client.get("/api/messages", params={"stream": "payment-"})).json()
-        assert by_stream["rows"] and all(r["stream"].startswith("payment-") for r in by_stream["rows"])
+        assert by_stream["rows"] and all(
+            r["stream"].startswith("payment-") for r in by_stream["rows"]
+        )
         outcomes = (await client.get("/api/outcomes")).json()
         assert dict(outcomes["counts"]).get("succeeded", 0) >= 2
         workflows = (await client.get("/api/workflows")).json()
         assert workflows[0]["name"] == "purchase" and len(workflows[0]["instances"]) == 2
-        for page in ("/", "/dead-letters", "/messages", "/subscriptions", "/workflows",
-                     "/outcomes", "/audit", "/actions", f"/correlations/{first['correlation_id']}",
-                     f"/messages/{first['position']}"):
+        for page in (
+            "/",
+            "/dead-letters",
+            "/messages",
+            "/subscriptions",
+            "/workflows",
+            "/outcomes",
+            "/audit",
+            "/actions",
+            f"/correlations/{first['correlation_id']}",
+            f"/messages/{first['position']}",
+        ):
             got = await client.get(page)
             assert got.status_code == 200, (page, got.text[:500])
             assert TOKEN not in got.text
