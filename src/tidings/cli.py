@@ -51,8 +51,16 @@ def demo(
         int, typer.Option(help="The same seed gives the same guests, payments and failures.")
     ] = 7,
     guests: Annotated[int, typer.Option(help="How many guests buy tickets at once.")] = 300,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve", help="Leave the dead letters and keep the web console up on the store."
+        ),
+    ] = False,
+    port: Annotated[int, typer.Option(help="The console's port (with --serve).")] = 8000,
 ) -> None:
     """The cinema: guests buy tickets at once; payments are slow or fail; e-mails dead-letter; the operator repairs."""
+    from tidings.cli_web import demo_console
     from tidings.examples.cinema.demo import run_demo
 
     async def main() -> bool:
@@ -60,7 +68,14 @@ def demo(
             path = db if db is not None else Path(tmp) / "cinema.db"
             console.print(f"tidings demo: {guests} guests, SQLite at {path}, seed {seed}")
             started = time.monotonic()
-            result = await run_demo(path, seed=seed, guests=guests, console=console)
+            result = await run_demo(
+                path,
+                seed=seed,
+                guests=guests,
+                console=console,
+                repair=not serve,
+                then=demo_console(port) if serve else None,
+            )
             console.print(f"done in {time.monotonic() - started:.1f}s")
             return result.ok
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Annotated
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tidings.app import App
 from tidings.cli_common import StoreOption, console, open_app
+
+if TYPE_CHECKING:
+    from tidings.examples.cinema.app import Cinema
 
 HostOption = Annotated[
     str, typer.Option(help="Address to bind (loopback by default: the console is for operators).")
@@ -82,3 +87,21 @@ def serve(
             )
 
     asyncio.run(main())
+
+
+def demo_console(port: int) -> Callable[[Cinema], Awaitable[None]]:
+    """What ``tidings demo --serve`` does once the story has run: repair the e-mail provider and
+    keep the console (with a worker) up on the demo's store, so the dead letters are retried by
+    hand in the browser."""
+
+    async def keep_up(cinema: Cinema) -> None:
+        token = os.environ.get("TIDINGS_CONSOLE_TOKEN") or secrets.token_urlsafe(12)
+        cinema.email.repaired = True
+        console.print(
+            "the e-mail provider is repaired now: open the console, sign in with the token "
+            f"[bold]{token}[/bold] and retry the dead letters' group",
+            highlight=False,
+        )
+        await serve_app(cinema.app, host="127.0.0.1", port=port, token=token, worker=True)
+
+    return keep_up
