@@ -46,7 +46,13 @@ def test_the_code_blocks_run(doc: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "doc",
-    ["docs/workflows.md", "docs/dependencies.md", "docs/read-models.md", "docs/deciders.md"],
+    [
+        "docs/workflows.md",
+        "docs/dependencies.md",
+        "docs/read-models.md",
+        "docs/deciders.md",
+        "docs/console.md",
+    ],
 )
 def test_the_guide_prints_what_it_says(doc: str, tmp_path: Path) -> None:
     path = ROOT / doc

@@ -16,7 +16,7 @@ from tidings.web.data import message, payload_text
 PAGE = 50
 #: Rows a filtered listing reads at most per page (it says so when it stopped there).
 SCAN = 20_000
-BOX_W, BOX_H, GAP_X, GAP_Y = 230, 52, 60, 16
+BOX_W, BOX_H, GAP_X, GAP_Y = 260, 52, 50, 16
 
 
 def parse_time(text: str) -> float | None:
