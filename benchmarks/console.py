@@ -128,8 +128,22 @@ def fill_sqlite(path: Path, events: int, dead: int) -> None:
             [{"at": at + i, "error": error, "traceback": tb} for i in range(4)]
         ).encode()
         held.append(
-            ("email", 0, stream, position, mid, "cinema.ReservationConfirmed", "dead", 4, error,
-             tb, history, None, at, at + 3)
+            (
+                "email",
+                0,
+                stream,
+                position,
+                mid,
+                "cinema.ReservationConfirmed",
+                "dead",
+                4,
+                error,
+                tb,
+                history,
+                None,
+                at,
+                at + 3,
+            )
         )
     db.executemany(
         "INSERT INTO tidings_held (subscription, partition, stream, global_position, message_id, "
@@ -149,8 +163,17 @@ def fill_sqlite(path: Path, events: int, dead: int) -> None:
     db.executemany(
         "INSERT INTO tidings_documents VALUES ('workflow:purchase', ?, ?, 1)",
         [
-            (f"r{n:06d}", json.dumps({"version": 3, "done": n % 3 == 0, "state": {"stage": "paid"},
-                                      "timeouts": {} if n % 3 else {"payment": "t"}}).encode())
+            (
+                f"r{n:06d}",
+                json.dumps(
+                    {
+                        "version": 3,
+                        "done": n % 3 == 0,
+                        "state": {"stage": "paid"},
+                        "timeouts": {} if n % 3 else {"payment": "t"},
+                    }
+                ).encode(),
+            )
             for n in range(10_000)
         ],
     )
@@ -188,7 +211,8 @@ async def measure(url: str, repeat: int) -> list[tuple[str, float]]:
                 "/messages?type=cinema.PaymentReceived",
                 "/messages?stream=payment-",
                 f"/messages?correlation={correlation}",
-                "/messages?since=" + time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 300)),
+                "/messages?since="
+                + time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 300)),
                 f"/messages/{position}",
                 f"/correlations/{correlation}",
                 "/subscriptions",
@@ -243,8 +267,10 @@ def main() -> None:
             asyncio.run(migrate())
             began = time.monotonic()
             fill_sqlite(path, args.events, args.dead)
-            print(f"filled {path}: {args.events} events, {args.dead} dead letters "
-                  f"in {time.monotonic() - began:.0f}s")
+            print(
+                f"filled {path}: {args.events} events, {args.dead} dead letters "
+                f"in {time.monotonic() - began:.0f}s"
+            )
         report(asyncio.run(measure(url, args.repeat)), f"SQLite, {args.events} events")
 
 

@@ -428,6 +428,14 @@ class DeadLetterStore(abc.ABC):
     ) -> list[Held]:
         """Held messages matching every filter given, by subscription then global position."""
 
+    async def held_summaries(
+        self, *, subscription: str | None = None, status: str | None = None, limit: int = 100_000
+    ) -> list[Held]:
+        """Held messages for listing and grouping: the traceback's tail only (its raising frame
+        and error) and no history. Never write these rows back (the upsert would keep the
+        cut traceback); read a row whole with :meth:`held` to change it."""
+        return await self.held(subscription=subscription, status=status, limit=limit)
+
     @abc.abstractmethod
     async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
         """Streams of these partitions that have any held message (later messages must wait)."""

@@ -228,7 +228,7 @@ class Browser:
         dead = {
             h.message_id: h.id
             for kind in sorted({o.type for o in rows if o.status == "dead"})
-            for h in await self.store.held(subscription=f"cmd:{kind}", status="dead", limit=10_000)
+            for h in await self.store.held_summaries(subscription=f"cmd:{kind}", status="dead")
         }
         return {
             "counts": await self.store.outcome_counts(),

@@ -10,6 +10,7 @@ makes a new one; nothing is hidden behind the first failure of a group).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -22,7 +23,9 @@ _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _UUID = re.compile(
     r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
 )
-_HEX = re.compile(r"\b0x[0-9a-fA-F]+\b|\b[0-9a-fA-F]*\d[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b")
+_HEX = re.compile(
+    r"\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{6,}\b"
+)
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _FRAME = re.compile(r'File "([^"]+)", line \d+, in (\S+)')
 
@@ -72,17 +75,30 @@ def cause_key(subscription: str, exception: str, message: str, frame: str) -> st
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+@functools.lru_cache(maxsize=65536)
+def _cause_of(
+    subscription: str, error: str, traceback: str
+) -> tuple[str, tuple[str, str, str, str]]:
+    """A failure's cause key and parts (cached: many dead letters repeat one error)."""
+    exception, message = split_error(error)
+    frame = raising_frame(traceback)
+    normal = normalise(message)
+    return cause_key(subscription, exception, normal, frame), (
+        subscription,
+        exception,
+        normal,
+        frame,
+    )
+
+
 def group(rows: Iterable[Held]) -> list[Cause]:
     """Dead letters by cause, the largest group first (then by subscription and exception)."""
     found: dict[str, list[Held]] = {}
     named: dict[str, tuple[str, str, str, str]] = {}
     for held in rows:
-        exception, message = split_error(held.error or "")
-        frame = raising_frame(held.traceback)
-        normal = normalise(message)
-        key = cause_key(held.subscription, exception, normal, frame)
+        key, parts = _cause_of(held.subscription, held.error or "", held.traceback or "")
         found.setdefault(key, []).append(held)
-        named[key] = (held.subscription, exception, normal, frame)
+        named[key] = parts
     causes = []
     for key, members in found.items():
         subscription, exception, message, frame = named[key]

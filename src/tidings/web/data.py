@@ -34,7 +34,7 @@ class RecentAlert(msgspec.Struct, frozen=True):
 async def recent_alerts(store: Store, limit: int = 10) -> list[RecentAlert]:
     """The newest alerts, from what the store keeps: dead letters (a dead sent command is one of
     ``cmd:<type>``). The one place the console gets its alerts (the ops package may replace it)."""
-    dead = await store.held(status=DEAD, limit=MAX_GROUPED)
+    dead = await store.held_summaries(status=DEAD, limit=MAX_GROUPED)
     dead.sort(key=lambda h: h.last_failed_at or 0.0, reverse=True)
     return [
         RecentAlert(
@@ -109,14 +109,17 @@ class Console:
         return {key for key, _ in await self.store.documents(PAUSED, limit=10_000)}
 
     async def causes(self, subscription: str | None = None) -> list[Cause]:
-        rows = await self.store.held(subscription=subscription, status=DEAD, limit=MAX_GROUPED)
+        rows = await self.store.held_summaries(
+            subscription=subscription, status=DEAD, limit=MAX_GROUPED
+        )
         return group(rows)
 
     async def cause(self, key: str) -> tuple[Cause, list[Held]]:
-        for found in await self.causes():
+        """A cause and its dead letters (as summaries: the traceback's tail, no history)."""
+        rows = await self.store.held_summaries(status=DEAD, limit=MAX_GROUPED)
+        for found in group(rows):
             if found.key == key:
                 ids = set(found.ids)
-                rows = await self.store.held(status=DEAD, limit=MAX_GROUPED)
                 return found, [h for h in rows if h.id in ids]
         raise DeadLetterNotFound(
             f"no dead letters with cause {key!r} (they were retried or skipped); see /dead-letters"

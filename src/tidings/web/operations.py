@@ -11,7 +11,7 @@ from tidings.app import App
 from tidings.delivery.runner import EDITS, PAUSED, edit_key
 from tidings.errors import Refused, TidingsError
 from tidings.store import DEAD, REPLAY, RETRYING, AuditEntry, DocumentWrite, Transaction
-from tidings.web.data import Console
+from tidings.web.data import MAX_GROUPED, Console
 from tidings.web.forms import FormError, build, decode, values
 
 
@@ -38,8 +38,17 @@ class Operations:
         held = await self.app.dead_letters.skip(id, actor=operator)
         return Done(f"#{held.id} skipped; what waited behind it is released")
 
+    async def _whole(self, key: str) -> tuple[Any, list[Any]]:
+        """A cause and its dead letters read whole (the summaries must not be written back)."""
+        cause, summaries = await self.console.cause(key)
+        ids = {h.id for h in summaries}
+        rows = await self.app.store.held(
+            subscription=cause.subscription, status=DEAD, limit=MAX_GROUPED
+        )
+        return cause, [h for h in rows if h.id in ids]
+
     async def retry_cause(self, key: str, operator: str) -> Done:
-        cause, rows = await self.console.cause(key)
+        cause, rows = await self._whole(key)
         tx = Transaction(
             held=[
                 msgspec.structs.replace(h, status=REPLAY, due_in=None, due_at=None) for h in rows
@@ -50,7 +59,7 @@ class Operations:
         return Done(f"{len(rows)} dead letter(s) of {cause.exception} will be retried")
 
     async def skip_cause(self, key: str, operator: str) -> Done:
-        cause, rows = await self.console.cause(key)
+        cause, rows = await self._whole(key)
         await self.app.dead_letters._skip(rows, "dlq.skip-cause", operator)
         return Done(f"{len(rows)} dead letter(s) of {cause.exception} skipped")
 

@@ -402,3 +402,11 @@ ORDER BY updated_at DESC LIMIT %(limit)s
 
 -- name: outcome_counts
 SELECT status, count(*) FROM {schema}.outcomes GROUP BY status ORDER BY status
+
+-- name: held_summaries
+-- The console's grouping: the traceback's tail (its last frame and the error), no history.
+SELECT subscription, partition, stream, global_position, message_id, type, status, attempts,
+       error, right(traceback, length(coalesce(error, '')) + 600), NULL, due_at, first_failed_at, last_failed_at, id
+FROM {schema}.held
+WHERE (%s::text IS NULL OR subscription = %s) AND (%s::text IS NULL OR status = %s)
+ORDER BY subscription, global_position LIMIT %s

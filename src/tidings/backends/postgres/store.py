@@ -457,6 +457,14 @@ class PostgresStore(Store, ChangeFeed):
         )
         return [held_from_row(row) for row in rows]
 
+    async def held_summaries(
+        self, *, subscription: str | None = None, status: str | None = None, limit: int = 100_000
+    ) -> list[Held]:
+        rows = await self._rows(
+            "held_summaries", (subscription, subscription, status, status, limit)
+        )
+        return [held_from_row(row) for row in rows]
+
     async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
         if not partitions:
             return set()

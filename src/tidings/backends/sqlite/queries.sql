@@ -310,3 +310,11 @@ FROM tidings_outcomes WHERE ?1 IS NULL OR status = ?1 ORDER BY updated_at DESC L
 
 -- name: outcome_counts
 SELECT status, count(*) FROM tidings_outcomes GROUP BY status ORDER BY status
+
+-- name: held_summaries
+-- The console's grouping: the traceback's tail (its last frame and the error), no history.
+SELECT subscription, partition, stream, global_position, message_id, type, status, attempts,
+       error, substr(traceback, -(length(coalesce(error, '')) + 600)), NULL, due_at, first_failed_at, last_failed_at, id
+FROM tidings_held
+WHERE (? IS NULL OR subscription = ?) AND (? IS NULL OR status = ?)
+ORDER BY subscription, global_position LIMIT ?

@@ -299,6 +299,14 @@ class SqliteStore(Store):
         )
         return [held_from_row(row) for row in rows]
 
+    async def held_summaries(
+        self, *, subscription: str | None = None, status: str | None = None, limit: int = 100_000
+    ) -> list[Held]:
+        rows = await self._db.read(
+            "held_summaries", (subscription, subscription, status, status, limit)
+        )
+        return [held_from_row(row) for row in rows]
+
     async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
         if not partitions:
             return set()
