@@ -431,10 +431,21 @@ class DeadLetterStore(abc.ABC):
     async def held_summaries(
         self, *, subscription: str | None = None, status: str | None = None, limit: int = 100_000
     ) -> list[Held]:
-        """Held messages for listing and grouping: the traceback's tail only (its raising frame
-        and error) and no history. Never write these rows back (the upsert would keep the
-        cut traceback); read a row whole with :meth:`held` to change it."""
-        return await self.held(subscription=subscription, status=status, limit=limit)
+        """Held messages for listing and grouping, without traceback and history (a database
+        backend reads them from an index alone). Never write these rows back (the upsert would
+        drop the traceback); read a row whole with :meth:`held` to change it."""
+        return [
+            msgspec.structs.replace(h, traceback=None, history=[])
+            for h in await self.held(subscription=subscription, status=status, limit=limit)
+        ]
+
+    async def held_tails(self, ids: Sequence[int]) -> dict[int, str]:
+        """The last lines of held messages' tracebacks (their raising frame and error), by id."""
+        found = {}
+        for id in ids:
+            for h in await self.held(id=id, limit=1):
+                found[h.id] = (h.traceback or "")[-(len(h.error or "") + 600) :]
+        return found
 
     @abc.abstractmethod
     async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import msgspec
 
@@ -91,12 +91,14 @@ def _cause_of(
     )
 
 
-def group(rows: Iterable[Held]) -> list[Cause]:
-    """Dead letters by cause, the largest group first (then by subscription and exception)."""
+def group(rows: Iterable[Held], tails: Mapping[int, str] | None = None) -> list[Cause]:
+    """Dead letters by cause, the largest group first (then by subscription and exception);
+    ``tails`` are their tracebacks' last lines by id (else each row's own traceback)."""
     found: dict[str, list[Held]] = {}
     named: dict[str, tuple[str, str, str, str]] = {}
     for held in rows:
-        key, parts = _cause_of(held.subscription, held.error or "", held.traceback or "")
+        tail = tails.get(held.id, "") if tails is not None else held.traceback or ""
+        key, parts = _cause_of(held.subscription, held.error or "", tail)
         found.setdefault(key, []).append(held)
         named[key] = parts
     causes = []

@@ -72,6 +72,7 @@ class Console:
     def __init__(self, app: App) -> None:
         self.app = app
         self.store = app.store
+        self._tail_cache: dict[tuple[int, float | None], str] = {}
 
     async def overview(self) -> dict[str, Any]:
         subs = await self.app.subscriptions.list()
@@ -108,16 +109,27 @@ class Console:
     async def paused(self) -> set[str]:
         return {key for key, _ in await self.store.documents(PAUSED, limit=10_000)}
 
+    async def _tails(self, rows: list[Held]) -> dict[int, str]:
+        """The traceback tails of ``rows``, read once per failure (cached by id and time)."""
+        missing = [h.id for h in rows if (h.id, h.last_failed_at) not in self._tail_cache]
+        if missing:
+            if len(self._tail_cache) > 4 * MAX_GROUPED:
+                self._tail_cache.clear()
+            at = {h.id: h.last_failed_at for h in rows}
+            for id, tail in (await self.store.held_tails(missing)).items():
+                self._tail_cache[(id, at[id])] = tail
+        return {h.id: self._tail_cache.get((h.id, h.last_failed_at), "") for h in rows}
+
     async def causes(self, subscription: str | None = None) -> list[Cause]:
         rows = await self.store.held_summaries(
             subscription=subscription, status=DEAD, limit=MAX_GROUPED
         )
-        return group(rows)
+        return group(rows, await self._tails(rows))
 
     async def cause(self, key: str) -> tuple[Cause, list[Held]]:
-        """A cause and its dead letters (as summaries: the traceback's tail, no history)."""
+        """A cause and its dead letters (as summaries: no traceback, no history)."""
         rows = await self.store.held_summaries(status=DEAD, limit=MAX_GROUPED)
-        for found in group(rows):
+        for found in group(rows, await self._tails(rows)):
             if found.key == key:
                 ids = set(found.ids)
                 return found, [h for h in rows if h.id in ids]

@@ -404,9 +404,20 @@ ORDER BY updated_at DESC LIMIT %(limit)s
 SELECT status, count(*) FROM {schema}.outcomes GROUP BY status ORDER BY status
 
 -- name: held_summaries
--- The console's grouping: the traceback's tail (its last frame and the error), no history.
+-- The console's listing and grouping, from the index held_summary alone.
 SELECT subscription, partition, stream, global_position, message_id, type, status, attempts,
-       error, right(traceback, length(coalesce(error, '')) + 600), NULL, due_at, first_failed_at, last_failed_at, id
+       error, NULL, NULL, due_at, first_failed_at, last_failed_at, id
 FROM {schema}.held
-WHERE (%s::text IS NULL OR subscription = %s) AND (%s::text IS NULL OR status = %s)
-ORDER BY subscription, global_position LIMIT %s
+WHERE status = %(status)s AND (%(subscription)s::text IS NULL OR subscription = %(subscription)s)
+ORDER BY subscription, global_position LIMIT %(limit)s
+
+-- name: held_summaries_any
+SELECT subscription, partition, stream, global_position, message_id, type, status, attempts,
+       error, NULL, NULL, due_at, first_failed_at, last_failed_at, id
+FROM {schema}.held
+WHERE %(subscription)s::text IS NULL OR subscription = %(subscription)s
+ORDER BY subscription, global_position LIMIT %(limit)s
+
+-- name: held_tails
+SELECT id, right(traceback, length(coalesce(error, '')) + 600)
+FROM {schema}.held WHERE id = ANY(%s::bigint[])

@@ -460,10 +460,14 @@ class PostgresStore(Store, ChangeFeed):
     async def held_summaries(
         self, *, subscription: str | None = None, status: str | None = None, limit: int = 100_000
     ) -> list[Held]:
-        rows = await self._rows(
-            "held_summaries", (subscription, subscription, status, status, limit)
-        )
+        name = "held_summaries_any" if status is None else "held_summaries"
+        params = {"status": status, "subscription": subscription, "limit": limit}
+        rows = await self._rows(name, params)  # type: ignore[arg-type]
         return [held_from_row(row) for row in rows]
+
+    async def held_tails(self, ids: Sequence[int]) -> dict[int, str]:
+        rows = await self._rows("held_tails", (list(ids),))
+        return {int(i): t or "" for i, t in rows}
 
     async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
         if not partitions:

@@ -312,9 +312,20 @@ FROM tidings_outcomes WHERE ?1 IS NULL OR status = ?1 ORDER BY updated_at DESC L
 SELECT status, count(*) FROM tidings_outcomes GROUP BY status ORDER BY status
 
 -- name: held_summaries
--- The console's grouping: the traceback's tail (its last frame and the error), no history.
+-- The console's listing and grouping, from the index tidings_held_summary alone.
 SELECT subscription, partition, stream, global_position, message_id, type, status, attempts,
-       error, substr(traceback, -(length(coalesce(error, '')) + 600)), NULL, due_at, first_failed_at, last_failed_at, id
+       error, NULL, NULL, due_at, first_failed_at, last_failed_at, id
+FROM tidings_held INDEXED BY tidings_held_summary
+WHERE status = ?1 AND (?2 IS NULL OR subscription = ?2)
+ORDER BY subscription, global_position LIMIT ?3
+
+-- name: held_summaries_any
+SELECT subscription, partition, stream, global_position, message_id, type, status, attempts,
+       error, NULL, NULL, due_at, first_failed_at, last_failed_at, id
 FROM tidings_held
-WHERE (? IS NULL OR subscription = ?) AND (? IS NULL OR status = ?)
-ORDER BY subscription, global_position LIMIT ?
+WHERE ?1 IS NULL OR subscription = ?1
+ORDER BY subscription, global_position LIMIT ?2
+
+-- name: held_tails
+SELECT id, substr(traceback, -(length(coalesce(error, '')) + 600))
+FROM tidings_held WHERE id IN (SELECT value FROM json_each(?))

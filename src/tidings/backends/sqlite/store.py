@@ -302,10 +302,18 @@ class SqliteStore(Store):
     async def held_summaries(
         self, *, subscription: str | None = None, status: str | None = None, limit: int = 100_000
     ) -> list[Held]:
-        rows = await self._db.read(
-            "held_summaries", (subscription, subscription, status, status, limit)
-        )
+        if status is None:
+            rows = await self._db.read("held_summaries_any", (subscription, limit))
+        else:
+            rows = await self._db.read("held_summaries", (status, subscription, limit))
         return [held_from_row(row) for row in rows]
+
+    async def held_tails(self, ids: Sequence[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for start in range(0, len(ids), 5000):
+            chunk = json_array(list(ids[start : start + 5000]))
+            found.update((int(i), t or "") for i, t in await self._db.read("held_tails", (chunk,)))
+        return found
 
     async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
         if not partitions:
