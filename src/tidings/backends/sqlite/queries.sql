@@ -150,10 +150,12 @@ GROUP BY kind, type ORDER BY 4
 
 -- name: backlog
 -- Parameters: the bounds (a JSON array), the lowest bound, the types (a JSON array).
+-- NOT INDEXED: the span is read by primary key; left to itself SQLite scans the whole log by
+-- the stream index to group (0.3 ms instead of 240 ms with a million messages).
 SELECT stream, after, count(*), min(recorded_at) FROM (
     SELECT l.stream, l.recorded_at,
            (SELECT max(value) FROM json_each(?) WHERE value < l.global_position) AS after
-    FROM tidings_log AS l
+    FROM tidings_log AS l NOT INDEXED
     WHERE l.global_position > ? AND l.type IN (SELECT value FROM json_each(?))
 ) GROUP BY stream, after
 
