@@ -109,17 +109,8 @@ def rows(events: int, start: float) -> Iterator[tuple[Any, ...]]:
             cause = mid
 
 
-def fill_sqlite(path: Path, events: int, dead: int) -> None:
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=OFF")
-    start = time.time() - events * 0.001 - 60
-    db.executemany("INSERT INTO tidings_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows(events, start))
-    confirmed = db.execute(
-        "SELECT global_position, stream, id, recorded_at FROM tidings_log "
-        "WHERE type = 'cinema.ReservationConfirmed' ORDER BY global_position DESC LIMIT ?",
-        (dead,),
-    ).fetchall()
+def held_rows(confirmed: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Dead letters of the ``email`` subscription for these confirmations, three causes."""
     held = []
     for n, (position, stream, mid, at) in enumerate(confirmed):
         error = CAUSES[n % len(CAUSES)].format(n=n % 1000)
@@ -128,67 +119,107 @@ def fill_sqlite(path: Path, events: int, dead: int) -> None:
             [{"at": at + i, "error": error, "traceback": tb} for i in range(4)]
         ).encode()
         held.append(
-            (
-                "email",
-                0,
-                stream,
-                position,
-                mid,
-                "cinema.ReservationConfirmed",
-                "dead",
-                4,
-                error,
-                tb,
-                history,
-                None,
-                at,
-                at + 3,
-            )
-        )
+            ("email", 0, stream, position, mid, "cinema.ReservationConfirmed", "dead", 4, error,
+             tb, history, None, at, at + 3)
+        )  # fmt: skip
+    return held
+
+
+def documents() -> list[tuple[Any, ...]]:
+    def state(n: int) -> bytes:
+        timeouts = {} if n % 3 else {"payment": "t"}
+        doc = {"version": 3, "done": n % 3 == 0, "state": {"stage": "paid"}, "timeouts": timeouts}
+        return json.dumps(doc).encode()
+
+    return [("workflow:purchase", f"r{n:06d}", state(n), 1) for n in range(10_000)]
+
+
+def partitions(last: int) -> list[tuple[Any, ...]]:
+    return [
+        (name, p, 4, last - 500, None, None)
+        for name in ("email", "website", "workflow:purchase")
+        for p in range(4)
+    ]
+
+
+def audit(start: float) -> list[tuple[Any, ...]]:
+    return [(start + n, "ada", "dlq.retry", f"email#{n}", "bench") for n in range(2000)]
+
+
+HELD = (
+    "subscription, partition, stream, global_position, message_id, type, status, attempts, "
+    "error, traceback, history, due_at, first_failed_at, last_failed_at"
+)
+CONFIRMED = (
+    "SELECT global_position, stream, id, recorded_at FROM {log} "
+    "WHERE type = 'cinema.ReservationConfirmed' ORDER BY global_position DESC LIMIT {n}"
+)
+COMMANDS = (
+    "SELECT id, recorded_at FROM {log} WHERE type = 'cinema.RequestPayment' "
+    "ORDER BY global_position DESC LIMIT 10000"
+)
+
+
+def fill_sqlite(path: Path, events: int, dead: int) -> None:
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=OFF")
+    start = time.time() - events * 0.001 - 60
+    db.executemany("INSERT INTO tidings_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows(events, start))
+    confirmed = db.execute(CONFIRMED.format(log="tidings_log", n=int(dead))).fetchall()
     db.executemany(
-        "INSERT INTO tidings_held (subscription, partition, stream, global_position, message_id, "
-        "type, status, attempts, error, traceback, history, due_at, first_failed_at, "
-        "last_failed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        held,
+        f"INSERT INTO tidings_held ({HELD}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        held_rows(confirmed),
     )
-    commands = db.execute(
-        "SELECT id, recorded_at FROM tidings_log WHERE type = 'cinema.RequestPayment' "
-        "ORDER BY global_position DESC LIMIT 10000"
-    ).fetchall()
+    commands = db.execute(COMMANDS.format(log="tidings_log")).fetchall()
     db.executemany(
         "INSERT INTO tidings_outcomes VALUES (?, 'cinema.RequestPayment', 'succeeded', ?, NULL, "
         "NULL, NULL, 1, ?)",
         [(mid, b'"paid"', at) for mid, at in commands],
     )
+    db.executemany("INSERT INTO tidings_documents VALUES (?, ?, ?, ?)", documents())
     db.executemany(
-        "INSERT INTO tidings_documents VALUES ('workflow:purchase', ?, ?, 1)",
-        [
-            (
-                f"r{n:06d}",
-                json.dumps(
-                    {
-                        "version": 3,
-                        "done": n % 3 == 0,
-                        "state": {"stage": "paid"},
-                        "timeouts": {} if n % 3 else {"payment": "t"},
-                    }
-                ).encode(),
-            )
-            for n in range(10_000)
-        ],
+        "INSERT OR REPLACE INTO tidings_partitions VALUES (?, ?, ?, ?, ?, ?)", partitions(events)
     )
-    last = events
-    for name, parts in (("email", 4), ("website", 4), ("workflow:purchase", 4)):
-        db.executemany(
-            "INSERT OR REPLACE INTO tidings_partitions VALUES (?, ?, ?, ?, NULL, NULL)",
-            [(name, p, parts, last - 500) for p in range(parts)],
-        )
     db.executemany(
         "INSERT INTO tidings_audit (at, actor, action, target, detail) VALUES (?,?,?,?,?)",
-        [(start + n, "ada", "dlq.retry", f"email#{n}", "bench") for n in range(2000)],
+        audit(start),
     )
     db.commit()
     db.close()
+
+
+def fill_postgres(url: str, schema: str, events: int, dead: int) -> None:
+    import psycopg
+
+    start = time.time() - events * 0.001 - 60
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        s = f'"{schema}"'
+        with cur.copy(f"COPY {s}.log FROM STDIN") as copy:
+            for row in rows(events, start):
+                copy.write_row(row)
+        cur.execute(f"UPDATE {s}.head SET top = %s", (events,))
+        confirmed = cur.execute(CONFIRMED.format(log=f"{s}.log", n=int(dead))).fetchall()
+        with cur.copy(f"COPY {s}.held ({HELD}) FROM STDIN") as copy:
+            for row in held_rows(confirmed):
+                copy.write_row(row)
+        commands = cur.execute(COMMANDS.format(log=f"{s}.log")).fetchall()
+        with cur.copy(f"COPY {s}.outcomes FROM STDIN") as copy:
+            for mid, at in commands:
+                copy.write_row(
+                    (mid, "cinema.RequestPayment", "succeeded", b'"paid"', None, None, None, 1, at)
+                )
+        with cur.copy(f"COPY {s}.documents (collection, key, data, version) FROM STDIN") as copy:
+            for row in documents():
+                copy.write_row(row)
+        with cur.copy(f"COPY {s}.partitions FROM STDIN") as copy:
+            for row in partitions(events):
+                copy.write_row(row)
+        with cur.copy(f"COPY {s}.audit (at, actor, action, target, detail) FROM STDIN") as copy:
+            for row in audit(start):
+                copy.write_row(row)
+        for table in ("log", "held", "outcomes", "documents", "partitions", "audit"):
+            cur.execute(f"ANALYZE {s}.{table}")
 
 
 async def measure(url: str, repeat: int) -> list[tuple[str, float]]:
@@ -254,24 +285,41 @@ def main() -> None:
     parser.add_argument("--dead", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--db", type=Path, help="Keep (or reuse) the SQLite file here.")
+    parser.add_argument("--postgres", help="Also on this PostgreSQL server (a schema of its own).")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tidings-console-bench-") as tmp:
         path = args.db or Path(tmp) / "console.db"
         url = f"sqlite:///{path}"
         if not path.exists():
-
-            async def migrate() -> None:
-                async with build_app(url):
-                    pass
-
-            asyncio.run(migrate())
+            asyncio.run(migrate(url))
             began = time.monotonic()
             fill_sqlite(path, args.events, args.dead)
-            print(
-                f"filled {path}: {args.events} events, {args.dead} dead letters "
-                f"in {time.monotonic() - began:.0f}s"
-            )
+            print(f"filled {path}: {args.events} events, {args.dead} dead letters "
+                  f"in {time.monotonic() - began:.0f}s")  # fmt: skip
         report(asyncio.run(measure(url, args.repeat)), f"SQLite, {args.events} events")
+    if args.postgres:
+        import psycopg
+
+        schema = f"console_bench_{args.events}"
+        pg = f"{args.postgres}?schema={schema}"
+        with psycopg.connect(args.postgres, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        try:
+            asyncio.run(migrate(pg))
+            began = time.monotonic()
+            fill_postgres(args.postgres, schema, args.events, args.dead)
+            print(
+                f"filled schema {schema}: {args.events} events in {time.monotonic() - began:.0f}s"
+            )
+            report(asyncio.run(measure(pg, args.repeat)), f"PostgreSQL, {args.events} events")
+        finally:
+            with psycopg.connect(args.postgres, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def migrate(url: str) -> None:
+    async with build_app(url):
+        pass
 
 
 if __name__ == "__main__":
