@@ -32,7 +32,13 @@ TokenOption = Annotated[
 
 
 async def serve_app(
-    app: App, *, host: str, port: int, token: str | None, worker: bool = False
+    app: App,
+    *,
+    host: str,
+    port: int,
+    token: str | None,
+    worker: bool = False,
+    judge: bool = True,
 ) -> None:
     """Serve the console over the open ``app`` in this event loop (with its worker, if asked)
     until Ctrl-C."""
@@ -44,7 +50,7 @@ async def serve_app(
         raise typer.BadParameter(
             f"{exc}; the console needs the web extra: pip install 'tidings[web]'"
         ) from exc
-    site = create_console(app, token=token, manage=False)
+    site = create_console(app, token=token, manage=False, judge=judge)
     server = uvicorn.Server(uvicorn.Config(site, host=host, port=port, log_level="warning"))
     running = app.worker() if worker else None
     task = asyncio.create_task(running.run()) if running is not None else None
@@ -84,6 +90,7 @@ def serve(
                 port=port,
                 token=token or os.environ.get("TIDINGS_CONSOLE_TOKEN"),
                 worker=worker,
+                judge=target is not None,
             )
 
     asyncio.run(main())

@@ -10,6 +10,7 @@ import msgspec
 
 from tidings.app import App
 from tidings.delivery.runner import EDITS, PAUSED
+from tidings.delivery.subscriptions import Subscriptions
 from tidings.errors import DeadLetterNotFound, MessageDecodeError
 from tidings.messages import Envelope
 from tidings.store import DEAD, WAITING, Held, Store
@@ -69,13 +70,17 @@ def message(app: App, env: Envelope) -> Any:
 class Console:
     """The read side of the console over one App."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, *, judge: bool = True) -> None:
         self.app = app
         self.store = app.store
+        # Only an application's own handlers can tell an orphaned subscription (not a bare store).
+        self.subscriptions = Subscriptions(
+            app.store, app.handlers, app.services, app.open, judge=judge
+        )
         self._tail_cache: dict[tuple[int, float | None], str] = {}
 
     async def overview(self) -> dict[str, Any]:
-        subs = await self.app.subscriptions.list()
+        subs = await self.subscriptions.list()
         paused = await self.paused()
         now = await self.store.now()
         last = await self.store.last_position()

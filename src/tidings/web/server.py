@@ -27,9 +27,9 @@ TOKEN_ENV = "TIDINGS_CONSOLE_TOKEN"
 class Site:
     """What every route of one console shares: the App, its reads, its changes, the guard."""
 
-    def __init__(self, app: App, token: str | None) -> None:
+    def __init__(self, app: App, token: str | None, *, judge: bool = True) -> None:
         self.app = app
-        self.console = Console(app)
+        self.console = Console(app, judge=judge)
         self.operations = Operations(app)
         self.guard = Guard(token)
         self.templates = Environment(
@@ -67,14 +67,17 @@ def _when(at: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at)) + "Z"
 
 
-def create_console(app: App, *, token: str | None = None, manage: bool = True) -> Starlette:
+def create_console(
+    app: App, *, token: str | None = None, manage: bool = True, judge: bool = True
+) -> Starlette:
     """The console over ``app``: read-only unless ``token`` (or ``TIDINGS_CONSOLE_TOKEN``) is
     set. With ``manage`` the console opens and closes the App (its lifespan); otherwise the
-    caller has it open in the serving loop."""
+    caller has it open in the serving loop. ``judge``: ``app`` is the application itself (not
+    a bare App over its store), so a subscription it does not handle is called orphaned."""
     from tidings.web.api import api_routes
     from tidings.web.pages import page_routes
 
-    site = Site(app, token if token is not None else os.environ.get(TOKEN_ENV))
+    site = Site(app, token if token is not None else os.environ.get(TOKEN_ENV), judge=judge)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
