@@ -155,9 +155,10 @@ SELECT coalesce(max(stream_position), 0) FROM {schema}.log WHERE stream = %s
 SELECT coalesce(max(global_position), 0) FROM {schema}.log
 
 -- name: streams
--- The framework's own streams start with '$': listed only when asked for.
+-- The framework's own streams start with '$': listed only when asked for. `stream >= prefix`
+-- starts the index scan at the prefix (else it walks every stream before it: 375 ms at 250,000).
 SELECT stream, max(stream_position) FROM {schema}.log
-WHERE starts_with(stream, %s) AND (%s OR NOT starts_with(stream, '$'))
+WHERE stream >= %s AND starts_with(stream, %s) AND (%s OR NOT starts_with(stream, '$'))
 GROUP BY stream ORDER BY stream LIMIT %s
 
 -- name: type_counts

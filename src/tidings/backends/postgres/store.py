@@ -314,7 +314,7 @@ class PostgresStore(Store, ChangeFeed):
     async def streams(
         self, *, prefix: str = "", limit: int = 100, internal: bool = False
     ) -> list[tuple[str, int]]:
-        rows = await self._rows("streams", (prefix, internal, limit))
+        rows = await self._rows("streams", (prefix, prefix, internal, limit))
         return [(s, int(v)) for s, v in rows]
 
     async def type_counts(self) -> list[TypeCount]:
