@@ -19,6 +19,7 @@ import msgspec
 from tidings.context import Overlay, Services
 from tidings.delivery.alerts import Alerts
 from tidings.delivery.handling import OUTAGE, Batch, Handling, Route, failure
+from tidings.delivery.marks import EDITS, PAUSED, edit_key, edited
 from tidings.errors import DocumentConflict, LeaseLost, StoreError, WrongExpectedVersion
 from tidings.messages import Envelope
 from tidings.store import (
@@ -442,7 +443,7 @@ class Runner:
                 )
                 return
             env = found[0]
-            edit = await _edited(self.store, self.route.name, env) if row.status == REPLAY else None
+            edit = await edited(self.store, self.route.name, env) if row.status == REPLAY else None
             if edit is not None:
                 env = edit
             # A message's first turn, or an operator's retry after a repair, gets the whole retry
@@ -490,27 +491,6 @@ class Runner:
             if sequenced and not done:
                 return
         self.blocked.discard(stream)
-
-
-#: Subscriptions an operator paused: a document per name (deleted on resume).
-PAUSED = "$paused"
-
-#: Payloads an operator edited for one subscription's retry of a held message (docs/console.md):
-#: the log stays as recorded; the edit replaces the payload for that replay only.
-EDITS = "$edits"
-
-
-def edit_key(held: Held) -> str:
-    """The key of a held message's edited payload in ``EDITS``."""
-    return f"{held.subscription}@{held.global_position}"
-
-
-async def _edited(store: Store, subscription: str, env: Envelope) -> Envelope | None:
-    """The envelope with the payload an operator edited for ``subscription``, if there is one."""
-    found = await store.get_document(EDITS, f"{subscription}@{env.global_position}")
-    if found is None:
-        return None
-    return msgspec.structs.replace(env, data=msgspec.json.decode(found)["data"].encode())
 
 
 def _next_in_line(rows: Sequence[Held], index: int) -> list[Held]:

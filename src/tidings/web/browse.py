@@ -3,7 +3,6 @@ a correlation id's flow laid out as a diagram, and sent commands' outcomes."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -268,7 +267,3 @@ def _row(e: Envelope) -> dict[str, Any]:
         "recorded_at": e.recorded_at,
         "short": e.type.rsplit(".", 1)[-1],
     }
-
-
-def now() -> float:
-    return time.time()

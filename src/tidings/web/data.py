@@ -3,15 +3,14 @@ message with its attempts and what waits behind it, workflows, the audit trail, 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
 
 from tidings.app import App
-from tidings.delivery.runner import EDITS, PAUSED
+from tidings.delivery.marks import EDITS, PAUSED
 from tidings.delivery.subscriptions import Subscriptions
-from tidings.errors import DeadLetterNotFound, MessageDecodeError
+from tidings.errors import DeadLetterNotFound
 from tidings.messages import Envelope
 from tidings.store import DEAD, WAITING, Held, Store
 from tidings.web.causes import Cause, group
@@ -63,7 +62,7 @@ def message(app: App, env: Envelope) -> Any:
     """The decoded message of ``env`` (``None`` when it does not decode)."""
     try:
         return app.decode(env).message
-    except (MessageDecodeError, Exception):
+    except Exception:  # a type no class knows, or a payload that does not decode
         return None
 
 
@@ -202,7 +201,3 @@ def _schema_of(app: App, type_name: str) -> dict[str, Any] | None:
         return None
     schema: dict[str, Any] = msgspec.json.schema(cls)
     return schema
-
-
-def now() -> float:
-    return time.time()

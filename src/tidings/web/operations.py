@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from tidings.app import App
-from tidings.delivery.runner import EDITS, PAUSED, edit_key
+from tidings.delivery.marks import EDITS, PAUSED, edit_key
 from tidings.errors import Refused, TidingsError
 from tidings.store import DEAD, REPLAY, RETRYING, AuditEntry, DocumentWrite, Transaction
 from tidings.web.data import MAX_GROUPED, Console

@@ -3,6 +3,7 @@ with a notice, or by a page that says why it was refused)."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -105,7 +106,9 @@ def page_routes(site: Site) -> list[BaseRoute]:
         csrf = request.cookies.get(CSRF, "")
         back = _back(request, form, "/")
         try:
-            if not csrf or csrf != str(form.get("csrf", "")):
+            if not csrf or not hmac.compare_digest(
+                csrf.encode(), str(form.get("csrf", "")).encode()
+            ):
                 raise Refusal(403, "the form's CSRF check failed; reload the page and retry")
             if guard.token is None:
                 raise Refusal(403, guard.readonly_reason())
