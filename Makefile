@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/append.py
 	$(BIN)/python benchmarks/delivery.py
 	$(BIN)/python benchmarks/postgres.py
+	$(BIN)/python benchmarks/console.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

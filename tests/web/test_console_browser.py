@@ -141,6 +141,12 @@ async def test_an_operator_repairs_the_parked_emails(tmp_path: Path) -> None:
                 await expect(rows.first).to_contain_text("action.IssueReceipt")
                 await page.screenshot(path=ARTIFACTS / "audit.png", full_page=True)
 
+                # The other main pages, for a person to look at.
+                for name in ("subscriptions", "workflows", "outcomes", "messages"):
+                    await page.goto(f"{url}/{name}")
+                    await expect(page.locator("h1")).to_be_visible()
+                    await page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
                 # The flow of one purchase, drawn.
                 await page.goto(url + "/messages?type=cinema.SeatReserved")
                 await page.locator("td a[href^='/correlations/']").first.click()
