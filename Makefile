@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/tidings demo
+	@echo "To repair the dead letters yourself in the web console: $(BIN)/tidings demo --serve (then open http://127.0.0.1:8000/)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -30,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/append.py
 	$(BIN)/python benchmarks/delivery.py
 	$(BIN)/python benchmarks/postgres.py
+	$(BIN)/python benchmarks/console.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

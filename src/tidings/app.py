@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
+from tidings.actions import OperatorAction, OperatorActions, Prefill
 from tidings.backends import open_store
 from tidings.committer import Committer
 from tidings.context import Services, record
@@ -93,6 +94,7 @@ class App:
         self.alerts = Alerts()
         #: told of invokes, sends, publishes and deliveries (``tidings.ops.instrument``)
         self.observer: Observer | None = None
+        self.operator_actions = OperatorActions()
         self._life = Lifecycle(f"App {self.name!r}")
         self.store = open_store(store) if isinstance(store, str) else store
         self.register(*messages)
@@ -316,6 +318,20 @@ class App:
         """Tell ``observer`` of this App's invokes, sends, publishes, new messages and its
         workers' deliveries (None: nobody; see :func:`tidings.ops.instrument`)."""
         self.observer = self.factory.observer = observer
+
+    def operator_action(
+        self,
+        command: type[Command],
+        *,
+        label: str,
+        prefill: Prefill | None = None,
+        mode: str = "invoke",
+        name: str | None = None,
+    ) -> OperatorAction:
+        """Let an operator run ``command`` by hand from the console (docs/console.md)."""
+        return self.operator_actions.add(
+            command, label=label, prefill=prefill, mode=mode, name=name
+        )
 
     def worker(self, **options: Any) -> Worker:
         """A worker for this app's subscriptions and sent commands (see :class:`Worker`)."""

@@ -26,6 +26,7 @@ from tidings.cli_common import (
 )
 from tidings.cli_operator import dlq, subscriptions
 from tidings.cli_topology import register as register_topology
+from tidings.cli_web import serve
 from tidings.errors import MessageDecodeError, StreamNotFound
 
 __all__ = ["cli", "load_app", "main"]
@@ -39,6 +40,7 @@ cli = typer.Typer(
 cli.add_typer(subscriptions, name="subscriptions")
 cli.add_typer(dlq, name="dlq")
 register_topology(cli)
+cli.command()(serve)
 
 
 @cli.command()
@@ -51,8 +53,16 @@ def demo(
         int, typer.Option(help="The same seed gives the same guests, payments and failures.")
     ] = 7,
     guests: Annotated[int, typer.Option(help="How many guests buy tickets at once.")] = 300,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve", help="Leave the dead letters and keep the web console up on the store."
+        ),
+    ] = False,
+    port: Annotated[int, typer.Option(help="The console's port (with --serve).")] = 8000,
 ) -> None:
     """The cinema: guests buy tickets at once; payments are slow or fail; e-mails dead-letter; the operator repairs."""
+    from tidings.cli_web import demo_console
     from tidings.examples.cinema.demo import run_demo
 
     async def main() -> bool:
@@ -60,7 +70,14 @@ def demo(
             path = db if db is not None else Path(tmp) / "cinema.db"
             console.print(f"tidings demo: {guests} guests, SQLite at {path}, seed {seed}")
             started = time.monotonic()
-            result = await run_demo(path, seed=seed, guests=guests, console=console)
+            result = await run_demo(
+                path,
+                seed=seed,
+                guests=guests,
+                console=console,
+                repair=not serve,
+                then=demo_console(port) if serve else None,
+            )
             console.print(f"done in {time.monotonic() - started:.1f}s")
             return result.ok
 

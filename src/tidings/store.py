@@ -333,6 +333,38 @@ class EventLog(abc.ABC):
         belongs to one partition, and its lag is the sum of its spans above that checkpoint.)"""
 
 
+class MessageIndex(abc.ABC):  # noqa: B024 - a capability with a default for every method
+    """Messages found by id, correlation id or causation id (the console's causation chains and
+    flows). Not abstract: a backend without indexes for these gets this scan of the log."""
+
+    async def find(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[Envelope]:
+        """Messages matching the one filter given, in global order, at most ``limit``."""
+        read_all = getattr(self, "read_all")  # noqa: B009 - EventLog's, in a complete Store
+        wanted = set(ids or ())
+        found: list[Envelope] = []
+        after = 0
+        while len(found) < limit:
+            page: list[Envelope] = await read_all(after=after, limit=5000)
+            if not page:
+                break
+            after = page[-1].global_position
+            found += [
+                env
+                for env in page
+                if (ids is not None and env.id in wanted)
+                or (correlation_id is not None and env.correlation_id == correlation_id)
+                or (causation_id is not None and env.causation_id == causation_id)
+            ]
+        return found[:limit]
+
+
 class SubscriptionStore(abc.ABC):
     """Checkpoints and partition leases of subscriptions, and the workers that hold them."""
 
@@ -396,6 +428,25 @@ class DeadLetterStore(abc.ABC):
     ) -> list[Held]:
         """Held messages matching every filter given, by subscription then global position."""
 
+    async def held_summaries(
+        self, *, subscription: str | None = None, status: str | None = None, limit: int = 100_000
+    ) -> list[Held]:
+        """Held messages for listing and grouping, without traceback and history (a database
+        backend reads them from an index alone). Never write these rows back (the upsert would
+        drop the traceback); read a row whole with :meth:`held` to change it."""
+        return [
+            msgspec.structs.replace(h, traceback=None, history=[])
+            for h in await self.held(subscription=subscription, status=status, limit=limit)
+        ]
+
+    async def held_tails(self, ids: Sequence[int]) -> dict[int, str]:
+        """The last lines of held messages' tracebacks (their raising frame and error), by id."""
+        found = {}
+        for id in ids:
+            for h in await self.held(id=id, limit=1):
+                found[h.id] = (h.traceback or "")[-(len(h.error or "") + 600) :]
+        return found
+
     @abc.abstractmethod
     async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
         """Streams of these partitions that have any held message (later messages must wait)."""
@@ -420,6 +471,14 @@ class OutcomeStore(abc.ABC):
     @abc.abstractmethod
     async def outcome(self, message_id: str) -> Outcome | None:
         """The recorded outcome, or ``None`` while the command has not been handled."""
+
+    async def outcomes(self, *, status: str | None = None, limit: int = 100) -> list[Outcome]:
+        """The latest outcomes (of ``status``), newest first; a backend lists them if it can."""
+        raise NotImplementedError(f"{type(self).__name__} does not list outcomes")
+
+    async def outcome_counts(self) -> list[tuple[str, int]]:
+        """``(status, count)`` of every recorded outcome."""
+        raise NotImplementedError(f"{type(self).__name__} does not count outcomes")
 
 
 class ScheduleStore(abc.ABC):
@@ -469,6 +528,7 @@ class ChangeFeed(abc.ABC):
 
 class Store(
     EventLog,
+    MessageIndex,
     SubscriptionStore,
     DeadLetterStore,
     OutcomeStore,

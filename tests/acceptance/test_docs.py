@@ -54,6 +54,7 @@ def test_the_code_blocks_run(doc: str, tmp_path: Path) -> None:
         "docs/sync.md",
         "docs/web.md",
         "docs/operations.md",
+        "docs/console.md",
     ],
 )
 def test_the_guide_prints_what_it_says(doc: str, tmp_path: Path) -> None:

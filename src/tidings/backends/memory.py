@@ -402,6 +402,18 @@ class MemoryStore(Store):
         self._check_open()
         return self._outcomes.get(message_id)
 
+    async def outcomes(self, *, status: str | None = None, limit: int = 100) -> list[Outcome]:
+        self._check_open()
+        found = [o for o in self._outcomes.values() if status is None or o.status == status]
+        return sorted(found, key=lambda o: o.updated_at, reverse=True)[:limit]
+
+    async def outcome_counts(self) -> list[tuple[str, int]]:
+        self._check_open()
+        counts: dict[str, int] = {}
+        for o in self._outcomes.values():
+            counts[o.status] = counts.get(o.status, 0) + 1
+        return sorted(counts.items())
+
     async def release_due(self, limit: int = 500) -> int:
         self._check_open()
         now = self._clock()

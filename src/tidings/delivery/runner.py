@@ -19,6 +19,7 @@ import msgspec
 from tidings.context import Overlay, Services
 from tidings.delivery.alerts import Alerts
 from tidings.delivery.handling import OUTAGE, Batch, Handling, Route, failure
+from tidings.delivery.marks import EDITS, PAUSED, edit_key, edited
 from tidings.delivery.observer import Observer
 from tidings.errors import DocumentConflict, LeaseLost, StoreError, WrongExpectedVersion
 from tidings.messages import Envelope
@@ -28,6 +29,7 @@ from tidings.store import (
     RETRYING,
     WAITING,
     CheckpointMove,
+    DocumentWrite,
     Held,
     HeldDelete,
     PartitionInfo,
@@ -123,7 +125,9 @@ class Runner:
             self.live = live
         me, ttl, name = self.settings.worker_id, self.settings.lease_ttl, self.route.name
         async with self._claiming:
-            fair = math.ceil(self.route.partitions / max(1, self.live))
+            # A paused subscription (an operator's choice, docs/console.md) holds no partition.
+            paused = await self.store.get_document(PAUSED, name) is not None
+            fair = 0 if paused else math.ceil(self.route.partitions / max(1, self.live))
             busy = self._busy or self._unsent is not None
             want = max(fair, len(self.positions)) if busy else fair
             before = {p.partition: p for p in await self.store.partitions(name)}
@@ -449,6 +453,9 @@ class Runner:
                 )
                 return
             env = found[0]
+            edit = await edited(self.store, self.route.name, env) if row.status == REPLAY else None
+            if edit is not None:
+                env = edit
             # A message's first turn, or an operator's retry after a repair, gets the whole retry
             # policy from the start (its earlier attempts stay in the history).
             fresh = row.status in (WAITING, REPLAY)
@@ -466,6 +473,8 @@ class Runner:
                 done = handled.ok or handled.refused is not None
                 if done:
                     batch.tx.unheld.append(HeldDelete(self.route.name, row.global_position))
+                    if edit is not None:
+                        batch.tx.documents.append(DocumentWrite(EDITS, edit_key(row), None))
                     if sequenced:
                         # The next in line becomes due in the same transaction: if this worker
                         # stops here, whoever takes the partition over carries on from it.

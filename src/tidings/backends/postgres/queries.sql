@@ -155,9 +155,10 @@ SELECT coalesce(max(stream_position), 0) FROM {schema}.log WHERE stream = %s
 SELECT coalesce(max(global_position), 0) FROM {schema}.log
 
 -- name: streams
--- The framework's own streams start with '$': listed only when asked for.
+-- The framework's own streams start with '$': listed only when asked for. `stream >= prefix`
+-- starts the index scan at the prefix (else it walks every stream before it: 375 ms at 250,000).
 SELECT stream, max(stream_position) FROM {schema}.log
-WHERE starts_with(stream, %s) AND (%s OR NOT starts_with(stream, '$'))
+WHERE stream >= %s AND starts_with(stream, %s) AND (%s OR NOT starts_with(stream, '$'))
 GROUP BY stream ORDER BY stream LIMIT %s
 
 -- name: type_counts
@@ -373,3 +374,51 @@ WITH head AS (
 )
 SELECT head.top, written.stream_position, pg_notify(%(channel)s::text, head.top::text)
 FROM head, written
+
+-- ---------------------------------------------------------------------------------------------
+-- The console: messages by id, correlation and causation; outcomes by status.
+
+-- name: find_ids
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at, data,
+       correlation_id, causation_id, headers
+FROM {schema}.log WHERE id = ANY(%s::text[])
+ORDER BY global_position LIMIT %s
+
+-- name: find_correlated
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at, data,
+       correlation_id, causation_id, headers
+FROM {schema}.log WHERE correlation_id = %s
+ORDER BY global_position LIMIT %s
+
+-- name: find_caused
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at, data,
+       correlation_id, causation_id, headers
+FROM {schema}.log WHERE causation_id = %s
+ORDER BY global_position LIMIT %s
+
+-- name: outcomes
+SELECT message_id, type, status, result, reason, code, error, attempts, updated_at
+FROM {schema}.outcomes WHERE %(status)s::text IS NULL OR status = %(status)s::text
+ORDER BY updated_at DESC LIMIT %(limit)s
+
+-- name: outcome_counts
+SELECT status, count(*) FROM {schema}.outcomes GROUP BY status ORDER BY status
+
+-- name: held_summaries
+-- The console's listing and grouping, from the index held_summary alone.
+SELECT subscription, partition, stream, global_position, message_id, type, status, attempts,
+       error, NULL, NULL, due_at, first_failed_at, last_failed_at, id
+FROM {schema}.held
+WHERE status = %(status)s AND (%(subscription)s::text IS NULL OR subscription = %(subscription)s)
+ORDER BY subscription, global_position LIMIT %(limit)s
+
+-- name: held_summaries_any
+SELECT subscription, partition, stream, global_position, message_id, type, status, attempts,
+       error, NULL, NULL, due_at, first_failed_at, last_failed_at, id
+FROM {schema}.held
+WHERE %(subscription)s::text IS NULL OR subscription = %(subscription)s
+ORDER BY subscription, global_position LIMIT %(limit)s
+
+-- name: held_tails
+SELECT id, right(traceback, length(coalesce(error, '')) + 600)
+FROM {schema}.held WHERE id = ANY(%s::bigint[])

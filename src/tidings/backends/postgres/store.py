@@ -287,6 +287,24 @@ class PostgresStore(Store, ChangeFeed):
             rows = await self._rows("read_all_types", (after, list(types), limit))
         return [Envelope(*row) for row in rows]
 
+    async def find(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[Envelope]:
+        if ids is not None:
+            rows = await self._rows("find_ids", (list(ids), limit))
+        elif correlation_id is not None:
+            rows = await self._rows("find_correlated", (correlation_id, limit))
+        elif causation_id is not None:
+            rows = await self._rows("find_caused", (causation_id, limit))
+        else:
+            return []
+        return [Envelope(*row) for row in rows]
+
     async def stream_version(self, stream: str) -> int:
         return int((await self._rows("stream_version", (stream,)))[0][0])
 
@@ -296,7 +314,7 @@ class PostgresStore(Store, ChangeFeed):
     async def streams(
         self, *, prefix: str = "", limit: int = 100, internal: bool = False
     ) -> list[tuple[str, int]]:
-        rows = await self._rows("streams", (prefix, internal, limit))
+        rows = await self._rows("streams", (prefix, prefix, internal, limit))
         return [(s, int(v)) for s, v in rows]
 
     async def type_counts(self) -> list[TypeCount]:
@@ -439,6 +457,18 @@ class PostgresStore(Store, ChangeFeed):
         )
         return [held_from_row(row) for row in rows]
 
+    async def held_summaries(
+        self, *, subscription: str | None = None, status: str | None = None, limit: int = 100_000
+    ) -> list[Held]:
+        name = "held_summaries_any" if status is None else "held_summaries"
+        params = {"status": status, "subscription": subscription, "limit": limit}
+        rows = await self._rows(name, params)  # type: ignore[arg-type]
+        return [held_from_row(row) for row in rows]
+
+    async def held_tails(self, ids: Sequence[int]) -> dict[int, str]:
+        rows = await self._rows("held_tails", (list(ids),))
+        return {int(i): t or "" for i, t in rows}
+
     async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
         if not partitions:
             return set()
@@ -461,6 +491,13 @@ class PostgresStore(Store, ChangeFeed):
     async def outcome(self, message_id: str) -> Outcome | None:
         rows = await self._rows("outcome", (message_id,))
         return Outcome(*rows[0]) if rows else None
+
+    async def outcomes(self, *, status: str | None = None, limit: int = 100) -> list[Outcome]:
+        rows = await self._rows("outcomes", {"status": status, "limit": limit})  # type: ignore[arg-type]
+        return [Outcome(*row) for row in rows]
+
+    async def outcome_counts(self) -> list[tuple[str, int]]:
+        return [(str(s), int(n)) for s, n in await self._rows("outcome_counts")]
 
     async def release_due(self, limit: int = 500) -> int:
         rows = await self._rows("due_scheduled", (limit,))

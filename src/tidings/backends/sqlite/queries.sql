@@ -150,10 +150,12 @@ GROUP BY kind, type ORDER BY 4
 
 -- name: backlog
 -- Parameters: the bounds (a JSON array), the lowest bound, the types (a JSON array).
+-- NOT INDEXED: the span is read by primary key; left to itself SQLite scans the whole log by
+-- the stream index to group (0.3 ms instead of 240 ms with a million messages).
 SELECT stream, after, count(*), min(recorded_at) FROM (
     SELECT l.stream, l.recorded_at,
            (SELECT max(value) FROM json_each(?) WHERE value < l.global_position) AS after
-    FROM tidings_log AS l
+    FROM tidings_log AS l NOT INDEXED
     WHERE l.global_position > ? AND l.type IN (SELECT value FROM json_each(?))
 ) GROUP BY stream, after
 
@@ -282,3 +284,50 @@ ORDER BY key LIMIT ?
 
 -- name: audit_entries
 SELECT actor, action, target, detail, at, id FROM tidings_audit ORDER BY id DESC LIMIT ?
+
+-- ---------------------------------------------------------------------------------------------
+-- The console: messages by id, correlation and causation; outcomes by status.
+
+-- name: find_ids
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at,
+       CAST(data AS BLOB), correlation_id, causation_id, CAST(headers AS BLOB)
+FROM tidings_log WHERE id IN (SELECT value FROM json_each(?))
+ORDER BY global_position LIMIT ?
+
+-- name: find_correlated
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at,
+       CAST(data AS BLOB), correlation_id, causation_id, CAST(headers AS BLOB)
+FROM tidings_log WHERE correlation_id = ?
+ORDER BY global_position LIMIT ?
+
+-- name: find_caused
+SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at,
+       CAST(data AS BLOB), correlation_id, causation_id, CAST(headers AS BLOB)
+FROM tidings_log WHERE causation_id = ?
+ORDER BY global_position LIMIT ?
+
+-- name: outcomes
+SELECT message_id, type, status, result, reason, code, error, attempts, updated_at
+FROM tidings_outcomes WHERE ?1 IS NULL OR status = ?1 ORDER BY updated_at DESC LIMIT ?2
+
+-- name: outcome_counts
+SELECT status, count(*) FROM tidings_outcomes GROUP BY status ORDER BY status
+
+-- name: held_summaries
+-- The console's listing and grouping, from the index tidings_held_summary alone.
+SELECT subscription, partition, stream, global_position, message_id, type, status, attempts,
+       error, NULL, NULL, due_at, first_failed_at, last_failed_at, id
+FROM tidings_held INDEXED BY tidings_held_summary
+WHERE status = ?1 AND (?2 IS NULL OR subscription = ?2)
+ORDER BY subscription, global_position LIMIT ?3
+
+-- name: held_summaries_any
+SELECT subscription, partition, stream, global_position, message_id, type, status, attempts,
+       error, NULL, NULL, due_at, first_failed_at, last_failed_at, id
+FROM tidings_held
+WHERE ?1 IS NULL OR subscription = ?1
+ORDER BY subscription, global_position LIMIT ?2
+
+-- name: held_tails
+SELECT id, substr(traceback, -(length(coalesce(error, '')) + 600))
+FROM tidings_held WHERE id IN (SELECT value FROM json_each(?))

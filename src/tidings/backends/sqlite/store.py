@@ -146,6 +146,24 @@ class SqliteStore(Store):
             rows = await self._db.read("read_all_types", (after, json_array(types), limit))
         return [Envelope(*row) for row in rows]
 
+    async def find(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[Envelope]:
+        if ids is not None:
+            rows = await self._db.read("find_ids", (json_array(list(ids)), limit))
+        elif correlation_id is not None:
+            rows = await self._db.read("find_correlated", (correlation_id, limit))
+        elif causation_id is not None:
+            rows = await self._db.read("find_caused", (causation_id, limit))
+        else:
+            return []
+        return [Envelope(*row) for row in rows]
+
     async def stream_version(self, stream: str) -> int:
         rows = await self._db.read("stream_version", (stream,))
         return int(rows[0][0])
@@ -281,6 +299,22 @@ class SqliteStore(Store):
         )
         return [held_from_row(row) for row in rows]
 
+    async def held_summaries(
+        self, *, subscription: str | None = None, status: str | None = None, limit: int = 100_000
+    ) -> list[Held]:
+        if status is None:
+            rows = await self._db.read("held_summaries_any", (subscription, limit))
+        else:
+            rows = await self._db.read("held_summaries", (status, subscription, limit))
+        return [held_from_row(row) for row in rows]
+
+    async def held_tails(self, ids: Sequence[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for start in range(0, len(ids), 5000):
+            chunk = json_array(list(ids[start : start + 5000]))
+            found.update((int(i), t or "") for i, t in await self._db.read("held_tails", (chunk,)))
+        return found
+
     async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
         if not partitions:
             return set()
@@ -304,6 +338,12 @@ class SqliteStore(Store):
     async def outcome(self, message_id: str) -> Outcome | None:
         rows = await self._db.read("outcome", (message_id,))
         return Outcome(*rows[0]) if rows else None
+
+    async def outcomes(self, *, status: str | None = None, limit: int = 100) -> list[Outcome]:
+        return [Outcome(*row) for row in await self._db.read("outcomes", (status, limit))]
+
+    async def outcome_counts(self) -> list[tuple[str, int]]:
+        return [(str(s), int(n)) for s, n in await self._db.read("outcome_counts")]
 
     async def release_due(self, limit: int = 500) -> int:
         rows = await self._db.read("due_scheduled", (limit,))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
+
 from tidings import App, Context
 from tidings.delivery import Alert, RetryPolicy
 from tidings.examples.cinema.messages import (
@@ -19,7 +21,7 @@ from tidings.examples.cinema.messages import (
     SeatReleased,
     SeatReserved,
 )
-from tidings.examples.cinema.purchase import purchase_workflow
+from tidings.examples.cinema.purchase import PRICE_CENTS, purchase_workflow
 from tidings.examples.cinema.seats import screening
 from tidings.examples.cinema.services import EmailProvider, PaymentService
 from tidings.store import Store
@@ -137,5 +139,22 @@ def build_cinema(
         )
         return number
 
+    # 5. The compensating button: an operator issues a lost receipt again from the console,
+    # prefilled from the reservation's confirmation (or a dead IssueReceipt).
+    app.operator_action(IssueReceipt, label="Issue the receipt again", prefill=receipt_for)
+
     app.register(ReceiptIssued)
     return cinema
+
+
+def receipt_for(message: object) -> dict[str, object] | None:
+    """The receipt to issue for a confirmed reservation (None for other messages)."""
+    if isinstance(message, ReservationConfirmed):
+        return {
+            "reservation_id": message.reservation_id,
+            "guest": message.guest,
+            "amount_cents": PRICE_CENTS,
+        }
+    if isinstance(message, IssueReceipt):
+        return msgspec.to_builtins(message)  # type: ignore[no-any-return]
+    return None
