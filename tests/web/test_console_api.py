@@ -207,3 +207,18 @@ async def test_openapi_document_is_valid(store_url: str) -> None:
         validate(document)
         assert document["openapi"] == "3.1.0"
         assert "/api/dead-letters/{id}/edit" in document["paths"]
+
+
+async def test_the_console_serves_the_probes_and_the_metrics(store_url: str) -> None:
+    async with parked_cinema(store_url, guests=2) as parked:
+        client = parked.client
+        assert (await client.get("/healthz")).json()["status"] == "ok"
+        ready = (await client.get("/readyz")).json()
+        assert ready["checks"]["store"] == "ok", ready
+        metrics = (await client.get("/metrics")).text
+        dead = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("tidings_dead_letters{") and 'subscription="email"' in line
+        ]
+        assert dead and dead[0].endswith(" 2.0"), metrics
