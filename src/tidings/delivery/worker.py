@@ -30,7 +30,8 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from tidings.context import Services
 from tidings.delivery.alerts import Alerts
@@ -45,7 +46,13 @@ from tidings.store import ChangeFeed, Store
 
 log = logging.getLogger("tidings.worker")
 
-__all__ = ["Worker", "partition_of"]
+__all__ = ["Companion", "Worker", "partition_of"]
+
+
+class Companion(Protocol):
+    """Something a worker runs beside its subscriptions (a transport's relay and inbox)."""
+
+    async def run(self, stopping: asyncio.Event) -> None: ...
 
 
 class Worker:
@@ -74,6 +81,7 @@ class Worker:
         idle_poll: float = 0.25,
         replay_interval: float = 0.1,
         seed: int | None = None,
+        companions: Sequence[Companion] = (),
     ) -> None:
         self.store = store
         self.handlers = handlers
@@ -92,6 +100,8 @@ class Worker:
         self.replay_interval = replay_interval
         self.rng = random.Random(seed)
         self.runners: list[Runner] = []
+        #: what runs beside the subscriptions until the worker stops (a transport's relay, inbox)
+        self.companions = tuple(companions)
         self._stopping = asyncio.Event()
         self._schedule_wakeup = asyncio.Event()
         #: the store's outages this worker met (``outages.count``, ``outages.down``)
@@ -150,6 +160,7 @@ class Worker:
             for r in self.runners
         ]
         tasks.append(asyncio.create_task(self._schedule(), name="tidings:schedule"))
+        tasks += [asyncio.create_task(c.run(self._stopping)) for c in self.companions]
         listening = None
         if isinstance(self.store, ChangeFeed):
             listening = asyncio.create_task(self._listen(), name="tidings:listen")

@@ -1,0 +1,90 @@
+"""What a broker does for tidings (publish with confirmation, receive, acknowledge), and
+``open_broker(url)``, the one place a broker URL is parsed.
+
+A broker carries two kinds of destination: a *topic* (events: every service subscribed to it
+receives a copy) and a *service* (commands, and outcomes sent back: one queue, one recipient).
+Each implementation keeps the order of one stream's messages from publish to receive.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tidings.errors import ConfigurationError
+from tidings.transports.routes import validate_route_name
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to publish: to a ``topic`` or a ``service``; ``stream`` orders it (a broker
+    keeps the order of one stream's messages)."""
+
+    id: str
+    stream: str
+    kind: Literal["topic", "service"]
+    to: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One message received, to be acknowledged once recorded (``token`` is the broker's)."""
+
+    headers: dict[str, Any]
+    body: bytes
+    token: Any = field(default=None, repr=False)
+
+
+class Broker(abc.ABC):
+    """A connection to a message broker, as the relay and the inbox use it."""
+
+    #: the URL it connects to (without a password)
+    url: str
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect (raises ``BrokerUnavailable``)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Disconnect; messages received and not acknowledged are delivered again later."""
+
+    @abc.abstractmethod
+    async def publish(self, messages: Sequence[Outgoing]) -> None:
+        """Publish ``messages``, keeping each stream's order, and return once the broker
+        confirmed every one of them (stored, or routed to every queue bound). Raises
+        ``BrokerError`` if any was refused or the confirmation was lost: then all may be
+        published again."""
+
+    @abc.abstractmethod
+    async def listen(self, service: str, topics: Sequence[str]) -> None:
+        """Start receiving what is sent to ``service`` and published to ``topics``."""
+
+    @abc.abstractmethod
+    async def receive(self, limit: int, timeout: float) -> list[Delivery]:
+        """Up to ``limit`` messages received, in order; waits up to ``timeout`` seconds for the
+        first (an empty list then)."""
+
+    @abc.abstractmethod
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge ``deliveries`` (recorded): the broker forgets them."""
+
+
+def open_broker(url: str, *, namespace: str = "tidings") -> Broker:
+    """A broker by URL: ``amqp://guest:guest@127.0.0.1:5672/`` (RabbitMQ, extra
+    ``tidings[rabbitmq]``), ``nats://127.0.0.1:4222`` (NATS JetStream, ``tidings[nats]``).
+    ``namespace`` prefixes every exchange, queue and stream name tidings makes on the broker."""
+    validate_route_name(namespace, "namespace")
+    scheme = url.partition("://")[0].lower()
+    if scheme in ("amqp", "amqps"):
+        from tidings.transports.rabbitmq import RabbitMQ
+
+        return RabbitMQ(url, namespace=namespace)
+    raise ConfigurationError(
+        f"no transport for the URL {url.split('@')[-1]!r}: use amqp://user:password@host:5672/ "
+        "(RabbitMQ)"
+    )

@@ -1,0 +1,147 @@
+"""The relay: carries committed messages from the log to the broker (the outbox, by construction).
+
+It reads the log as a durable subscription does (``relay:<service>``, one partition, leased, so
+one process relays at a time) and moves its checkpoint only past what the broker confirmed: a
+relay killed between publishing and checkpointing publishes those messages again, and the
+receiver's inbox records each message id once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from tidings.committer import Committer
+from tidings.delivery.replies import REPLY_PREFIX, OutcomeReported
+from tidings.errors import BrokerError, LeaseLost, StoreError
+from tidings.messages import Envelope
+from tidings.store import CheckpointMove, Store, Transaction
+from tidings.transports.broker import Broker, Outgoing
+from tidings.transports.cloudevents import to_headers
+from tidings.transports.routes import Routes
+
+log = logging.getLogger("tidings.relay")
+
+
+class Relay:
+    """Relays ``routes``' events and commands, and the outcomes of other services' commands, from
+    ``store``'s log to ``broker``, for service ``service``."""
+
+    def __init__(
+        self,
+        service: str,
+        store: Store,
+        committer: Committer,
+        broker: Broker,
+        routes: Routes,
+        *,
+        owner: str,
+        batch_size: int = 500,
+        lease_ttl: float = 10.0,
+    ) -> None:
+        self.service = service
+        self.store = store
+        self.committer = committer
+        self.broker = broker
+        self.routes = routes
+        self.owner = owner
+        self.batch_size = batch_size
+        self.lease_ttl = lease_ttl
+        self.name = f"relay:{service}"
+        self.types = sorted({*routes.topics, *routes.owners, OutcomeReported.__type_name__})
+        self.wakeup = asyncio.Event()
+        #: the checkpoint while this relay holds the lease, else None
+        self.position: int | None = None
+        self._claimed_at = 0.0
+        #: how many messages the broker confirmed (since this relay started)
+        self.relayed = 0
+
+    async def setup(self) -> None:
+        """Create the relay's subscription (from the beginning of the log) if it is new."""
+        await self.store.setup_subscription(self.name, 1, 0)
+
+    async def claim(self) -> None:
+        """Take or renew the lease (every third of a lease at most)."""
+        now = time.monotonic()
+        if self.position is not None and now - self._claimed_at < self.lease_ttl / 3:
+            return
+        held = await self.store.claim(self.name, self.owner, 1, self.lease_ttl)
+        self.position = held.get(0)
+        self._claimed_at = now
+
+    def outgoing(self, env: Envelope) -> Outgoing | None:
+        """Where ``env`` goes, as the broker publishes it (None: nowhere)."""
+        headers = to_headers(env, self.service)
+        topic = self.routes.topics.get(env.type)
+        if topic is not None:
+            return Outgoing(env.id, env.stream, "topic", topic, headers, env.data)
+        owner = self.routes.owners.get(env.type)
+        if owner is not None:
+            return Outgoing(env.id, env.stream, "service", owner, headers, env.data)
+        if env.type == OutcomeReported.__type_name__ and env.stream.startswith(REPLY_PREFIX):
+            sender = env.stream[len(REPLY_PREFIX) :]
+            return Outgoing(env.id, env.stream, "service", sender, headers, env.data)
+        return None
+
+    async def step(self) -> int:
+        """Relay one batch; returns how many messages the broker confirmed (0: nothing to do, or
+        another process holds the relay's lease)."""
+        await self.claim()
+        start = self.position
+        if start is None:
+            return 0
+        batch = await self.store.read_all(after=start, types=self.types, limit=self.batch_size)
+        if not batch:
+            return 0
+        messages = [m for m in map(self.outgoing, batch) if m is not None]
+        if messages:
+            await self.broker.publish(messages)
+        end = batch[-1].global_position
+        move = CheckpointMove(self.name, 0, self.owner, start, end)
+        try:
+            await self.committer.commit(Transaction(checkpoints=[move]))
+        except LeaseLost:
+            log.warning("relay %s lost its lease; another process relays", self.name)
+            self.position = None
+            return 0
+        self.position = end
+        self.relayed += len(messages)
+        return len(messages)
+
+    async def run(self, stopping: asyncio.Event, *, idle_poll: float = 0.25) -> None:
+        """Relay until ``stopping`` is set; broker and store failures are waited out."""
+        self.committer.add_wakeup(self.wakeup)
+        idle, failures, ready = 0.005, 0, False
+        try:
+            while not stopping.is_set():
+                self.wakeup.clear()
+                try:
+                    if not ready:
+                        await self.setup()
+                        ready = True
+                    did = await self.step()
+                except (BrokerError, StoreError) as exc:
+                    failures += 1
+                    if failures == 1:
+                        log.warning("relay %s: %s; retrying", self.name, exc)
+                    self.position = None
+                    await _pause(stopping, min(0.05 * 2**failures, 2.0))
+                    continue
+                if failures:
+                    log.info("relay %s relays again", self.name)
+                failures = 0
+                if did:
+                    idle = 0.005
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=idle)
+                idle = min(idle * 2, idle_poll)
+        finally:
+            self.committer.discard_wakeup(self.wakeup)
+
+
+async def _pause(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)

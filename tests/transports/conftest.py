@@ -1,0 +1,60 @@
+"""Fixtures for the transport tests: the real RabbitMQ on loopback, and a namespace on it that
+no other test uses (its exchanges and queues are deleted afterwards).
+
+``TIDINGS_TEST_AMQP`` names the broker (default ``amqp://guest:guest@127.0.0.1:5672/``). When it
+cannot be reached the tests are skipped on a developer's machine and fail in CI (``CI=true``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+AMQP_URL = os.environ.get("TIDINGS_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"RabbitMQ is required in CI: {reason}")
+    pytest.skip(f"RabbitMQ tests skipped: {reason}")
+
+
+@pytest.fixture
+async def amqp_url() -> str:
+    """The test broker's URL, once it answers."""
+    try:
+        import aio_pika
+    except ImportError:
+        _unavailable("aio-pika is not installed (pip install -e '.[dev]')")
+        raise
+    try:
+        connection = await aio_pika.connect(AMQP_URL, timeout=5)
+    except Exception as exc:
+        _unavailable(f"cannot connect to {AMQP_URL} (set TIDINGS_TEST_AMQP): {exc}")
+        raise
+    await connection.close()
+    return AMQP_URL
+
+
+@pytest.fixture
+async def namespace(amqp_url: str) -> AsyncIterator[str]:
+    """A namespace of its own; its exchanges and the queues of services named in
+    ``SERVICES`` are deleted after the test."""
+    import aio_pika
+
+    name = f"t{uuid.uuid4().hex[:12]}"
+    yield name
+    connection = await aio_pika.connect(amqp_url, timeout=5)
+    async with connection:
+        channel = await connection.channel()
+        for service in SERVICES:
+            await channel.queue_delete(f"{name}.{service}")
+        for exchange in ("events", "commands", "plain"):
+            await channel.exchange_delete(f"{name}.{exchange}")
+
+
+#: the service names the tests use (their queues are cleaned up)
+SERVICES = ("cinema", "payments", "notifications", "plain")
