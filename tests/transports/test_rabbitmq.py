@@ -197,3 +197,82 @@ async def test_redelivery_is_recorded_once_and_malformed_is_kept(
     assert isinstance(kept.message, InboxUnreadable)
     assert kept.message.body == b"\x00not json"
     assert "ce-specversion" in kept.message.cause
+
+
+async def test_interop_with_plain_aio_pika_and_the_cloudevents_sdk(
+    tmp_path: Path, amqp_url: str, namespace: str
+) -> None:
+    from cloudevents.core.bindings import rabbitmq as ce_rabbitmq
+    from cloudevents.core.v1.event import CloudEvent
+
+    seen: list[tuple[str, int]] = []
+    a = cinema(tmp_path, amqp_url, namespace)
+    b = payments(tmp_path, amqp_url, namespace, seen)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection, a, b:
+        channel = await connection.channel()
+        events = await channel.declare_exchange(
+            f"{namespace}.events", aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        plain = await channel.declare_queue(f"{namespace}.plain", durable=True)
+        await plain.bind(events, routing_key="cinema.seats")
+        await b.links[0].open()
+        async with running(a, b):
+            event_id = await a.publish(
+                SeatReserved("s1", 3),
+                stream="screening-1",
+                headers={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"},
+            )
+            # A plain aio-pika consumer reads tidings' event; the SDK parses it.
+            message = await _get(plain)
+            await message.ack()
+            parsed = ce_rabbitmq.from_binary_event(
+                ce_rabbitmq.RabbitMQMessage(
+                    {k: str(v) for k, v in (message.headers or {}).items()},
+                    message.content_type,
+                    message.body,
+                )
+            )
+            assert parsed.get_id() == event_id
+            assert parsed.get_type() == "tx.SeatReserved"
+            assert parsed.get_source() == "cinema"
+            assert parsed.get_subject() == "screening-1"
+            assert parsed.get_data() == {"screening": "s1", "seat": 3}
+            assert parsed.get_extension("correlationid") == event_id
+            assert parsed.get_extension("traceparent").startswith("00-aaaa")
+            # A CloudEvent made by the SDK and published by a plain client reaches a subscriber.
+            made = CloudEvent(
+                attributes={
+                    "id": "sdk-1",
+                    "type": "tx.SeatReserved",
+                    "source": "/elsewhere",
+                    "subject": "screening-7",
+                },
+                data={"screening": "s7", "seat": 11},
+            )
+            wire = ce_rabbitmq.to_binary_event(made)
+            await events.publish(
+                aio_pika.Message(
+                    wire.body, headers=dict(wire.headers), content_type=wire.content_type
+                ),
+                routing_key="cinema.seats",
+            )
+
+            async def sdk_event_seen() -> bool:
+                return ("s7", 11) in seen
+
+            await wait_until(sdk_event_seen)
+        (recorded,) = await b.read_stream("screening-7")
+        assert recorded.id == "sdk-1" and recorded.message == SeatReserved("s7", 11)
+
+
+async def _get(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomingMessage:
+    """The next message of ``queue``, waiting up to 15 s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while True:
+        message = await queue.get(fail=False)
+        if message is not None:
+            return message
+        assert loop.time() < deadline, "no message arrived within 15s"
+        await asyncio.sleep(0.02)
