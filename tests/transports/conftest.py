@@ -1,8 +1,10 @@
-"""Fixtures for the transport tests: the real RabbitMQ on loopback, and a namespace on it that
-no other test uses (its exchanges and queues are deleted afterwards).
+"""Fixtures for the transport tests: the real RabbitMQ and NATS JetStream on loopback, and a
+namespace on them that no other test uses (its exchanges, queues or JetStream stream are deleted
+afterwards).
 
-``TIDINGS_TEST_AMQP`` names the broker (default ``amqp://guest:guest@127.0.0.1:5672/``). When it
-cannot be reached the tests are skipped on a developer's machine and fail in CI (``CI=true``).
+``TIDINGS_TEST_AMQP`` and ``TIDINGS_TEST_NATS`` name the brokers (default: the local ones). When
+one cannot be reached its tests are skipped on a developer's machine and fail in CI
+(``CI=true``).
 """
 
 from __future__ import annotations
@@ -58,3 +60,41 @@ async def namespace(amqp_url: str) -> AsyncIterator[str]:
 
 #: the service names the tests use (their queues are cleaned up)
 SERVICES = ("cinema", "payments", "notifications", "plain")
+
+
+NATS_URL = os.environ.get("TIDINGS_TEST_NATS", "nats://127.0.0.1:4222")
+
+
+@pytest.fixture
+async def nats_url() -> str:
+    """The test NATS server's URL (with JetStream), once it answers."""
+    try:
+        import nats
+    except ImportError:
+        _unavailable("nats-py is not installed (pip install -e '.[dev]')")
+        raise
+    try:
+        client = await nats.connect(NATS_URL, connect_timeout=3, max_reconnect_attempts=1)
+        await client.jetstream().account_info()
+    except Exception as exc:
+        _unavailable(f"cannot reach NATS JetStream at {NATS_URL} (set TIDINGS_TEST_NATS): {exc}")
+        raise
+    await client.close()
+    return NATS_URL
+
+
+@pytest.fixture
+async def nats_namespace(nats_url: str) -> AsyncIterator[str]:
+    """A namespace of its own; its JetStream stream is deleted after the test."""
+    import nats
+    import nats.js.errors
+
+    name = f"t{uuid.uuid4().hex[:12]}"
+    yield name
+    client = await nats.connect(nats_url)
+    try:
+        await client.jetstream().delete_stream(name)
+    except nats.js.errors.NotFoundError:
+        pass
+    finally:
+        await client.close()

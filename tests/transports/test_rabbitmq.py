@@ -301,3 +301,12 @@ def test_the_transports_guide_prints_what_it_says(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == expected
+
+
+async def test_a_command_handled_elsewhere_is_not_unhandled(
+    tmp_path: Path, amqp_url: str, namespace: str
+) -> None:
+    a = cinema(tmp_path, amqp_url, namespace)
+    async with a:
+        await a.send(RequestPayment("o1", 5))
+        assert await a.unhandled() == []

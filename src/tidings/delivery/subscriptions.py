@@ -169,6 +169,7 @@ class Subscriptions:
         knows: each with how many the log holds."""
         await self._ready()
         commands = {h.command.__type_name__ for h in self.handlers.commands.values()}
+        commands |= {cls.__type_name__ for cls in self.handlers.elsewhere}
         if not self.judge:
             commands = {
                 p.subscription.removeprefix("cmd:")

@@ -74,17 +74,22 @@ class Broker(abc.ABC):
         """Acknowledge ``deliveries`` (recorded): the broker forgets them."""
 
 
-def open_broker(url: str, *, namespace: str = "tidings") -> Broker:
+def open_broker(url: str, *, namespace: str = "tidings", **options: Any) -> Broker:
     """A broker by URL: ``amqp://guest:guest@127.0.0.1:5672/`` (RabbitMQ, extra
     ``tidings[rabbitmq]``), ``nats://127.0.0.1:4222`` (NATS JetStream, ``tidings[nats]``).
-    ``namespace`` prefixes every exchange, queue and stream name tidings makes on the broker."""
+    ``namespace`` prefixes every exchange, queue, stream and subject tidings makes on the
+    broker; ``options`` go to the broker's class (``timeout``; NATS: ``ack_wait``)."""
     validate_route_name(namespace, "namespace")
     scheme = url.partition("://")[0].lower()
     if scheme in ("amqp", "amqps"):
         from tidings.transports.rabbitmq import RabbitMQ
 
-        return RabbitMQ(url, namespace=namespace)
+        return RabbitMQ(url, namespace=namespace, **options)
+    if scheme in ("nats", "tls"):
+        from tidings.transports.nats import NATS
+
+        return NATS(url, namespace=namespace, **options)
     raise ConfigurationError(
         f"no transport for the URL {url.split('@')[-1]!r}: use amqp://user:password@host:5672/ "
-        "(RabbitMQ)"
+        "(RabbitMQ) or nats://host:4222 (NATS JetStream)"
     )

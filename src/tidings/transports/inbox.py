@@ -69,6 +69,7 @@ class Inbox:
         #: deliveries recorded (redeliveries included) and kept as unreadable, since started
         self.received = 0
         self.unreadable = 0
+        self._unrecorded: list[Delivery] = []
 
     def transaction(self, deliveries: Sequence[Delivery]) -> Transaction:
         """What recording ``deliveries`` commits."""
@@ -90,16 +91,24 @@ class Inbox:
         return tx
 
     async def step(self, timeout: float = 0.25) -> int:
-        """Receive a batch, record it, acknowledge it; returns how many were received."""
-        deliveries = await self.broker.receive(self.batch_size, timeout)
+        """Receive a batch, record it, acknowledge it; returns how many were received. A batch
+        the store failed to record is tried again before anything received after it."""
+        deliveries = self._unrecorded or await self.broker.receive(self.batch_size, timeout)
         if not deliveries:
             return 0
+        self._unrecorded = deliveries
         tx = self.transaction(deliveries)
         if tx:
             await self.committer.commit(tx)
+        self._unrecorded = []
         await self.broker.ack(deliveries)
         self.received += len(deliveries)
         return len(deliveries)
+
+    def reset(self) -> None:
+        """Forget what was received and not recorded (the broker delivers it again after a
+        reconnection)."""
+        self._unrecorded = []
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Record until ``stopping`` is set; broker and store failures are waited out (what was

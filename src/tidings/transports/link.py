@@ -102,6 +102,7 @@ class Link:
         if not self._opened:
             return
         self._opened = False
+        self.inbox.reset()
         try:
             await self.app.store.release(self.owner)
         finally:
