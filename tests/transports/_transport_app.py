@@ -17,16 +17,18 @@ class SeatReserved(Event, type_name="kill.SeatReserved"):
 
 ROLE = os.environ["TIDINGS_TX_ROLE"]
 app = App(ROLE, store=f"sqlite:///{os.environ['TIDINGS_TX_DB']}")
-_options = {"namespace": os.environ["TIDINGS_TX_NS"], "batch_size": 50}
+_options: dict[str, object] = {"namespace": os.environ["TIDINGS_TX_NS"], "batch_size": 50}
+if os.environ["TIDINGS_TX_URL"].startswith("nats"):
+    _options["ack_wait"] = 2.0  # what a killed consumer had received comes again soon
 if ROLE == "cinema":
     app.connect(
-        os.environ["TIDINGS_TX_AMQP"],
+        os.environ["TIDINGS_TX_URL"],
         Routes().publish(SeatReserved, topic="cinema.seats"),
         **_options,
     )
 else:
     app.connect(
-        os.environ["TIDINGS_TX_AMQP"], Routes().subscribe("cinema.seats", SeatReserved), **_options
+        os.environ["TIDINGS_TX_URL"], Routes().subscribe("cinema.seats", SeatReserved), **_options
     )
 
     @app.subscriber("ledger", partitions=2)

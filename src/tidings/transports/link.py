@@ -4,12 +4,14 @@ App's worker (``app.connect(url, routes)``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
-from typing import Protocol
+from typing import Any, Protocol
 
 from tidings.committer import Committer
+from tidings.errors import BrokerError, StoreError
 from tidings.ids import uuid7
 from tidings.messages import Command, Message
 from tidings.registry import Handlers
@@ -44,7 +46,8 @@ class Link:
 
     Its inbox queue is the App's name: the commands this App handles are sent to it, and the
     topics it subscribes to are bound to it. Commands routed to other services are handled
-    there, so the App's wiring check does not ask for their handlers here."""
+    there, so the App's wiring check does not ask for their handlers here. ``broker_options``
+    go to the broker's class with a URL (``timeout``; NATS: ``ack_wait``)."""
 
     def __init__(
         self,
@@ -55,10 +58,13 @@ class Link:
         namespace: str = "tidings",
         batch_size: int = 500,
         lease_ttl: float = 10.0,
+        **broker_options: Any,
     ) -> None:
         self.app = app
         self.broker = (
-            open_broker(broker, namespace=namespace) if isinstance(broker, str) else broker
+            open_broker(broker, namespace=namespace, **broker_options)
+            if isinstance(broker, str)
+            else broker
         )
         self.routes = routes
         self.batch_size = batch_size
@@ -111,7 +117,16 @@ class Link:
     async def run(self, stopping: asyncio.Event) -> None:
         """Relay and record until ``stopping`` is set (a worker runs this beside its
         subscriptions)."""
-        await self.open()
+        failures = 0
+        while not self._opened and not stopping.is_set():
+            try:
+                await self.open()
+            except (BrokerError, StoreError) as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("%s: %s; trying again", self.app.name, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), timeout=min(0.05 * 2**failures, 2.0))
         try:
             await asyncio.gather(self.relay.run(stopping), self.inbox.run(stopping))
         finally:

@@ -82,12 +82,15 @@ class NATS(Broker):
             try:
                 await self._js.stream_info(self.stream)
             except nats.js.errors.NotFoundError:
-                await self._js.add_stream(
-                    name=self.stream,
-                    subjects=[f"{self.namespace}.>"],
-                    storage=api.StorageType.FILE,
-                    duplicate_window=120.0,
-                )
+                with contextlib.suppress(nats.js.errors.BadRequestError):
+                    # BadRequest: another process created it first (checked below).
+                    await self._js.add_stream(
+                        name=self.stream,
+                        subjects=[f"{self.namespace}.>"],
+                        storage=api.StorageType.FILE,
+                        duplicate_window=120.0,
+                    )
+                await self._js.stream_info(self.stream)
         except (*_FAILURES, nats.js.errors.Error) as exc:
             await self.close()
             raise BrokerUnavailable(f"cannot connect to NATS at {self.url}: {exc}") from exc

@@ -1,6 +1,7 @@
 """kill -9 of the relay's process and of the consumer's process mid-batch, each started again
-(``tidings worker``, as in production): nothing is lost, nothing is recorded or applied twice,
-and each stream's order is kept from the sender's log to the receiver's effects."""
+(``tidings worker``, as in production), over RabbitMQ and over NATS JetStream: nothing is lost,
+nothing is recorded or applied twice, and each stream's order is kept from the sender's log to
+the receiver's effects."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import aio_pika
+import pytest
 
 from tidings import App, Event
 
@@ -43,7 +45,7 @@ async def start(
         TIDINGS_TX_ROLE=role,
         TIDINGS_TX_DB=str(db),
         TIDINGS_TX_NS=namespace,
-        TIDINGS_TX_AMQP=url,
+        TIDINGS_TX_URL=url,
     )
     with _append(log) as out:
         return await asyncio.create_subprocess_exec(
@@ -69,26 +71,10 @@ async def kill(proc: asyncio.subprocess.Process, log: Path) -> None:
     await asyncio.wait_for(proc.wait(), 30)
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        assert loop.time() < deadline, f"condition not met within {timeout}s"
-        await asyncio.sleep(0.02)
-
-
-async def test_kill_relay_and_consumer_lose_and_duplicate_nothing(
-    tmp_path: Path, amqp_url: str, namespace: str
-) -> None:
-    cinema_db, payments_db = tmp_path / "cinema.db", tmp_path / "payments.db"
-    sender = App("cinema", store=f"sqlite:///{cinema_db}")
-    async with sender:
-        for n in range(STREAMS):
-            await sender.append(
-                f"screening-{n}", [KillSeat(f"s{n}", seat) for seat in range(PER_STREAM)]
-            )
-    # The receiver's queue exists (as its worker declares it) before the relay starts.
-    connection = await aio_pika.connect(amqp_url)
+async def declare_queue(url: str, namespace: str) -> None:
+    """Declare the receiver's queue as its worker does: a topic keeps nothing for a queue that
+    does not exist yet (a JetStream consumer reads the stream from its start)."""
+    connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
         events = await channel.declare_exchange(
@@ -99,10 +85,41 @@ async def test_kill_relay_and_consumer_lose_and_duplicate_nothing(
         )
         await queue.bind(events, routing_key="cinema.seats")
 
+
+async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, f"condition not met within {timeout}s"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture(params=["rabbitmq", "nats"])
+def broker(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(URL, namespace) of a broker with a namespace of its own."""
+    if request.param == "rabbitmq":
+        return request.getfixturevalue("amqp_url"), request.getfixturevalue("namespace")
+    return request.getfixturevalue("nats_url"), request.getfixturevalue("nats_namespace")
+
+
+async def test_kill_relay_and_consumer_lose_and_duplicate_nothing(
+    tmp_path: Path, broker: tuple[str, str]
+) -> None:
+    url, namespace = broker
+    cinema_db, payments_db = tmp_path / "cinema.db", tmp_path / "payments.db"
+    sender = App("cinema", store=f"sqlite:///{cinema_db}")
+    async with sender:
+        for n in range(STREAMS):
+            await sender.append(
+                f"screening-{n}", [KillSeat(f"s{n}", seat) for seat in range(PER_STREAM)]
+            )
+    if url.startswith("amqp"):
+        await declare_queue(url, namespace)
+
     receiver = App("payments", store=f"sqlite:///{payments_db}", messages=[KillSeat])
     logs = {role: tmp_path / f"{role}.log" for role in ("cinema", "payments")}
-    relay = await start("cinema", cinema_db, namespace, amqp_url, logs["cinema"])
-    consumer = await start("payments", payments_db, namespace, amqp_url, logs["payments"])
+    relay = await start("cinema", cinema_db, namespace, url, logs["cinema"])
+    consumer = await start("payments", payments_db, namespace, url, logs["payments"])
     try:
         async with receiver:
 
@@ -117,11 +134,11 @@ async def test_kill_relay_and_consumer_lose_and_duplicate_nothing(
                 await wait_until(lambda: relayed_over(TOTAL // 4))
                 await kill(relay, logs["cinema"])
                 assert not await relayed_over(TOTAL - 1), "the relay was done before the kill"
-                relay = await start("cinema", cinema_db, namespace, amqp_url, logs["cinema"])
+                relay = await start("cinema", cinema_db, namespace, url, logs["cinema"])
             await wait_until(lambda: recorded_over(TOTAL // 2))
             await kill(consumer, logs["payments"])
             assert not await recorded_over(TOTAL - 1), "the consumer was done before the kill"
-            consumer = await start("payments", payments_db, namespace, amqp_url, logs["payments"])
+            consumer = await start("payments", payments_db, namespace, url, logs["payments"])
 
             async def all_applied() -> bool:
                 seats = await receiver.documents("seats")
