@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -280,27 +276,6 @@ async def _get(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomi
             return message
         assert loop.time() < deadline, "no message arrived within 15s"
         await asyncio.sleep(0.02)
-
-
-def test_the_transports_guide_prints_what_it_says(
-    tmp_path: Path, amqp_url: str, namespace: str
-) -> None:
-    root = Path(__file__).resolve().parents[2]
-    guide = (root / "docs" / "transports.md").read_text()
-    script = tmp_path / "guide.py"
-    script.write_text("\n\n".join(re.findall(r"```python\n(.*?)```", guide, flags=re.S)))
-    expected = "\n".join(re.findall(r"```text\n(.*?)```", guide, flags=re.S)).strip()
-    env = dict(os.environ, TIDINGS_AMQP=amqp_url, TIDINGS_NAMESPACE=namespace)
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip() == expected
 
 
 async def test_a_command_handled_elsewhere_is_not_unhandled(
