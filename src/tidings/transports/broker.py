@@ -9,6 +9,7 @@ Each implementation keeps the order of one stream's messages from publish to rec
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -66,12 +67,30 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def receive(self, limit: int, timeout: float) -> list[Delivery]:
-        """Up to ``limit`` messages received, in order; waits up to ``timeout`` seconds for the
-        first (an empty list then)."""
+        """Up to ``limit`` messages received, in order: those there now, else waiting up to
+        ``timeout`` seconds for the first (an empty list then)."""
 
     @abc.abstractmethod
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Acknowledge ``deliveries`` (recorded): the broker forgets them."""
+
+
+async def take(received: asyncio.Queue[Any], limit: int, timeout: float) -> list[Any]:
+    """Up to ``limit`` items of ``received``: those there now, else the first to arrive within
+    ``timeout`` seconds and any there with it."""
+    if received.empty():
+        if timeout <= 0:
+            return []
+        try:
+            first = await asyncio.wait_for(received.get(), timeout)
+        except TimeoutError:
+            return []
+    else:
+        first = received.get_nowait()
+    batch = [first]
+    while len(batch) < limit and not received.empty():
+        batch.append(received.get_nowait())
+    return batch
 
 
 def open_broker(url: str, *, namespace: str = "tidings", **options: Any) -> Broker:

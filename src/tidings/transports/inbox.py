@@ -50,7 +50,9 @@ class InboxUnreadable(Event, type_name="tidings.InboxUnreadable"):
 
 
 class Inbox:
-    """Records deliveries from ``broker`` for service ``service`` into ``committer``'s store."""
+    """Records deliveries from ``broker`` for service ``service`` into ``committer``'s store, up
+    to ``batch_size`` a transaction; a batch smaller than that waits ``linger`` seconds for
+    more first."""
 
     def __init__(
         self,
@@ -60,8 +62,10 @@ class Inbox:
         routes: Routes,
         *,
         batch_size: int = 500,
+        linger: float = 0.002,
     ) -> None:
         self.service = service
+        self.linger = linger
         self.committer = committer
         self.broker = broker
         self.routes = routes
@@ -96,6 +100,10 @@ class Inbox:
         deliveries = self._unrecorded or await self.broker.receive(self.batch_size, timeout)
         if not deliveries:
             return 0
+        if len(deliveries) < self.batch_size and self.linger and not self._unrecorded:
+            # A moment for more to arrive: one commit for many (each commit syncs the disk).
+            await asyncio.sleep(self.linger)
+            deliveries += await self.broker.receive(self.batch_size - len(deliveries), 0)
         self._unrecorded = deliveries
         tx = self.transaction(deliveries)
         if tx:

@@ -19,7 +19,7 @@ from typing import Any
 
 from tidings.delivery.runner import partition_of
 from tidings.errors import BrokerError, BrokerUnavailable, MissingDependency
-from tidings.transports.broker import Broker, Delivery, Outgoing
+from tidings.transports.broker import Broker, Delivery, Outgoing, take
 
 try:
     import nats
@@ -178,14 +178,7 @@ class NATS(Broker):
                 await self._received.put(message)
 
     async def receive(self, limit: int, timeout: float) -> list[Delivery]:
-        received = self._received
-        try:
-            first = await asyncio.wait_for(received.get(), timeout)
-        except TimeoutError:
-            return []
-        batch = [first]
-        while len(batch) < limit and not received.empty():
-            batch.append(received.get_nowait())
+        batch = await take(self._received, limit, timeout)
         out = []
         for message in batch:
             headers: dict[str, Any] = dict(message.headers or {})

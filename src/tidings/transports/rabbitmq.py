@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tidings.errors import BrokerError, BrokerUnavailable, MissingDependency
-from tidings.transports.broker import Broker, Delivery, Outgoing
+from tidings.transports.broker import Broker, Delivery, Outgoing, take
 
 try:
     import aio_pika
@@ -161,14 +161,7 @@ class RabbitMQ(Broker):
         self._consuming = queue
 
     async def receive(self, limit: int, timeout: float) -> list[Delivery]:
-        received = self._received
-        try:
-            first = await asyncio.wait_for(received.get(), timeout)
-        except TimeoutError:
-            return []
-        batch = [first]
-        while len(batch) < limit and not received.empty():
-            batch.append(received.get_nowait())
+        batch = await take(self._received, limit, timeout)
         out = []
         for message in batch:
             headers: dict[str, Any] = dict(message.headers or {})
