@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 
 from tidings.committer import Committer
 from tidings.delivery.replies import REPLY_PREFIX, OutcomeReported
@@ -27,7 +28,8 @@ log = logging.getLogger("tidings.relay")
 
 class Relay:
     """Relays ``routes``' events and commands, and the outcomes of other services' commands, from
-    ``store``'s log to ``broker``, for service ``service``."""
+    ``store``'s log to ``broker``, for service ``service``: up to ``in_flight`` batches of
+    ``batch_size`` published at once, checkpointed in order as the broker confirms them."""
 
     def __init__(
         self,
@@ -40,6 +42,7 @@ class Relay:
         owner: str,
         batch_size: int = 500,
         lease_ttl: float = 10.0,
+        in_flight: int = 4,
     ) -> None:
         self.service = service
         self.store = store
@@ -49,6 +52,7 @@ class Relay:
         self.owner = owner
         self.batch_size = batch_size
         self.lease_ttl = lease_ttl
+        self.in_flight = in_flight
         self.name = f"relay:{service}"
         self.types = sorted({*routes.topics, *routes.owners, OutcomeReported.__type_name__})
         self.wakeup = asyncio.Event()
@@ -57,6 +61,12 @@ class Relay:
         self._claimed_at = 0.0
         #: how many messages the broker confirmed (since this relay started)
         self.relayed = 0
+        #: batches published and not yet checkpointed: (last position, confirmation, count)
+        self._flight: deque[tuple[int, asyncio.Future[list[None]], int]] = deque()
+        #: the last position read (ahead of the checkpoint while batches are in flight)
+        self._read = 0
+        #: each stream's last publishing task: the next one of that stream starts after it
+        self._tails: dict[str, asyncio.Task[None]] = {}
 
     async def setup(self) -> None:
         """Create the relay's subscription (from the beginning of the log) if it is new."""
@@ -86,29 +96,82 @@ class Relay:
         return None
 
     async def step(self) -> int:
-        """Relay one batch; returns how many messages the broker confirmed (0: nothing to do, or
-        another process holds the relay's lease)."""
+        """Read the next batch and start publishing it, then checkpoint the oldest batches in
+        flight that the broker confirmed (waiting for the oldest when ``in_flight`` are out, or
+        when nothing is left to read). Returns how many messages were read or confirmed (0:
+        nothing to do, or another process holds the relay's lease). Raises ``BrokerError`` when
+        a publish failed: every batch in flight is then read and published again."""
         await self.claim()
-        start = self.position
-        if start is None:
+        if self.position is None:
+            self._reset()
             return 0
-        batch = await self.store.read_all(after=start, types=self.types, limit=self.batch_size)
-        if not batch:
-            return 0
-        messages = [m for m in map(self.outgoing, batch) if m is not None]
-        if messages:
-            await self.broker.publish(messages)
-        end = batch[-1].global_position
-        move = CheckpointMove(self.name, 0, self.owner, start, end)
+        after = self._read if self._flight else self.position
+        batch = await self.store.read_all(after=after, types=self.types, limit=self.batch_size)
+        if batch:
+            self._launch(batch)
+        done = 0
+        try:
+            while self._flight and (
+                not batch or len(self._flight) > self.in_flight or self._flight[0][1].done()
+            ):
+                done += await self._settle()
+        except BaseException:
+            self._reset()
+            raise
+        return done + len(batch)
+
+    def _launch(self, batch: list[Envelope]) -> None:
+        """Start publishing ``batch``: each stream's messages after that stream's earlier ones."""
+        chains: dict[str, list[Outgoing]] = {}
+        for env in batch:
+            message = self.outgoing(env)
+            if message is not None:
+                chains.setdefault(message.stream, []).append(message)
+        tasks = []
+        for stream, chain in chains.items():
+            task = asyncio.create_task(self._publish_after(self._tails.get(stream), chain))
+            self._tails[stream] = task
+            tasks.append(task)
+        confirmed = asyncio.gather(*tasks)
+        self._flight.append((batch[-1].global_position, confirmed, sum(map(len, chains.values()))))
+        self._read = batch[-1].global_position
+
+    async def _publish_after(
+        self, before: asyncio.Task[None] | None, chain: list[Outgoing]
+    ) -> None:
+        if before is not None:
+            await before
+        await self.broker.publish(chain)
+
+    async def _settle(self) -> int:
+        """Wait for the oldest batch in flight to be confirmed, then checkpoint it."""
+        end, confirmed, count = self._flight[0]
+        await confirmed
+        assert self.position is not None
+        move = CheckpointMove(self.name, 0, self.owner, self.position, end)
         try:
             await self.committer.commit(Transaction(checkpoints=[move]))
         except LeaseLost:
             log.warning("relay %s lost its lease; another process relays", self.name)
             self.position = None
+            self._reset()
             return 0
+        self._flight.popleft()
         self.position = end
-        self.relayed += len(messages)
-        return len(messages)
+        self.relayed += count
+        for stream, task in list(self._tails.items()):
+            if task.done():
+                del self._tails[stream]
+        return count
+
+    def _reset(self) -> None:
+        """Forget the batches in flight (they are read again from the checkpoint)."""
+        for _, confirmed, _ in self._flight:
+            confirmed.cancel()
+        for task in self._tails.values():
+            task.cancel()
+        self._flight.clear()
+        self._tails.clear()
 
     async def run(self, stopping: asyncio.Event, *, idle_poll: float = 0.25) -> None:
         """Relay until ``stopping`` is set; broker and store failures are waited out."""
@@ -139,6 +202,7 @@ class Relay:
                     await asyncio.wait_for(self.wakeup.wait(), timeout=idle)
                 idle = min(idle * 2, idle_poll)
         finally:
+            self._reset()  # what is in flight is published again from the checkpoint
             self.committer.discard_wakeup(self.wakeup)
 
 
