@@ -161,6 +161,8 @@ class Handlers:
         self.subscribers: dict[str, Subscriber] = {}
         #: command types another service handles (routed to it by a transport)
         self.elsewhere: set[type[Command]] = set()
+        #: subscriptions the worker runs besides handlers (a transport's relay)
+        self.relays: set[str] = set()
 
     def command(
         self,

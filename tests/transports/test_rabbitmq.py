@@ -285,3 +285,24 @@ async def test_a_command_handled_elsewhere_is_not_unhandled(
     async with a:
         await a.send(RequestPayment("o1", 5))
         assert await a.unhandled() == []
+
+
+async def test_the_relay_shows_its_lag_as_a_subscription(
+    tmp_path: Path, amqp_url: str, namespace: str
+) -> None:
+    a = cinema(tmp_path, amqp_url, namespace)
+    b = payments(tmp_path, amqp_url, namespace)
+    async with a, b:
+        await b.links[0].open()
+        await a.links[0].relay.setup()
+        for seat in range(3):
+            await a.publish(SeatReserved("s1", seat), stream="screening-1")
+        (before,) = await a.subscriptions.list("relay:cinema")
+        assert (before.state, before.partitions[0].pending) == ("stopped", 3)
+        async with running(a, b):
+
+            async def relayed() -> bool:
+                (state,) = await a.subscriptions.list("relay:cinema")
+                return state.partitions[0].pending == 0 and state.state == "running"
+
+            await wait_until(relayed)

@@ -211,7 +211,8 @@ class Subscriptions:
             else:
                 remembered = await self._remembered(sub)
                 types = remembered.types if remembered is not None else None
-            states.append(await self._state(sub, parts, types, held, now, route is not None))
+            known = route is not None or sub in self.handlers.relays
+            states.append(await self._state(sub, parts, types, held, now, known))
         return states
 
     async def _state(

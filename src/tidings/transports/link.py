@@ -84,6 +84,7 @@ class Link:
             batch_size=batch_size,
             lease_ttl=lease_ttl,
         )
+        app.handlers.relays.add(self.relay.name)
         self.inbox = Inbox(app.name, app.committer, self.broker, routes, batch_size=batch_size)
         self._opened = False
         self._opening = asyncio.Lock()

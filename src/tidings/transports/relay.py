@@ -14,16 +14,20 @@ import logging
 import time
 from collections import deque
 
+import msgspec
+
 from tidings.committer import Committer
 from tidings.delivery.replies import REPLY_PREFIX, OutcomeReported
+from tidings.delivery.subscriptions import TYPES, Remembered
 from tidings.errors import BrokerError, LeaseLost, StoreError
 from tidings.messages import Envelope
-from tidings.store import CheckpointMove, Store, Transaction
+from tidings.store import CheckpointMove, DocumentWrite, Store, Transaction
 from tidings.transports.broker import Broker, Outgoing
 from tidings.transports.cloudevents import to_headers
 from tidings.transports.routes import Routes
 
 log = logging.getLogger("tidings.relay")
+_encoder = msgspec.json.Encoder()
 
 
 class Relay:
@@ -69,8 +73,13 @@ class Relay:
         self._tails: dict[str, asyncio.Task[None]] = {}
 
     async def setup(self) -> None:
-        """Create the relay's subscription (from the beginning of the log) if it is new."""
+        """Create the relay's subscription (from the beginning of the log) if it is new, and
+        remember its types (so that ``tidings subscriptions`` shows its lag)."""
         await self.store.setup_subscription(self.name, 1, 0)
+        types = Remembered(self.types, self.types)
+        if await self.store.get_document(TYPES, self.name) != _encoder.encode(types):
+            write = DocumentWrite(TYPES, self.name, _encoder.encode(types))
+            await self.committer.commit(Transaction(documents=[write]))
 
     async def claim(self) -> None:
         """Take or renew the lease (every third of a lease at most)."""
