@@ -161,7 +161,7 @@ class Handlers:
         self.subscribers: dict[str, Subscriber] = {}
         #: command types another service handles (routed to it by a transport)
         self.elsewhere: set[type[Command]] = set()
-        #: subscriptions the worker runs besides handlers (a transport's relay)
+        #: leases the worker holds besides handlers (a transport's relay and inbox)
         self.relays: set[str] = set()
 
     def command(

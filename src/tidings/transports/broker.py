@@ -62,8 +62,17 @@ class Broker(abc.ABC):
         published again."""
 
     @abc.abstractmethod
+    async def prepare(self, service: str, topics: Sequence[str]) -> None:
+        """Make what is sent to ``service`` and published to ``topics`` from now on wait for it
+        on the broker (a queue, durable consumers), without receiving it yet."""
+
+    @abc.abstractmethod
     async def listen(self, service: str, topics: Sequence[str]) -> None:
         """Start receiving what is sent to ``service`` and published to ``topics``."""
+
+    @abc.abstractmethod
+    async def unlisten(self) -> None:
+        """Stop receiving; what was received and not acknowledged is delivered again."""
 
     @abc.abstractmethod
     async def receive(self, limit: int, timeout: float) -> list[Delivery]:

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 
 import msgspec
@@ -61,10 +62,17 @@ class Inbox:
         broker: Broker,
         routes: Routes,
         *,
+        owner: str,
         batch_size: int = 500,
         linger: float = 0.002,
+        lease_ttl: float = 10.0,
     ) -> None:
         self.service = service
+        self.owner = owner
+        self.lease_ttl = lease_ttl
+        self.name = f"inbox:{service}"
+        self.listening = False
+        self._claimed_at: float | None = None
         self.linger = linger
         self.committer = committer
         self.broker = broker
@@ -118,23 +126,58 @@ class Inbox:
         reconnection)."""
         self._unrecorded = []
 
+    async def claim(self) -> bool:
+        """Take or renew the lease of ``inbox:<service>`` (every third of a lease at most):
+        one process of a service receives at a time, so a stream arrives in order."""
+        now = time.monotonic()
+        if self._claimed_at is not None and now - self._claimed_at < self.lease_ttl / 3:
+            return True
+        store = self.committer.store
+        await store.setup_subscription(self.name, 1, 0)
+        held = await store.claim(self.name, self.owner, 1, self.lease_ttl)
+        self._claimed_at = now if held else None
+        return bool(held)
+
     async def run(self, stopping: asyncio.Event) -> None:
-        """Record until ``stopping`` is set; broker and store failures are waited out (what was
-        received and not recorded is delivered again by the broker)."""
+        """Record while this process holds the inbox's lease, until ``stopping`` is set; broker
+        and store failures are waited out (what was received and not recorded is delivered
+        again by the broker)."""
         failures = 0
-        while not stopping.is_set():
-            try:
-                await self.step()
-            except (BrokerError, StoreError) as exc:
-                failures += 1
-                if failures == 1:
-                    log.warning("inbox %s: %s; retrying", self.service, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), timeout=min(0.05 * 2**failures, 2.0))
-                continue
-            if failures:
-                log.info("inbox %s records again", self.service)
-            failures = 0
+        try:
+            while not stopping.is_set():
+                try:
+                    if not await self.claim():
+                        await self._stop_listening()
+                        await _pause(stopping, self.lease_ttl / 3)
+                        continue
+                    if not self.listening:
+                        topics = sorted(self.routes.subscriptions)
+                        await self.broker.listen(self.service, topics)
+                        self.listening = True
+                    await self.step()
+                except (BrokerError, StoreError) as exc:
+                    failures += 1
+                    if failures == 1:
+                        log.warning("inbox %s: %s; retrying", self.service, exc)
+                    self._claimed_at = None
+                    await _pause(stopping, min(0.05 * 2**failures, 2.0))
+                    continue
+                if failures:
+                    log.info("inbox %s records again", self.service)
+                failures = 0
+        finally:
+            await self._stop_listening()
+
+    async def _stop_listening(self) -> None:
+        if self.listening:
+            self.listening = False
+            self.reset()
+            await self.broker.unlisten()
+
+
+async def _pause(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
 
 
 def _unreadable(delivery: Delivery, exc: Exception) -> NewMessage:

@@ -85,20 +85,29 @@ class Link:
             lease_ttl=lease_ttl,
         )
         app.handlers.relays.add(self.relay.name)
-        self.inbox = Inbox(app.name, app.committer, self.broker, routes, batch_size=batch_size)
+        self.inbox = Inbox(
+            app.name,
+            app.committer,
+            self.broker,
+            routes,
+            owner=self.owner,
+            batch_size=batch_size,
+            lease_ttl=lease_ttl,
+        )
+        app.handlers.relays.add(self.inbox.name)
         self._opened = False
         self._opening = asyncio.Lock()
 
     async def open(self) -> None:
-        """Open the App and the broker, and start receiving (idempotent): once it returned,
-        this App's queue exists and takes what is sent and published to it."""
+        """Open the App and the broker (idempotent): once it returned, what is sent and
+        published to this App waits for it on the broker."""
         async with self._opening:
             if self._opened:
                 return
             await self.app.open()
             await self.broker.open()
             try:
-                await self.broker.listen(self.app.name, sorted(self.routes.subscriptions))
+                await self.broker.prepare(self.app.name, sorted(self.routes.subscriptions))
             except BaseException:
                 await self.broker.close()
                 raise

@@ -62,6 +62,7 @@ class NATS(Broker):
         self._js: JetStreamContext | None = None
         self._received: asyncio.Queue[Msg] = asyncio.Queue(maxsize=2000)
         self._fetching: list[asyncio.Task[None]] = []
+        self._subscriptions: list[JetStreamContext.PullSubscription] = []
 
     def subject(self, kind: str, to: str, stream: str) -> str:
         """The subject a message of ``stream`` goes to (kind ``topic`` or ``service``)."""
@@ -96,14 +97,8 @@ class NATS(Broker):
             raise BrokerUnavailable(f"cannot connect to NATS at {self.url}: {exc}") from exc
 
     async def close(self) -> None:
-        for task in self._fetching:
-            task.cancel()
-        for task in self._fetching:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._fetching = []
+        await self.unlisten()
         client, self._client, self._js = self._client, None, None
-        self._received = asyncio.Queue(maxsize=2000)
         if client is not None:
             with contextlib.suppress(*_FAILURES):
                 await client.close()
@@ -138,26 +133,53 @@ class NATS(Broker):
                 headers={**message.headers, "Nats-Msg-Id": message.id},
             )
 
-    async def listen(self, service: str, topics: Sequence[str]) -> None:
-        js = self._jetstream()
+    def _consumers(self, service: str, topics: Sequence[str]) -> list[tuple[str, str]]:
+        """(durable name, subject) of each consumer of ``service``."""
         wanted = [(f"{service}-cmd", f"{self.namespace}.svc.{service}.*")]
         wanted += [
             (f"{service}-ev-{topic.replace('.', '_')}", f"{self.namespace}.ev.{topic}.*")
             for topic in topics
         ]
+        return wanted
+
+    async def _subscribe(self, durable: str, subject: str) -> JetStreamContext.PullSubscription:
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.EXPLICIT, ack_wait=self.ack_wait, max_ack_pending=20_000
+        )
+        return await self._jetstream().pull_subscribe(
+            subject, durable=durable, stream=self.stream, config=config
+        )
+
+    async def prepare(self, service: str, topics: Sequence[str]) -> None:
         try:
-            for durable, subject in wanted:
-                config = api.ConsumerConfig(
-                    ack_policy=api.AckPolicy.EXPLICIT,
-                    ack_wait=self.ack_wait,
-                    max_ack_pending=20_000,
-                )
-                sub = await js.pull_subscribe(
-                    subject, durable=durable, stream=self.stream, config=config
-                )
+            for durable, subject in self._consumers(service, topics):
+                await (await self._subscribe(durable, subject)).unsubscribe()
+        except (*_FAILURES, nats.js.errors.Error) as exc:
+            raise BrokerUnavailable(
+                f"cannot create consumers on NATS at {self.url}: {exc}"
+            ) from exc
+
+    async def listen(self, service: str, topics: Sequence[str]) -> None:
+        await self.unlisten()
+        try:
+            for durable, subject in self._consumers(service, topics):
+                sub = await self._subscribe(durable, subject)
+                self._subscriptions.append(sub)
                 self._fetching.append(asyncio.create_task(self._fetch(sub)))
         except (*_FAILURES, nats.js.errors.Error) as exc:
             raise BrokerUnavailable(f"cannot consume from NATS at {self.url}: {exc}") from exc
+
+    async def unlisten(self) -> None:
+        for task in self._fetching:
+            task.cancel()
+        for task in self._fetching:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for sub in self._subscriptions:
+            with contextlib.suppress(*_FAILURES):
+                await sub.unsubscribe()
+        self._fetching, self._subscriptions = [], []
+        self._received = asyncio.Queue(maxsize=2000)
 
     async def _fetch(self, sub: JetStreamContext.PullSubscription) -> None:
         """Move one consumer's messages, in order, to the received queue."""

@@ -10,6 +10,7 @@ may consume, one at a time, so order is kept; the inbox's store does the paralle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,7 +49,7 @@ class RabbitMQ(Broker):
         self._exchanges: dict[str, AbstractExchange] = {}
         self._queues: set[str] = set()
         self._received: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._consuming: AbstractQueue | None = None
+        self._consuming: AbstractChannel | None = None
         self._prefetch = 1000
 
     def queue_name(self, service: str) -> str:
@@ -146,11 +147,23 @@ class RabbitMQ(Broker):
                 timeout=self.timeout,
             )
 
+    async def prepare(self, service: str, topics: Sequence[str]) -> None:
+        try:
+            queue = await self._service_queue(self._channel(), service)
+            for topic in topics:
+                await queue.bind(self.events_exchange, routing_key=topic)
+        except _FAILURES as exc:
+            raise BrokerUnavailable(
+                f"cannot declare queues on RabbitMQ at {self.url}: {exc}"
+            ) from exc
+
     async def listen(self, service: str, topics: Sequence[str]) -> None:
         if self._connection is None:
             raise BrokerUnavailable(f"not connected to RabbitMQ at {self.url}: open it first")
+        await self.unlisten()
         try:
             channel = await self._connection.channel()
+            self._consuming = channel
             await channel.set_qos(prefetch_count=self._prefetch)
             queue = await self._service_queue(channel, service)
             for topic in topics:
@@ -158,7 +171,14 @@ class RabbitMQ(Broker):
             await queue.consume(self._received.put)
         except _FAILURES as exc:
             raise BrokerUnavailable(f"cannot consume from RabbitMQ at {self.url}: {exc}") from exc
-        self._consuming = queue
+
+    async def unlisten(self) -> None:
+        channel, self._consuming = self._consuming, None
+        self._received = asyncio.Queue()
+        if channel is not None:
+            # Closing the channel gives what it received and did not acknowledge back.
+            with contextlib.suppress(*_FAILURES):
+                await channel.close()
 
     async def receive(self, limit: int, timeout: float) -> list[Delivery]:
         batch = await take(self._received, limit, timeout)
