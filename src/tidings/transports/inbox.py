@@ -155,11 +155,18 @@ class Inbox:
                         await self.broker.listen(self.service, topics)
                         self.listening = True
                     await self.step()
-                except (BrokerError, StoreError) as exc:
+                except Exception as exc:
                     failures += 1
                     if failures == 1:
-                        log.warning("inbox %s: %s; retrying", self.service, exc)
+                        unexpected = not isinstance(exc, BrokerError | StoreError)
+                        log.warning(
+                            "inbox %s: %s; retrying", self.service, exc, exc_info=unexpected
+                        )
                     self._claimed_at = None
+                    if isinstance(exc, BrokerError):
+                        # Listen afresh: a consumer the broker dropped delivers nothing more.
+                        with contextlib.suppress(Exception):
+                            await self._stop_listening()
                     await _pause(stopping, min(0.05 * 2**failures, 2.0))
                     continue
                 if failures:

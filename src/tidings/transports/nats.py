@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 log = logging.getLogger("tidings.transports")
 #: how many subjects a topic's (or a service's) streams are spread over
 PARTITIONS = 16
-_FAILURES = (nats.errors.Error, ConnectionError, OSError, asyncio.TimeoutError)
+_FAILURES = (nats.errors.Error, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
 
 
 class NATS(Broker):
@@ -117,7 +117,7 @@ class NATS(Broker):
             async with asyncio.TaskGroup() as group:
                 for chain in chains.values():
                     group.create_task(self._publish_chain(js, chain))
-        except* (*_FAILURES, nats.js.errors.Error) as failed:
+        except* Exception as failed:
             raise BrokerError(
                 f"NATS at {self.url} did not acknowledge: {failed.exceptions[0]!r}"
             ) from failed.exceptions[0]

@@ -32,8 +32,8 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "the RabbitMQ transport needs aio-pika: pip install 'tidings[rabbitmq]'"
     ) from exc
 
-#: what a failing connection or channel raises
-_FAILURES = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
+#: what a failing connection or channel raises (a closed channel: RuntimeError)
+_FAILURES = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
 
 
 class RabbitMQ(Broker):
@@ -124,7 +124,7 @@ class RabbitMQ(Broker):
             async with asyncio.TaskGroup() as group:
                 for chain in chains.values():
                     group.create_task(self._publish_chain(chain))
-        except* _FAILURES as failed:
+        except* Exception as failed:
             raise BrokerError(
                 f"RabbitMQ at {self.url} did not confirm: {failed.exceptions[0]}"
             ) from failed.exceptions[0]

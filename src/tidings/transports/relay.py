@@ -194,10 +194,11 @@ class Relay:
                         await self.setup()
                         ready = True
                     did = await self.step()
-                except (BrokerError, StoreError) as exc:
+                except Exception as exc:
                     failures += 1
                     if failures == 1:
-                        log.warning("relay %s: %s; retrying", self.name, exc)
+                        unexpected = not isinstance(exc, BrokerError | StoreError)
+                        log.warning("relay %s: %s; retrying", self.name, exc, exc_info=unexpected)
                     self.position = None
                     await _pause(stopping, min(0.05 * 2**failures, 2.0))
                     continue
