@@ -20,6 +20,8 @@ app = App(ROLE, store=f"sqlite:///{os.environ['TIDINGS_TX_DB']}")
 _options: dict[str, object] = {"namespace": os.environ["TIDINGS_TX_NS"], "batch_size": 50}
 if os.environ["TIDINGS_TX_URL"].startswith("nats"):
     _options["ack_wait"] = 2.0  # what a killed consumer had received comes again soon
+if os.environ["TIDINGS_TX_URL"].startswith("kafka"):
+    _options["idempotent"] = False  # tansu's memory storage gives no producer ids
 if ROLE == "cinema":
     app.connect(
         os.environ["TIDINGS_TX_URL"],

@@ -1,7 +1,7 @@
 """kill -9 of the relay's process and of the consumer's process mid-batch, each started again
-(``tidings worker``, as in production), over RabbitMQ and over NATS JetStream: nothing is lost,
-nothing is recorded or applied twice, and each stream's order is kept from the sender's log to
-the receiver's effects."""
+(``tidings worker``, as in production), over RabbitMQ, NATS JetStream and Kafka (tansu): nothing
+is lost, nothing is recorded or applied twice, and each stream's order is kept from the sender's
+log to the receiver's effects."""
 
 from __future__ import annotations
 
@@ -94,11 +94,13 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 60.0
         await asyncio.sleep(0.02)
 
 
-@pytest.fixture(params=["rabbitmq", "nats"])
+@pytest.fixture(params=["rabbitmq", "nats", "kafka"])
 def broker(request: pytest.FixtureRequest) -> tuple[str, str]:
-    """(URL, namespace) of a broker with a namespace of its own."""
+    """(URL, namespace) of a broker with a namespace of its own (tansu: a broker of its own)."""
     if request.param == "rabbitmq":
         return request.getfixturevalue("amqp_url"), request.getfixturevalue("namespace")
+    if request.param == "kafka":
+        return request.getfixturevalue("kafka_url"), "tidings"
     return request.getfixturevalue("nats_url"), request.getfixturevalue("nats_namespace")
 
 
