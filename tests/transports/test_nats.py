@@ -215,7 +215,7 @@ def test_a_nats_url_opens_the_jetstream_transport() -> None:
     assert isinstance(broker, NATS)
     assert (broker.stream, broker.ack_wait) == ("a_b", 5.0)
     with pytest.raises(Exception, match="no transport"):
-        open_broker("kafka://127.0.0.1:9092")
+        open_broker("mqtt://127.0.0.1:1883")
 
 
 async def test_one_process_of_a_service_receives_at_a_time(
