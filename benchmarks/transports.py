@@ -14,8 +14,10 @@ producer without idempotence, which tansu's memory storage refuses):
 * ``tidings``: service A (SQLite FULL) publishes ``--events`` events of ~200 bytes over 100
   streams with 100 concurrent ``app.publish`` callers, while A's worker relays them (confirmed
   by the broker) and B's worker (its own SQLite FULL file) records them in its inbox and hands
-  them to a subscriber that counts. Both workers run in the benchmark's process. Timed from the
-  first publish until B's subscriber has handled the last one: durable at both ends.
+  them to a subscriber that counts. Both workers run in the benchmark's process and have carried
+  one warm-up event across first (as FastStream's subscriber is started before its clock).
+  Timed from the first publish until B's subscriber has handled the last one: durable at both
+  ends.
 * ``faststream``: FastStream publishes the same number of ~200-byte messages with 100
   concurrent callers (RabbitMQ: persistent, publisher confirms, to a durable queue; NATS: a
   JetStream publish waiting for its PubAck; Kafka: acks=all, keyed like the streams) while its
@@ -82,11 +84,14 @@ def tidings_trial(url: str, events: int) -> Callable[[], Awaitable[Sample]]:
             b = App("bench-b", store=f"sqlite:///{Path(tmp) / 'b.db'}")
             b.connect(url, Routes().subscribe("ticks", Ticked), namespace=namespace, **options)
             handled = 0
-            done = asyncio.Event()
+            done, warm = asyncio.Event(), asyncio.Event()
 
             @b.subscriber("count")
             async def count(event: Ticked, ctx: Context) -> None:
                 nonlocal handled
+                if event.n < 0:
+                    warm.set()
+                    return
                 handled += 1
                 if handled >= events:
                     done.set()
@@ -95,6 +100,9 @@ def tidings_trial(url: str, events: int) -> Callable[[], Awaitable[Sample]]:
                 await b.links[0].open()
                 workers = [a.worker(), b.worker()]
                 running = [asyncio.create_task(w.run()) for w in workers]
+                # Started like FastStream's broker.start(): B's consumer is receiving.
+                await a.publish(Ticked(-1, PAD), stream="warm-up")
+                await _wait(warm, "tidings warm-up")
                 began = time.perf_counter()
 
                 async def publish(n: int) -> str:
