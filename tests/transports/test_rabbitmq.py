@@ -306,3 +306,21 @@ async def test_the_relay_shows_its_lag_as_a_subscription(
                 return state.partitions[0].pending == 0 and state.state == "running"
 
             await wait_until(relayed)
+
+
+async def test_a_long_stream_keeps_its_order(tmp_path: Path, amqp_url: str, namespace: str) -> None:
+    # One stream of 500: the relay publishes them in one go, without waiting for each
+    # confirmation; they must arrive, and be recorded, in the order of the sender's log.
+    a = cinema(tmp_path, amqp_url, namespace)
+    b = payments(tmp_path, amqp_url, namespace)
+    async with a, b:
+        await a.append("screening-long", [SeatReserved("long", n) for n in range(500)])
+        await b.links[0].open()
+
+        async def all_recorded() -> bool:
+            return await b.store.stream_version("screening-long") >= 500
+
+        async with running(a, b):
+            await wait_until(all_recorded, 30)
+        got = [e.message.seat for e in await b.read_stream("screening-long")]
+    assert got == list(range(500))
