@@ -46,7 +46,7 @@ class Relay:
         owner: str,
         batch_size: int = 500,
         lease_ttl: float = 10.0,
-        in_flight: int = 4,
+        in_flight: int = 16,
     ) -> None:
         self.service = service
         self.store = store
