@@ -60,6 +60,7 @@ from tidings.store import (
     Transaction,
 )
 from tidings.ticket import Ticket
+from tidings.transports import Broker, Link, Routes
 from tidings.workflow import Workflow, WorkflowTimeout
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,6 +98,8 @@ class App:
         self.operator_actions = OperatorActions()
         self._life = Lifecycle(f"App {self.name!r}")
         self.store = open_store(store) if isinstance(store, str) else store
+        #: the brokers this App is connected to (:meth:`connect`)
+        self.links: list[Link] = []
         self.register(*messages)
 
     @property
@@ -333,8 +336,17 @@ class App:
             command, label=label, prefill=prefill, mode=mode, name=name
         )
 
+    def connect(self, broker: str | Broker, routes: Routes, **options: Any) -> Link:
+        """Connect to a broker (``amqp://…``) by ``routes``: the worker then relays this App's
+        routed messages to it and records what arrives for this App (see docs/transports.md)."""
+        link = Link(self, broker, routes, **options)
+        self.links.append(link)
+        return link
+
     def worker(self, **options: Any) -> Worker:
-        """A worker for this app's subscriptions and sent commands (see :class:`Worker`)."""
+        """A worker for this app's subscriptions and sent commands (see :class:`Worker`), and
+        the relay and inbox of every broker it is connected to."""
+        options.setdefault("companions", self.links)
         options.setdefault("observer", self.observer)
         return Worker(
             self.store, self.handlers, self.services, self.alerts, ready=self.open, **options

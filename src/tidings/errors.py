@@ -288,3 +288,17 @@ class SubscriptionInUse(TidingsError):
 
 class StreamNotFound(TidingsError):
     """No message was ever recorded in this stream; list the streams with `tidings streams`."""
+
+
+class BrokerError(TidingsError):
+    """The message broker refused or lost a message; the relay or inbox tries again."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The message broker cannot be reached; check that it runs at the URL given, the relay and
+    inbox wait for it."""
+
+
+class Unreadable(TidingsError):
+    """A message from the broker is not a CloudEvent tidings can record; it is kept with its
+    cause and raw bytes in the stream ``$inbox-unreadable``."""

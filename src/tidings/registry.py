@@ -159,6 +159,10 @@ class Handlers:
         self.dependencies = dependencies if dependencies is not None else Dependencies()
         self.commands: dict[type[Command], CommandHandler] = {}
         self.subscribers: dict[str, Subscriber] = {}
+        #: command types another service handles (routed to it by a transport)
+        self.elsewhere: set[type[Command]] = set()
+        #: leases the worker holds besides handlers (a transport's relay and inbox)
+        self.relays: set[str] = set()
 
     def command(
         self,
@@ -319,7 +323,7 @@ class Handlers:
                 "or it will wait forever when sent",
             )
             for cls in sorted(self.factory.known(), key=lambda c: c.__type_name__)
-            if issubclass(cls, Command) and cls not in self.commands
+            if issubclass(cls, Command) and cls not in self.commands and cls not in self.elsewhere
         ]
         handlers = [h.fn for h in self.commands.values()]
         handlers += [s.fn for s in self.subscribers.values()]

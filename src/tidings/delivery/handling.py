@@ -16,6 +16,7 @@ from tidings.context import Context, Overlay, Services
 from tidings.delivery.alerts import Alert
 from tidings.delivery.observer import Observer
 from tidings.delivery.policy import RetryPolicy
+from tidings.delivery.replies import reply
 from tidings.errors import (
     ConfigurationError,
     MessageDecodeError,
@@ -331,6 +332,12 @@ class Batch:
             )
         )
 
+    def outcome(self, env: Envelope, outcome: Outcome) -> None:
+        """Record a sent command's outcome (and its reply, for a command from another service)."""
+        self.tx.outcomes.append(outcome)
+        if env.headers_json is not None:
+            reply(self.tx, env, outcome)
+
     def add(
         self, handled: Handled, env: Envelope, partition: int, history: Sequence[Attempt] = ()
     ) -> None:
@@ -344,15 +351,17 @@ class Batch:
                 if self.overlay is not None:
                     pend(self.overlay, handled.tx.documents)
             if command is not None:
-                tx.outcomes.append(
-                    Outcome(env.id, env.type, SUCCEEDED, handled.result, attempts=handled.attempts)
+                self.outcome(
+                    env,
+                    Outcome(env.id, env.type, SUCCEEDED, handled.result, attempts=handled.attempts),
                 )
             return
         if handled.refused is not None:
             if handled.tx is not None:
                 tx.extend(handled.tx)
             refusal, attributes = handled.refused.recorded()
-            tx.outcomes.append(
+            self.outcome(
+                env,
                 Outcome(
                     env.id,
                     env.type,
@@ -362,7 +371,7 @@ class Batch:
                     code=handled.refused.code,
                     error=refusal,
                     attempts=handled.attempts,
-                )
+                ),
             )
             return
         now = time.time()
@@ -388,8 +397,9 @@ class Batch:
             self.blocked.add(env.stream)
         if command is not None:
             status = DEAD if handled.final else FAILED
-            tx.outcomes.append(
-                Outcome(env.id, env.type, status, error=handled.error, attempts=handled.attempts)
+            self.outcome(
+                env,
+                Outcome(env.id, env.type, status, error=handled.error, attempts=handled.attempts),
             )
             if handled.final:
                 failed = CommandFailed(

@@ -169,6 +169,7 @@ class Subscriptions:
         knows: each with how many the log holds."""
         await self._ready()
         commands = {h.command.__type_name__ for h in self.handlers.commands.values()}
+        commands |= {cls.__type_name__ for cls in self.handlers.elsewhere}
         if not self.judge:
             commands = {
                 p.subscription.removeprefix("cmd:")
@@ -210,7 +211,8 @@ class Subscriptions:
             else:
                 remembered = await self._remembered(sub)
                 types = remembered.types if remembered is not None else None
-            states.append(await self._state(sub, parts, types, held, now, route is not None))
+            known = route is not None or sub in self.handlers.relays
+            states.append(await self._state(sub, parts, types, held, now, known))
         return states
 
     async def _state(

@@ -30,7 +30,8 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from tidings.context import Services
 from tidings.delivery.alerts import Alerts
@@ -46,7 +47,13 @@ from tidings.store import ChangeFeed, Store
 
 log = logging.getLogger("tidings.worker")
 
-__all__ = ["Worker", "partition_of"]
+__all__ = ["Companion", "Worker", "partition_of"]
+
+
+class Companion(Protocol):
+    """Something a worker runs beside its subscriptions (a transport's relay and inbox)."""
+
+    async def run(self, stopping: asyncio.Event) -> None: ...
 
 
 class Worker:
@@ -76,6 +83,7 @@ class Worker:
         replay_interval: float = 0.1,
         seed: int | None = None,
         observer: Observer | None = None,
+        companions: Sequence[Companion] = (),
     ) -> None:
         self.store = store
         self.handlers = handlers
@@ -95,6 +103,8 @@ class Worker:
         self.rng = random.Random(seed)
         self.observer = observer
         self.runners: list[Runner] = []
+        #: what runs beside the subscriptions until the worker stops (a transport's relay, inbox)
+        self.companions = tuple(companions)
         self._stopping = asyncio.Event()
         self._schedule_wakeup = asyncio.Event()
         #: the store's outages this worker met (``outages.count``, ``outages.down``)
@@ -153,6 +163,7 @@ class Worker:
             for r in self.runners
         ]
         tasks.append(asyncio.create_task(self._schedule(), name="tidings:schedule"))
+        tasks += [asyncio.create_task(c.run(self._stopping)) for c in self.companions]
         listening = None
         if isinstance(self.store, ChangeFeed):
             listening = asyncio.create_task(self._listen(), name="tidings:listen")

@@ -1,0 +1,245 @@
+"""Two services with their own SQLite files talking over the real NATS JetStream: events in
+order per stream, a sent command's outcome coming back, a redelivered or re-published message
+recorded once, a malformed message kept, and plain nats-py clients and the CloudEvents SDK on
+the wire format."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import nats
+import pytest
+
+from tidings import App, Command, Context, Event, Refused
+from tidings.transports import InboxUnreadable, Routes
+from tidings.transports.inbox import UNREADABLE_STREAM
+from tidings.transports.nats import NATS
+
+
+class Reserved(Event, type_name="nt.Reserved"):
+    screening: str
+    seat: int
+
+
+class Pay(Command, type_name="nt.Pay"):
+    order: str
+    cents: int
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, f"condition not met within {timeout}s"
+        await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def running(*apps: App) -> AsyncIterator[None]:
+    workers = [app.worker(lease_ttl=3.0) for app in apps]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        yield
+    finally:
+        for worker in workers:
+            worker.stop()
+        await asyncio.gather(*tasks)
+
+
+def sender(tmp_path: Path, url: str, namespace: str) -> App:
+    app = App("cinema", store=f"sqlite:///{tmp_path / 'cinema.db'}")
+    routes = Routes().publish(Reserved, topic="cinema.seats").send(Pay, to="payments")
+    app.connect(url, routes, namespace=namespace)
+    return app
+
+
+def receiver(
+    tmp_path: Path, url: str, namespace: str, seen: list[tuple[str, int]] | None = None
+) -> App:
+    app = App("payments", store=f"sqlite:///{tmp_path / 'payments.db'}")
+    app.connect(url, Routes().subscribe("cinema.seats", Reserved), namespace=namespace)
+
+    @app.subscriber("ledger")
+    async def ledger(event: Reserved, ctx: Context) -> None:
+        if seen is not None:
+            seen.append((event.screening, event.seat))
+
+    @app.command
+    async def pay(cmd: Pay, ctx: Context) -> str:
+        if cmd.cents <= 0:
+            raise Refused("nothing to pay", code="empty")
+        return f"paid-{cmd.order}"
+
+    return app
+
+
+async def test_events_and_outcomes_cross_over(
+    tmp_path: Path, nats_url: str, nats_namespace: str
+) -> None:
+    seen: list[tuple[str, int]] = []
+    a = sender(tmp_path, nats_url, nats_namespace)
+    b = receiver(tmp_path, nats_url, nats_namespace, seen)
+    async with a, b, running(a, b):
+        for seat in range(60):
+            await a.publish(Reserved(f"s{seat % 5}", seat), stream=f"screening-{seat % 5}")
+        ticket = await a.send(Pay("o1", 100))
+        refused = await a.send(Pay("o2", 0))
+        assert await ticket.result(timeout=15) == "paid-o1"
+        outcome = await refused.outcome(timeout=15)
+        assert (outcome.status, outcome.code) == ("refused", "empty")
+
+        async def all_seen() -> bool:
+            return len(seen) >= 60
+
+        await wait_until(all_seen)
+    assert sorted(seen) == sorted((f"s{n % 5}", n) for n in range(60))
+    for screening in range(5):
+        seats = [seat for name, seat in seen if name == f"s{screening}"]
+        assert seats == sorted(seats), "order per stream was not kept"
+        got = [e.id for e in await b.read_stream(f"screening-{screening}")]
+        assert got == [e.id for e in await a.read_stream(f"screening-{screening}")]
+
+
+async def test_published_twice_is_recorded_once_and_malformed_is_kept(
+    tmp_path: Path, nats_url: str, nats_namespace: str
+) -> None:
+    seen: list[tuple[str, int]] = []
+    b = receiver(tmp_path, nats_url, nats_namespace, seen)
+    async with b, running(b):
+        await b.links[0].open()
+        broker = b.links[0].broker
+        assert isinstance(broker, NATS)
+        client = await nats.connect(nats_url)
+        try:
+            headers = {
+                "ce-specversion": "1.0",
+                "ce-id": "evt-1",
+                "ce-type": "nt.Reserved",
+                "ce-source": "elsewhere",
+                "ce-subject": "screening-9",
+            }
+            subject = broker.subject("topic", "cinema.seats", "screening-9")
+            body = json.dumps({"screening": "s9", "seat": 7}).encode()
+            # Plain core-NATS publishes bypass JetStream's dedup window: the inbox dedups.
+            for _ in range(3):
+                await client.publish(subject, body, headers=dict(headers))
+            await client.publish(subject, b"\x00not json", headers={"x": "1"})
+            after = {**headers, "ce-id": "evt-2"}
+            await client.publish(
+                subject, json.dumps({"screening": "s9", "seat": 8}).encode(), headers=after
+            )
+            await client.flush()
+
+            async def both_seen() -> bool:
+                return len(seen) >= 2
+
+            await wait_until(both_seen)
+        finally:
+            await client.close()
+    assert seen == [("s9", 7), ("s9", 8)]
+    assert [e.id for e in await b.read_stream("screening-9")] == ["evt-1", "evt-2"]
+    (kept,) = await b.read_stream(UNREADABLE_STREAM)
+    assert isinstance(kept.message, InboxUnreadable)
+    assert kept.message.body == b"\x00not json"
+
+
+async def test_interop_with_plain_nats_py_and_the_cloudevents_sdk(
+    tmp_path: Path, nats_url: str, nats_namespace: str
+) -> None:
+    from cloudevents.core.bindings import http as ce_http
+    from cloudevents.core.v1.event import CloudEvent
+
+    seen: list[tuple[str, int]] = []
+    a = sender(tmp_path, nats_url, nats_namespace)
+    b = receiver(tmp_path, nats_url, nats_namespace, seen)
+    async with a, b:
+        await a.links[0].open()
+        broker = a.links[0].broker
+        assert isinstance(broker, NATS)
+        client = await nats.connect(nats_url)
+        try:
+            js = client.jetstream()
+            plain = await js.pull_subscribe(
+                f"{nats_namespace}.ev.cinema.seats.*", durable="plain", stream=broker.stream
+            )
+            async with running(a, b):
+                event_id = await a.publish(Reserved("s1", 3), stream="screening-1")
+                (message,) = await plain.fetch(1, timeout=15)
+                await message.ack()
+                headers = {
+                    k: v
+                    for k, v in (message.headers or {}).items()
+                    if k.startswith(("ce-", "content-type"))
+                }
+                parsed = ce_http.from_binary_event(ce_http.HTTPMessage(headers, message.data))
+                assert parsed.get_id() == event_id
+                assert parsed.get_type() == "nt.Reserved"
+                assert parsed.get_subject() == "screening-1"
+                assert parsed.get_data() == {"screening": "s1", "seat": 3}
+                assert (message.headers or {})["Nats-Msg-Id"] == event_id
+                # An SDK-made CloudEvent published by plain nats-py reaches a subscriber.
+                made = CloudEvent(
+                    attributes={
+                        "id": "sdk-1",
+                        "type": "nt.Reserved",
+                        "source": "/x",
+                        "subject": "screening-7",
+                    },
+                    data={"screening": "s7", "seat": 11},
+                )
+                wire = ce_http.to_binary_event(made)
+                await js.publish(
+                    broker.subject("topic", "cinema.seats", "screening-7"),
+                    wire.body,
+                    headers={**wire.headers, "Nats-Msg-Id": "sdk-1"},
+                )
+
+                async def sdk_event_seen() -> bool:
+                    return ("s7", 11) in seen
+
+                await wait_until(sdk_event_seen)
+        finally:
+            await client.close()
+    (recorded,) = await b.read_stream("screening-7")
+    assert recorded.id == "sdk-1" and recorded.message == Reserved("s7", 11)
+
+
+def test_a_nats_url_opens_the_jetstream_transport() -> None:
+    from tidings.transports import open_broker
+
+    broker = open_broker("nats://127.0.0.1:4222", namespace="a.b", ack_wait=5.0)
+    assert isinstance(broker, NATS)
+    assert (broker.stream, broker.ack_wait) == ("a_b", 5.0)
+    with pytest.raises(Exception, match="no transport"):
+        open_broker("mqtt://127.0.0.1:1883")
+
+
+async def test_one_process_of_a_service_receives_at_a_time(
+    tmp_path: Path, nats_url: str, nats_namespace: str
+) -> None:
+    seen: list[tuple[str, int]] = []
+    a = sender(tmp_path, nats_url, nats_namespace)
+    # Two processes of the payments service on one store: one holds the inbox's lease.
+    b1 = receiver(tmp_path, nats_url, nats_namespace, seen)
+    b2 = receiver(tmp_path, nats_url, nats_namespace, seen)
+    async with a, b1, b2:
+        await b1.links[0].open()
+        async with running(a, b1, b2):
+            for seat in range(60):
+                await a.publish(Reserved(f"s{seat % 3}", seat), stream=f"screening-{seat % 3}")
+
+            async def all_seen() -> bool:
+                return len(seen) >= 60
+
+            await wait_until(all_seen)
+        inboxes = [b1.links[0].inbox.received, b2.links[0].inbox.received]
+        (state,) = await b1.subscriptions.list("inbox:payments")
+    assert sorted(inboxes)[0] == 0 and sorted(inboxes)[1] >= 60, inboxes
+    assert state.state != "orphaned"
+    for screening in range(3):
+        got = [e.id for e in await b1.read_stream(f"screening-{screening}")]
+        assert got == [e.id for e in await a.read_stream(f"screening-{screening}")]

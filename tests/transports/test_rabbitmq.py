@@ -1,0 +1,326 @@
+"""Two services with their own SQLite files talking over the real RabbitMQ: events fan out to
+subscribers, sent commands reach their one handler and their outcomes come back, a redelivered
+message is recorded once, order per stream holds, a malformed message is kept, and plain
+aio-pika clients and the official CloudEvents SDK read and write the wire format."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from tidings import App, Command, Context, Event, Refused
+from tidings.transports import InboxUnreadable, Routes
+from tidings.transports.inbox import UNREADABLE_STREAM
+
+
+class SeatReserved(Event, type_name="tx.SeatReserved"):
+    screening: str
+    seat: int
+
+
+class SeatReleased(Event, type_name="tx.SeatReleased"):
+    screening: str
+    seat: int
+
+
+class RequestPayment(Command, type_name="tx.RequestPayment"):
+    order: str
+    cents: int
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    """Return once ``check()`` holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def running(*apps: App) -> AsyncIterator[None]:
+    workers = [app.worker(lease_ttl=3.0) for app in apps]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        yield
+    finally:
+        for worker in workers:
+            worker.stop()
+        await asyncio.gather(*tasks)
+
+
+def cinema(tmp_path: Path, url: str, namespace: str) -> App:
+    app = App("cinema", store=f"sqlite:///{tmp_path / 'cinema.db'}")
+    routes = (
+        Routes()
+        .publish(SeatReserved, SeatReleased, topic="cinema.seats")
+        .send(RequestPayment, to="payments")
+    )
+    app.connect(url, routes, namespace=namespace)
+    return app
+
+
+def payments(
+    tmp_path: Path, url: str, namespace: str, seen: list[tuple[str, int]] | None = None
+) -> App:
+    app = App("payments", store=f"sqlite:///{tmp_path / 'payments.db'}")
+    app.connect(url, Routes().subscribe("cinema.seats", SeatReserved), namespace=namespace)
+
+    @app.subscriber("ledger")
+    async def ledger(event: SeatReserved, ctx: Context) -> None:
+        if seen is not None:
+            seen.append((event.screening, event.seat))
+
+    @app.command
+    async def charge(cmd: RequestPayment, ctx: Context) -> str:
+        if cmd.cents <= 0:
+            raise Refused("nothing to pay", code="empty")
+        return f"paid-{cmd.order}"
+
+    return app
+
+
+async def test_events_cross_over_in_order_per_stream(
+    tmp_path: Path, amqp_url: str, namespace: str
+) -> None:
+    seen: list[tuple[str, int]] = []
+    a = cinema(tmp_path, amqp_url, namespace)
+    b = payments(tmp_path, amqp_url, namespace, seen)
+    async with a, b, running(a, b):
+        # The subscriber's queue exists before anything is published.
+        await asyncio.wait_for(b.links[0].open(), 10)
+        for seat in range(40):
+            await a.publish(SeatReserved(f"s{seat % 4}", seat), stream=f"screening-{seat % 4}")
+        await a.publish(SeatReleased("s0", 1), stream="screening-0")
+
+        async def all_seen() -> bool:
+            return len(seen) >= 40
+
+        await wait_until(all_seen)
+        await wait_until(lambda: _caught_up(b, "ledger"))
+    assert sorted(seen) == sorted((f"s{n % 4}", n) for n in range(40))
+    for screening in range(4):
+        seats = [seat for name, seat in seen if name == f"s{screening}"]
+        assert seats == sorted(seats), "order per stream was not kept"
+        stream = await b.read_stream(f"screening-{screening}")
+        assert [e.message.seat for e in stream] == seats
+        # the same message ids as the sender's log
+        sent = await a.read_stream(f"screening-{screening}")
+        assert [e.id for e in stream] == [e.id for e in sent if isinstance(e.message, SeatReserved)]
+    # SeatReleased is relayed, but payments takes only SeatReserved from the topic.
+    assert await b.read_stream("screening-0") and all(
+        isinstance(e.message, SeatReserved) for e in await b.read_stream("screening-0")
+    )
+
+
+async def _caught_up(app: App, subscription: str) -> bool:
+    try:
+        await app.caught_up(subscription, await app.position(), timeout=0.01)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_sent_command_outcome_comes_back(
+    tmp_path: Path, amqp_url: str, namespace: str
+) -> None:
+    a = cinema(tmp_path, amqp_url, namespace)
+    b = payments(tmp_path, amqp_url, namespace)
+    assert a.validate() == []  # RequestPayment is handled elsewhere: no wiring problem
+    async with a, b, running(a, b):
+        ticket = await a.send(RequestPayment("o1", 1200))
+        refused = await a.send(RequestPayment("o2", 0))
+        assert await ticket.result(timeout=15) == "paid-o1"
+        outcome = await refused.outcome(timeout=15)
+        assert (outcome.status, outcome.reason, outcome.code) == (
+            "refused",
+            "nothing to pay",
+            "empty",
+        )
+        with pytest.raises(Refused):
+            await refused.result(timeout=1)
+    # the command was handled in payments, once
+    assert (await b.outcome(ticket.message_id)).status == "succeeded"
+    assert [e.id for e in await b.read_stream(ticket.stream)] == [ticket.message_id]
+
+
+async def test_redelivery_is_recorded_once_and_malformed_is_kept(
+    tmp_path: Path, amqp_url: str, namespace: str
+) -> None:
+    seen: list[tuple[str, int]] = []
+    b = payments(tmp_path, amqp_url, namespace, seen)
+    async with b, running(b):
+        await asyncio.wait_for(b.links[0].open(), 10)
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.get_exchange(f"{namespace}.events")
+            headers = {
+                "ce-specversion": "1.0",
+                "ce-id": "evt-1",
+                "ce-type": "tx.SeatReserved",
+                "ce-source": "elsewhere",
+                "ce-subject": "screening-9",
+            }
+            body = json.dumps({"screening": "s9", "seat": 7}).encode()
+            for _ in range(3):
+                await exchange.publish(
+                    aio_pika.Message(body, headers=dict(headers), content_type="application/json"),
+                    routing_key="cinema.seats",
+                )
+            await exchange.publish(
+                aio_pika.Message(b"\x00not json", headers={"x": "1"}), "cinema.seats"
+            )
+            after = {**headers, "ce-id": "evt-2"}
+            await exchange.publish(
+                aio_pika.Message(
+                    json.dumps({"screening": "s9", "seat": 8}).encode(), headers=after
+                ),
+                routing_key="cinema.seats",
+            )
+
+            async def both_seen() -> bool:
+                return len(seen) >= 2
+
+            await wait_until(both_seen)
+            await wait_until(lambda: _caught_up(b, "ledger"))
+    assert seen == [("s9", 7), ("s9", 8)]
+    assert [e.id for e in await b.read_stream("screening-9")] == ["evt-1", "evt-2"]
+    (kept,) = await b.read_stream(UNREADABLE_STREAM)
+    assert isinstance(kept.message, InboxUnreadable)
+    assert kept.message.body == b"\x00not json"
+    assert "ce-specversion" in kept.message.cause
+
+
+async def test_interop_with_plain_aio_pika_and_the_cloudevents_sdk(
+    tmp_path: Path, amqp_url: str, namespace: str
+) -> None:
+    from cloudevents.core.bindings import rabbitmq as ce_rabbitmq
+    from cloudevents.core.v1.event import CloudEvent
+
+    seen: list[tuple[str, int]] = []
+    a = cinema(tmp_path, amqp_url, namespace)
+    b = payments(tmp_path, amqp_url, namespace, seen)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection, a, b:
+        channel = await connection.channel()
+        events = await channel.declare_exchange(
+            f"{namespace}.events", aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        plain = await channel.declare_queue(f"{namespace}.plain", durable=True)
+        await plain.bind(events, routing_key="cinema.seats")
+        await b.links[0].open()
+        async with running(a, b):
+            event_id = await a.publish(
+                SeatReserved("s1", 3),
+                stream="screening-1",
+                headers={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"},
+            )
+            # A plain aio-pika consumer reads tidings' event; the SDK parses it.
+            message = await _get(plain)
+            await message.ack()
+            parsed = ce_rabbitmq.from_binary_event(
+                ce_rabbitmq.RabbitMQMessage(
+                    {k: str(v) for k, v in (message.headers or {}).items()},
+                    message.content_type,
+                    message.body,
+                )
+            )
+            assert parsed.get_id() == event_id
+            assert parsed.get_type() == "tx.SeatReserved"
+            assert parsed.get_source() == "cinema"
+            assert parsed.get_subject() == "screening-1"
+            assert parsed.get_data() == {"screening": "s1", "seat": 3}
+            assert parsed.get_extension("correlationid") == event_id
+            assert parsed.get_extension("traceparent").startswith("00-aaaa")
+            # A CloudEvent made by the SDK and published by a plain client reaches a subscriber.
+            made = CloudEvent(
+                attributes={
+                    "id": "sdk-1",
+                    "type": "tx.SeatReserved",
+                    "source": "/elsewhere",
+                    "subject": "screening-7",
+                },
+                data={"screening": "s7", "seat": 11},
+            )
+            wire = ce_rabbitmq.to_binary_event(made)
+            await events.publish(
+                aio_pika.Message(
+                    wire.body, headers=dict(wire.headers), content_type=wire.content_type
+                ),
+                routing_key="cinema.seats",
+            )
+
+            async def sdk_event_seen() -> bool:
+                return ("s7", 11) in seen
+
+            await wait_until(sdk_event_seen)
+        (recorded,) = await b.read_stream("screening-7")
+        assert recorded.id == "sdk-1" and recorded.message == SeatReserved("s7", 11)
+
+
+async def _get(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomingMessage:
+    """The next message of ``queue``, waiting up to 15 s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while True:
+        message = await queue.get(fail=False)
+        if message is not None:
+            return message
+        assert loop.time() < deadline, "no message arrived within 15s"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_command_handled_elsewhere_is_not_unhandled(
+    tmp_path: Path, amqp_url: str, namespace: str
+) -> None:
+    a = cinema(tmp_path, amqp_url, namespace)
+    async with a:
+        await a.send(RequestPayment("o1", 5))
+        assert await a.unhandled() == []
+
+
+async def test_the_relay_shows_its_lag_as_a_subscription(
+    tmp_path: Path, amqp_url: str, namespace: str
+) -> None:
+    a = cinema(tmp_path, amqp_url, namespace)
+    b = payments(tmp_path, amqp_url, namespace)
+    async with a, b:
+        await b.links[0].open()
+        await a.links[0].relay.setup()
+        for seat in range(3):
+            await a.publish(SeatReserved("s1", seat), stream="screening-1")
+        (before,) = await a.subscriptions.list("relay:cinema")
+        assert (before.state, before.partitions[0].pending) == ("stopped", 3)
+        async with running(a, b):
+
+            async def relayed() -> bool:
+                (state,) = await a.subscriptions.list("relay:cinema")
+                return state.partitions[0].pending == 0 and state.state == "running"
+
+            await wait_until(relayed)
+
+
+async def test_a_long_stream_keeps_its_order(tmp_path: Path, amqp_url: str, namespace: str) -> None:
+    # One stream of 500: the relay publishes them in one go, without waiting for each
+    # confirmation; they must arrive, and be recorded, in the order of the sender's log.
+    a = cinema(tmp_path, amqp_url, namespace)
+    b = payments(tmp_path, amqp_url, namespace)
+    async with a, b:
+        await a.append("screening-long", [SeatReserved("long", n) for n in range(500)])
+        await b.links[0].open()
+
+        async def all_recorded() -> bool:
+            return await b.store.stream_version("screening-long") >= 500
+
+        async with running(a, b):
+            await wait_until(all_recorded, 30)
+        got = [e.message.seat for e in await b.read_stream("screening-long")]
+    assert got == list(range(500))
