@@ -189,10 +189,10 @@ def svg(topology: Topology) -> str:
         '<defs><marker id="map-arrow" viewBox="0 0 10 10" refX="10" refY="5"'
         ' markerWidth="7" markerHeight="7" orient="auto">'
         '<path d="M0,0 L10,5 L0,10 z" fill="#475467"/></marker></defs>',
-        "<style>text{font:12px system-ui,sans-serif;fill:#1d232a}"
-        ".edge text{font-size:10.5px;fill:#475467;paint-order:stroke;stroke:#fff;"
-        "stroke-width:3px}.edge path{fill:none;stroke:#667085;stroke-width:1.1}"
-        ".back path{stroke-dasharray:4 3}</style>",
+        "<style>.topology-map text{font:12px system-ui,sans-serif;fill:#1d232a}"
+        ".topology-map .edge text{font-size:10.5px;fill:#475467;paint-order:stroke;stroke:#fff;"
+        "stroke-width:3px}.topology-map .edge path{fill:none;stroke:#667085;stroke-width:1.1}"
+        ".topology-map .back path{stroke-dasharray:4 3}</style>",
         *(d.render() for d in drawn),
     ]
     for b in boxes.values():
