@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 import httpx
+import pytest
 
 from tidings import App, Command, Event
 from tidings.examples.cinema import messages as cinema_messages
@@ -218,3 +219,16 @@ async def test_text_from_the_code_cannot_inject_markup(tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(" in page
     # The only scripts on the page are the console's own.
     assert page.count("<script") == 2
+
+
+async def test_a_broken_allow_list_is_shown_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.tidings.check]\nallow = {TD002 = "all"}\n')
+    monkeypatch.chdir(tmp_path)
+    async with console_on(build_app()) as client:
+        page = await client.get("/topology")
+        api = await client.get("/api/topology")
+    assert page.status_code == 500
+    assert 'id="topology-error"' in page.text and "allow.TD002 lists type or handler" in page.text
+    assert api.status_code == 400 and "allow.TD002" in api.json()["error"]
