@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+import sys
+import types
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -39,9 +42,10 @@ async def serve_app(
     token: str | None,
     worker: bool = False,
     judge: bool = True,
+    modules: Sequence[types.ModuleType] = (),
 ) -> None:
     """Serve the console over the open ``app`` in this event loop (with its worker, if asked)
-    until Ctrl-C."""
+    until Ctrl-C; its map reads ``modules`` too."""
     try:
         import uvicorn
 
@@ -51,7 +55,9 @@ async def serve_app(
             f"{exc}; the console needs the web extra: pip install 'tidings[web]'"
         ) from exc
     running = app.worker() if worker else None
-    site = create_console(app, token=token, manage=False, judge=judge, worker=running)
+    site = create_console(
+        app, token=token, manage=False, judge=judge, worker=running, modules=modules
+    )
     server = uvicorn.Server(uvicorn.Config(site, host=host, port=port, log_level="warning"))
     task = asyncio.create_task(running.run()) if running is not None else None
     mode = "changes need the token" if token else "read-only (no token given)"
@@ -91,9 +97,20 @@ def serve(
                 token=token or os.environ.get("TIDINGS_CONSOLE_TOKEN"),
                 worker=worker,
                 judge=target is not None,
+                modules=_target_module(target),
             )
 
     asyncio.run(main())
+
+
+def _target_module(target: str | None) -> list[types.ModuleType]:
+    """The module ``target`` (module:attribute, imported by then) names, which the map reads
+    as ``tidings check`` does."""
+    name = (target or "").partition(":")[0]
+    if name.endswith(".py") or "/" in name:
+        name = Path(name).stem
+    found = sys.modules.get(name)
+    return [found] if found is not None else []
 
 
 def demo_console(port: int) -> Callable[[Cinema], Awaitable[None]]:

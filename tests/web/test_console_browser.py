@@ -1,7 +1,7 @@
 """A scripted operator in a real browser (Playwright driving Debian's Chromium): the parked
 e-mails' group is found, a traceback read, the provider repaired, the group retried and gone; the
-"issue the receipt again" action run; a change without the token refused. Screenshots of the main
-pages are saved under tests/artifacts/ (not committed)."""
+"issue the receipt again" action run; a change without the token refused; the map opened.
+Screenshots of the main pages are saved under tests/artifacts/ (not committed)."""
 
 from __future__ import annotations
 
@@ -154,5 +154,13 @@ async def test_an_operator_repairs_the_parked_emails(tmp_path: Path) -> None:
                     0
                 )
                 await page.screenshot(path=ARTIFACTS / "flow.png", full_page=True)
+
+                # The map and the advisor's findings.
+                await page.get_by_role("link", name="Map").click()
+                await expect(page.locator("#findings-info")).to_contain_text("TD003")
+                nodes = page.locator("svg.topology-map g.node")
+                await expect(nodes.filter(has_text="ReserveSeat")).to_have_count(1)
+                await expect(page.locator("svg.topology-map g.edge")).not_to_have_count(0)
+                await page.screenshot(path=ARTIFACTS / "map.png", full_page=True)
             finally:
                 await browser.close()

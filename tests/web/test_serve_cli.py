@@ -4,6 +4,7 @@ token, changes with it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -67,6 +68,7 @@ def test_serve_a_store_read_only_then_with_a_token(tmp_path: Path) -> None:
         refused = httpx.post(url + "/api/subscriptions/notes-view/pause")
         assert refused.status_code == 403 and "read-only" in refused.json()["error"]
         assert "hello" in httpx.get(url + "/messages/1").text
+        assert httpx.get(url + "/api/topology").json()["registrations"] is False
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -79,3 +81,56 @@ def test_serve_a_store_read_only_then_with_a_token(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+SHOP_CORE = """\
+from tidings import App, Command, Context, Event
+
+
+class PlaceOrder(Command):
+    item: str
+
+
+class OrderPlaced(Event):
+    item: str
+
+
+app = App("shop", store="memory://")
+
+
+@app.command
+async def place_order(cmd: PlaceOrder, ctx: Context) -> None:
+    ctx.publish(OrderPlaced(item=cmd.item), stream="orders")
+"""
+
+SHOP = """\
+from shop_core import PlaceOrder, app
+
+
+async def route(item: str) -> None:
+    await app.invoke(PlaceOrder(item=item))
+"""
+
+
+def test_the_map_reads_the_served_module_as_tidings_check_does(tmp_path: Path) -> None:
+    (tmp_path / "shop_core.py").write_text(SHOP_CORE)
+    (tmp_path / "shop.py").write_text(SHOP)
+    target = f"{tmp_path / 'shop.py'}:app"
+    checked = subprocess.run(
+        [sys.executable, "-m", "tidings", "check", target, "--format", "json"],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    expected = json.loads(checked.stdout)
+    # Only the target's module (no handler there) says that a route invokes PlaceOrder.
+    assert [f["rule"] for f in expected["findings"]] == ["TD003"]
+    proc, url = _serve([target], {"TIDINGS_CONSOLE_TOKEN": ""})
+    try:
+        found = httpx.get(url + "/api/topology", timeout=30).json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert found["findings"] == expected["findings"]
+    assert any(e["label"] == "invokes" for e in found["map"]["edges"])

@@ -3,6 +3,7 @@ OpenAPI 3.1 document at ``/api/openapi.json`` (built from the same table as the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from tidings.errors import DeadLetterNotFound, TidingsError
 from tidings.web.browse import Browser
 from tidings.web.forms import FormError, fields
 from tidings.web.security import Refusal
+from tidings.web.topology import DOWNLOADS, NO_REGISTRATIONS
 
 if TYPE_CHECKING:
     from tidings.web.server import Site
@@ -231,7 +233,32 @@ def endpoints(site: Site) -> list[Endpoint]:
         Endpoint(
             "GET", "/api/audit", "The audit trail, newest first", lambda r, b: console.audit()
         ),
+        Endpoint(
+            "GET",
+            "/api/topology",
+            "The advisor's findings and the map (format=mermaid, dot or svg: the map as a file)",
+            lambda r, b: topology(site, r.query_params.get("format") or None),
+            query=("format",),
+        ),
     ]
+
+
+async def topology(site: Site, format: str | None) -> Any:
+    """The findings and the map as JSON, or the map as a file to download."""
+    if format is None:
+        return await site.topology.as_json()
+    if format not in DOWNLOADS:
+        raise FormError(f"format {format!r} is not one of {', '.join(DOWNLOADS)}; omit it for JSON")
+    mapped = await site.topology.mapped()
+    if mapped is None:
+        return _json({"error": NO_REGISTRATIONS}, 404)
+    media, extension = DOWNLOADS[format]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", site.app.name)
+    return Response(
+        mapped.text(format),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{name}-map.{extension}"'},
+    )
 
 
 async def _actions(site: Site) -> list[dict[str, Any]]:
@@ -321,6 +348,8 @@ def api_routes(site: Site) -> list[BaseRoute]:
                 return _json({"error": str(exc)}, 404)
             except (TidingsError, FormError, ValueError, msgspec.DecodeError) as exc:
                 return _json({"error": str(exc)}, 400)
+            if isinstance(found, Response):
+                return found
             return Response(
                 msgspec.json.encode(found, enc_hook=_enc_hook), media_type="application/json"
             )

@@ -16,6 +16,7 @@ from tidings.errors import TidingsError
 from tidings.web.browse import Browser
 from tidings.web.forms import FormError, fields
 from tidings.web.security import CSRF, SESSION, Refusal, valid_operator
+from tidings.web.topology import NO_REGISTRATIONS
 
 if TYPE_CHECKING:
     from tidings.web.server import Site
@@ -156,6 +157,13 @@ def page_routes(site: Site) -> list[BaseRoute]:
     async def outcomes(request: Request) -> Response:
         return site.render(request, "outcomes.html", view=await browser.outcomes())
 
+    async def topology(request: Request) -> Response:
+        try:
+            mapped = await site.topology.mapped()
+        except TidingsError as exc:
+            return site.render(request, "topology.html", 500, mapped=None, error=str(exc))
+        return site.render(request, "topology.html", mapped=mapped, hint=NO_REGISTRATIONS)
+
     def by_id(act: Callable[[int, str], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         return lambda request, form, operator: act(request.path_params["id"], operator)
 
@@ -239,4 +247,5 @@ def page_routes(site: Site) -> list[BaseRoute]:
         Route("/messages", messages),
         Route("/messages/{position:int}", message),
         Route("/correlations/{id}", correlation),
+        Route("/topology", topology),
     ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+import types
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tidings.delivery.worker import Worker
 from tidings.web.data import Console
 from tidings.web.operations import Operations
 from tidings.web.security import CSRF, Guard, new_csrf
+from tidings.web.topology import TopologyView
 
 HERE = Path(__file__).parent
 TOKEN_ENV = "TIDINGS_CONSOLE_TOKEN"
@@ -28,9 +30,17 @@ TOKEN_ENV = "TIDINGS_CONSOLE_TOKEN"
 class Site:
     """What every route of one console shares: the App, its reads, its changes, the guard."""
 
-    def __init__(self, app: App, token: str | None, *, judge: bool = True) -> None:
+    def __init__(
+        self,
+        app: App,
+        token: str | None,
+        *,
+        judge: bool = True,
+        modules: Iterable[types.ModuleType] = (),
+    ) -> None:
         self.app = app
         self.console = Console(app, judge=judge)
+        self.topology = TopologyView(app, modules)
         self.operations = Operations(app)
         self.guard = Guard(token)
         self.templates = Environment(
@@ -75,18 +85,21 @@ def create_console(
     manage: bool = True,
     judge: bool = True,
     worker: Worker | None = None,
+    modules: Iterable[types.ModuleType] = (),
 ) -> Starlette:
     """The console over ``app``: read-only unless ``token`` (or ``TIDINGS_CONSOLE_TOKEN``) is
     set. With ``manage`` the console opens and closes the App (its lifespan); otherwise the
     caller has it open in the serving loop. ``judge``: ``app`` is the application itself (not
     a bare App over its store), so a subscription it does not handle is called orphaned.
     ``/healthz``, ``/readyz`` and ``/metrics`` are served too (``worker``: the one whose leases
-    ``/readyz`` checks)."""
+    ``/readyz`` checks). ``modules``: read for the map too (where the app's code sends
+    messages outside its handlers), as ``tidings check`` reads its target's module."""
     from tidings.ops.health import probe_routes
     from tidings.web.api import api_routes
     from tidings.web.pages import page_routes
 
-    site = Site(app, token if token is not None else os.environ.get(TOKEN_ENV), judge=judge)
+    token = token if token is not None else os.environ.get(TOKEN_ENV)
+    site = Site(app, token, judge=judge, modules=modules)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
