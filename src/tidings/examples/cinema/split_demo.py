@@ -107,11 +107,13 @@ async def run_split_demo(
     screenings: int = 4,
     seats_per_screening: int = 100,
     payment_timeout: float | None = None,
+    namespace: str | None = None,
     console: Console | None = None,
 ) -> DemoResult:
     """Run the story across three services on ``transport`` (at ``broker``, else on loopback;
     Kafka without a broker: a tansu started for the run), keeping the stores in ``directory``.
-    The payment timeout is 2 s, 6 s on Kafka (a consumer joining its group takes seconds)."""
+    ``namespace`` (default ``demo-<run id>``) prefixes what the run makes on the broker, all
+    deleted at the end. The payment timeout is 2 s, 6 s on Kafka (a consumer joining its group takes seconds)."""
     if transport not in TRANSPORTS:
         raise ValueError(f"no transport {transport!r}: choose one of {', '.join(TRANSPORTS)}")
     console = console or Console()
@@ -124,7 +126,7 @@ async def run_split_demo(
         url = broker or BROKERS[transport]
         settings = Settings(
             broker=url,
-            namespace=f"demo-{uuid.uuid4().hex[:10]}",
+            namespace=namespace or f"demo-{uuid.uuid4().hex[:10]}",
             directory=directory,
             seed=seed,
             payment_timeout=payment_timeout or (6.0 if transport == "kafka" else 2.0),
