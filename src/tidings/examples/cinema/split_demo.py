@@ -19,6 +19,8 @@ import random
 import signal
 import socket
 import sys
+import tempfile
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tidings import App, Refused
+from tidings.errors import ConfigurationError
 from tidings.examples.cinema.demo import (
     DemoResult,
     _count,
@@ -51,6 +54,39 @@ BROKERS = {
 TRANSPORTS = ("rabbitmq", "nats", "kafka")
 #: the collection where a ``tidings worker`` keeps the alerts it raised (tidings.ops.alerts)
 ALERTS = "$alerts"
+
+
+async def across(
+    transport: str | None,
+    broker: str | None,
+    directory: Path | None,
+    seed: int,
+    guests: int,
+    serve: bool,
+    console: Console,
+) -> bool:
+    """``tidings demo --transport T [--broker URL] [--db DIR]``: whether the invariants held."""
+    if serve:
+        raise ConfigurationError(
+            "--serve keeps one store's console up: it works with the single-process demo only "
+            "(leave out --transport)"
+        )
+    if transport is None:  # only --broker: its URL says which
+        scheme = (broker or "").partition("://")[0].lower()
+        transport = {"amqp": "rabbitmq", "amqps": "rabbitmq", "nats": "nats"}.get(scheme, scheme)
+    if transport not in TRANSPORTS:
+        raise ConfigurationError(
+            f"no transport {transport!r} for the demo: use --transport rabbitmq, nats or kafka"
+        )
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="tidings-demo-") as tmp:
+        where = directory if directory is not None else Path(tmp)
+        console.print(f"tidings demo across services: {guests} guests, seed {seed}")
+        result = await run_split_demo(
+            where, transport, broker=broker, seed=seed, guests=guests, console=console
+        )
+    console.print(f"done in {time.monotonic() - started:.1f}s")
+    return result.ok
 
 
 @dataclass
@@ -113,9 +149,10 @@ async def run_split_demo(
     """Run the story across three services on ``transport`` (at ``broker``, else on loopback;
     Kafka without a broker: a tansu started for the run), keeping the stores in ``directory``.
     ``namespace`` (default ``demo-<run id>``) prefixes what the run makes on the broker, all
-    deleted at the end. The payment timeout is 2 s, 6 s on Kafka (a consumer joining its group takes seconds)."""
+    deleted at the end. The payment timeout is 5 s, 8 s on Kafka (a consumer joining its group
+    takes seconds): an answer crosses the broker twice, between three busy processes."""
     if transport not in TRANSPORTS:
-        raise ValueError(f"no transport {transport!r}: choose one of {', '.join(TRANSPORTS)}")
+        raise ConfigurationError(f"no transport {transport!r}: choose one of {TRANSPORTS}")
     console = console or Console()
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
@@ -129,7 +166,7 @@ async def run_split_demo(
             namespace=namespace or f"demo-{uuid.uuid4().hex[:10]}",
             directory=directory,
             seed=seed,
-            payment_timeout=payment_timeout or (6.0 if transport == "kafka" else 2.0),
+            payment_timeout=payment_timeout or (8.0 if transport == "kafka" else 5.0),
             broker_options=options,
         )
         console.print(
