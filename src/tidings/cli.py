@@ -60,10 +60,24 @@ def demo(
         ),
     ] = False,
     port: Annotated[int, typer.Option(help="The console's port (with --serve).")] = 8000,
+    transport: Annotated[
+        str | None,
+        typer.Option(help="Run it as three services over rabbitmq, nats or kafka (see docs)."),
+    ] = None,
+    broker: Annotated[
+        str | None, typer.Option(help="The broker's URL (with --transport; default: loopback).")
+    ] = None,
 ) -> None:
     """The cinema: guests buy tickets at once; payments are slow or fail; e-mails dead-letter; the operator repairs."""
     from tidings.cli_web import demo_console
     from tidings.examples.cinema.demo import run_demo
+
+    if transport is not None or broker is not None:
+        from tidings.examples.cinema.split_demo import across
+
+        if not run(lambda: across(transport, broker, db, seed, guests, serve, console)):
+            raise typer.Exit(1)
+        return
 
     async def main() -> bool:
         with tempfile.TemporaryDirectory(prefix="tidings-demo-") as tmp:

@@ -66,45 +66,20 @@ def build_cinema(
     # A sent command that dies must be told to someone (`tidings check`, rule TD010).
     app.on_alert(cinema.alerts.append)
 
+    add_box_office(app, payment_timeout)
+    add_payments(app, cinema.payments)
+    add_email(app, cinema.email)
+    return cinema
+
+
+def add_box_office(app: App, payment_timeout: float) -> None:
+    """The cinema's own part: seats, the purchase workflow, the website's read model and the
+    receipts (the payment service and the e-mail notifier are its neighbours)."""
     # 1. Seats: reserve (invoked by the web request), release and confirm (sent by the workflow).
     app.decider(screening, ReserveSeat, ReleaseSeat, ConfirmReservation)
 
     # 2. The purchase workflow, with its payment timeout and compensation.
     app.workflow(purchase_workflow(payment_timeout))
-
-    # The payment service: an async command, answered later by an event (or never).
-    @app.command
-    async def request_payment(cmd: RequestPayment, ctx: Context) -> str:
-        verdict, delay = cinema.payments.answer(cmd.reservation_id)
-        if verdict == "paid":
-            ctx.publish(
-                PaymentReceived(reservation_id=cmd.reservation_id, amount_cents=cmd.amount_cents),
-                stream=f"payment-{cmd.reservation_id}",
-                delay=delay,
-            )
-        elif verdict == "declined":
-            ctx.publish(
-                PaymentFailed(reservation_id=cmd.reservation_id, reason="card declined"),
-                stream=f"payment-{cmd.reservation_id}",
-                delay=delay,
-            )
-        return verdict
-
-    # 4a. The e-mail notifier: may fail, is retried, may end up dead-lettered. One guest's broken
-    # mailbox must not hold back the others' e-mails: order does not matter here, so it parks and
-    # moves on instead of holding the stream (the default, sequenced, is right for projections).
-    email_policy = RetryPolicy(
-        max_attempts=4, immediate=1, backoff=0.05, backoff_max=0.5, sequenced=False
-    )
-
-    @app.subscriber("email", policy=email_policy)
-    async def email_guest(event: ReservationConfirmed, ctx: Context) -> None:
-        cinema.email.send(
-            ctx.message_id,
-            event.guest,
-            f"seat {event.seat} of screening {event.screening_id} is yours",
-            ctx.attempt,
-        )
 
     # 4b. The website's read model: written through ctx, so it commits with the checkpoint.
     @app.subscriber("website")
@@ -144,7 +119,46 @@ def build_cinema(
     app.operator_action(IssueReceipt, label="Issue the receipt again", prefill=receipt_for)
 
     app.register(ReceiptIssued)
-    return cinema
+
+
+def add_payments(app: App, payments: PaymentService) -> None:
+    """The payment service: an async command, answered later by an event (or never)."""
+
+    @app.command
+    async def request_payment(cmd: RequestPayment, ctx: Context) -> str:
+        verdict, delay = payments.answer(cmd.reservation_id)
+        if verdict == "paid":
+            ctx.publish(
+                PaymentReceived(reservation_id=cmd.reservation_id, amount_cents=cmd.amount_cents),
+                stream=f"payment-{cmd.reservation_id}",
+                delay=delay,
+            )
+        elif verdict == "declined":
+            ctx.publish(
+                PaymentFailed(reservation_id=cmd.reservation_id, reason="card declined"),
+                stream=f"payment-{cmd.reservation_id}",
+                delay=delay,
+            )
+        return verdict
+
+
+def add_email(app: App, email: EmailProvider) -> None:
+    """4a. The e-mail notifier: may fail, is retried, may end up dead-lettered. One guest's
+    broken mailbox must not hold back the others' e-mails: order does not matter here, so it
+    parks and moves on instead of holding the stream (the default, sequenced, is right for
+    projections)."""
+    email_policy = RetryPolicy(
+        max_attempts=4, immediate=1, backoff=0.05, backoff_max=0.5, sequenced=False
+    )
+
+    @app.subscriber("email", policy=email_policy)
+    async def email_guest(event: ReservationConfirmed, ctx: Context) -> None:
+        email.send(
+            ctx.message_id,
+            event.guest,
+            f"seat {event.seat} of screening {event.screening_id} is yours",
+            ctx.attempt,
+        )
 
 
 def receipt_for(message: object) -> dict[str, object] | None:

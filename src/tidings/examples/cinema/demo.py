@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -27,7 +28,7 @@ from tidings.examples.cinema.app import Cinema, build_cinema
 from tidings.examples.cinema.messages import ReserveSeat
 from tidings.examples.cinema.purchase import Purchase
 from tidings.examples.cinema.services import EmailProvider
-from tidings.store import DEAD
+from tidings.store import DEAD, Held
 
 
 class DemoStarted(Event, type_name="cinema.DemoStarted"):
@@ -100,19 +101,7 @@ async def run_demo(
         run = len(await app.store.streams(prefix="demo-run-", limit=10_000))
         await app.publish(DemoStarted(seed=seed, guests=guests), stream=f"demo-run-{run + 1}")
     rng = random.Random(seed + run)
-    rows = "ABCDEFGHIJ"
-    seat_names = [f"{rows[i // 10]}{i % 10 + 1}" for i in range(seats_per_screening)]
-    # Most guests want the good seats: the first third of each screening is contested.
-    wishes = [
-        (
-            f"{rng.randrange(screenings) + 1}",
-            rng.choice(
-                seat_names[: max(1, len(seat_names) // 3)] if rng.random() < 0.6 else seat_names
-            ),
-            f"guest{n:03d}",
-        )
-        for n in range(guests)
-    ]
+    wishes = guest_wishes(rng, guests, screenings, seats_per_screening)
     async with app:
         # A short lease: after a kill, the next run takes the dead worker's partitions over quickly.
         worker = app.worker(**{"lease_ttl": 2.0, **(worker_options or {})})
@@ -145,6 +134,25 @@ async def run_demo(
             await then(cinema)
     print_invariants(result, console)
     return result
+
+
+def guest_wishes(
+    rng: random.Random, guests: int, screenings: int, seats_per_screening: int
+) -> list[tuple[str, str, str]]:
+    """``(screening, seat, guest)`` each guest asks for."""
+    rows = "ABCDEFGHIJ"
+    seat_names = [f"{rows[i // 10]}{i % 10 + 1}" for i in range(seats_per_screening)]
+    # Most guests want the good seats: the first third of each screening is contested.
+    return [
+        (
+            f"{rng.randrange(screenings) + 1}",
+            rng.choice(
+                seat_names[: max(1, len(seat_names) // 3)] if rng.random() < 0.6 else seat_names
+            ),
+            f"guest{n:03d}",
+        )
+        for n in range(guests)
+    ]
 
 
 def _progress(console: Console) -> Progress:
@@ -269,13 +277,31 @@ async def _operate(cinema: Cinema, result: DemoResult, console: Console) -> None
 
 async def _check(cinema: Cinema, result: DemoResult, repaired: bool = True) -> None:
     app = cinema.app
-    reservations = await app.documents("reservations", limit=100_000)
+    check_invariants(
+        result,
+        reservations=await app.documents("reservations", limit=100_000),
+        purchases=await app.documents("workflow:purchase", limit=100_000),
+        emails_sent=len(cinema.email.sent),
+        held=await app.dead_letters.list(status=None, limit=10_000),
+        repaired=repaired,
+    )
+
+
+def check_invariants(
+    result: DemoResult,
+    *,
+    reservations: dict[str, Any],
+    purchases: dict[str, Any],
+    emails_sent: int,
+    held: list[Held],
+    repaired: bool,
+) -> None:
+    """Set ``result.invariants`` from the cinema's read model and workflows, the e-mails the
+    provider sent and the dead letters of the e-mail subscriber (wherever they are kept)."""
     sold = Counter(
         (r["screening"], r["seat"]) for r in reservations.values() if r["status"] == "confirmed"
     )
-    purchases = await app.documents("workflow:purchase", limit=100_000)
     stages = Counter(Purchase(**d["state"]).stage for d in purchases.values())
-    held = await app.dead_letters.list(status=None, limit=10_000)
     result.invariants = {
         "no seat sold twice": all(n == 1 for n in sold.values()) and len(sold) == result.confirmed,
         "every reservation ends confirmed or released": (
@@ -288,9 +314,9 @@ async def _check(cinema: Cinema, result: DemoResult, repaired: bool = True) -> N
         ),
     }
     if repaired:
-        result.invariants["after the retry, every e-mail delivered"] = len(
-            cinema.email.sent
-        ) == result.confirmed and not [h for h in held if h.status == DEAD]
+        result.invariants["after the retry, every e-mail delivered"] = (
+            emails_sent == result.confirmed and not [h for h in held if h.status == DEAD]
+        )
 
 
 def print_summary(result: DemoResult, console: Console) -> None:
