@@ -106,7 +106,7 @@ class Decider(Generic[S]):
     async def route(self, command: Command, reader: Repository) -> str:
         """The stream ``command`` acts on (validated)."""
         found = self.stream(command, reader) if self.reads else self.stream(command)
-        if inspect.isawaitable(found):
+        if not isinstance(found, str) and inspect.isawaitable(found):
             found = await found
         return validate_stream(found)
 
@@ -202,10 +202,16 @@ class StreamTurns:
         """How many keys are taken."""
         return len(self._waiting)
 
+    def take(self, key: str) -> bool:
+        """Take the key's turn if it is free (else :meth:`acquire` waits for it)."""
+        if key in self._waiting:
+            return False
+        self._waiting[key] = None
+        return True
+
     async def acquire(self, key: str) -> None:
         """Wait for the key's turn."""
-        if key not in self._waiting:
-            self._waiting[key] = None
+        if self.take(key):
             return
         waiters = self._waiting[key]
         if waiters is None:
@@ -300,7 +306,8 @@ class DeciderHandler(Generic[S]):
             if tx:
                 await services.committer.commit(tx)
             raise
-        await self.turns.acquire(stream)
+        if not self.turns.take(stream):
+            await self.turns.acquire(stream)
         try:
             events = await self._decide(command, stream, services, message_id, correlation_id)
         finally:

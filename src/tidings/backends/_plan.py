@@ -127,32 +127,51 @@ def plan_group(txs: Sequence[Transaction], head: Head) -> Plan:
 
 
 def _plan_one(plan: Plan, tx: Transaction, head: Head) -> list[Appended]:
-    versions, known = head.versions, head.known
+    """Add ``tx`` to ``plan``, and what it appends to ``head``; raise ``_Refused``, with
+    nothing of it left in either, when one of its checks fails."""
+    rows, versions, known = plan.rows, head.versions, head.known
+    first, top = len(rows), plan.top
+    #: the version before ``tx`` of each stream it appends to, to undo it
+    undo: dict[str, int] = {}
+    try:
+        results = _plan_appends(plan, tx, head, undo) if tx.appends else []
+        if tx.beyond_appends():
+            _plan_rest(plan, tx, head)
+    except _Refused:
+        for row in rows[first:]:
+            del known[row[3]]
+        del rows[first:]
+        versions.update(undo)
+        plan.top = top
+        raise
+    return results
+
+
+def _plan_appends(plan: Plan, tx: Transaction, head: Head, undo: dict[str, int]) -> list[Appended]:
+    """Plan ``tx``'s appends: its log rows and the log's top in ``plan``, each stream's version
+    and each message id's position in ``head``."""
+    rows, versions, known = plan.rows, head.versions, head.known
     top, now = plan.top, plan.now
-    # What this transaction adds, kept apart until every check of it has passed.
-    local_versions: dict[str, int] = {}
-    local_ids: dict[str, int] = {}
-    rows: list[tuple[Any, ...]] = []
     results: list[Appended] = []
     for op in tx.appends:
         stream = op.stream
-        before = version = local_versions.get(stream, versions.get(stream, 0))
-        first = len(rows)
+        before = version = versions.get(stream, 0)
+        if stream not in undo:
+            undo[stream] = before
         for m in op.messages:
             # A message id is recorded once: one stored already, or earlier in the group or in
             # this transaction, is skipped.
-            message_id = m.id
-            if message_id in known or message_id in local_ids:
+            if m.id in known:
                 continue
             version += 1
             top += 1
-            local_ids[message_id] = top
+            known[m.id] = top
             rows.append(
                 (
                     top,
                     stream,
                     version,
-                    message_id,
+                    m.id,
                     m.kind,
                     m.type,
                     m.version,
@@ -163,50 +182,46 @@ def _plan_one(plan: Plan, tx: Transaction, head: Head) -> list[Appended]:
                     now,
                 )
             )
-        local_versions[stream] = version
-        if op.messages and len(rows) == first:
+        versions[stream] = version
+        if version == before and op.messages:
             # Every message is stored already (a retry): succeed without checking the version.
-            last = op.messages[-1].id
-            results.append(Appended(stream, version, local_ids.get(last) or known[last]))
-            continue
-        if op.expected_version != ANY and op.expected_version != before:
+            results.append(Appended(stream, version, known[op.messages[-1].id]))
+        elif op.expected_version != ANY and op.expected_version != before:
             raise _Refused(WrongExpectedVersion(stream, op.expected_version, before))
-        results.append(Appended(stream, version, top))
-    rest = tx.beyond_appends()
+        else:
+            results.append(Appended(stream, version, top))
+    plan.top = top
+    return results
+
+
+def _plan_rest(plan: Plan, tx: Transaction, head: Head) -> None:
+    """Plan what ``tx`` holds besides appends, once its checks pass."""
+    partitions, stored = head.partitions, head.documents
+    for move in tx.checkpoints:
+        found = partitions.get((move.subscription, move.partition))
+        if found is None or found != (move.owner, move.expected):
+            raise _Refused(LeaseLost())
     # What this transaction writes to documents: the last data and version of each.
     local_documents: dict[_Document, tuple[bytes | None, int]] = {}
-    if rest:
-        partitions = head.partitions
-        for move in tx.checkpoints:
-            found = partitions.get((move.subscription, move.partition))
-            if found is None or found != (move.owner, move.expected):
-                raise _Refused(LeaseLost())
-        stored = head.documents
-        for doc in tx.documents:
-            key = (doc.collection, doc.key)
-            seen = local_documents.get(key)
-            version = stored.get(key, 0) if seen is None else seen[1]
-            if doc.expected is not None and doc.expected != version:
-                raise _Refused(DocumentConflict(doc.collection, doc.key, doc.expected, version))
-            if not doc.check:
-                local_documents[key] = (doc.data, version + 1)
+    for doc in tx.documents:
+        key = (doc.collection, doc.key)
+        seen = local_documents.get(key)
+        version = stored.get(key, 0) if seen is None else seen[1]
+        if doc.expected is not None and doc.expected != version:
+            raise _Refused(DocumentConflict(doc.collection, doc.key, doc.expected, version))
+        if not doc.check:
+            local_documents[key] = (doc.data, version + 1)
     # Every check passed: from here on nothing refuses this transaction.
-    versions.update(local_versions)
-    known.update(local_ids)
-    plan.top = top
-    plan.rows += rows
-    if rest:
-        for move in tx.checkpoints:
-            partitions[(move.subscription, move.partition)] = (move.owner, move.position)
-            plan.checkpoints[(move.subscription, move.partition)] = move.position
-        for o in tx.outcomes:
-            plan.outcomes.pop(o.message_id, None)  # keep the order of the last ones
-            plan.outcomes[o.message_id] = o
-        for key, written in local_documents.items():
-            stored[key] = written[1]
-            plan.documents[key] = written
-        plan.applied.append(tx)
-    return results
+    for move in tx.checkpoints:
+        partitions[(move.subscription, move.partition)] = (move.owner, move.position)
+        plan.checkpoints[(move.subscription, move.partition)] = move.position
+    for o in tx.outcomes:
+        plan.outcomes.pop(o.message_id, None)  # keep the order of the last ones
+        plan.outcomes[o.message_id] = o
+    for key, written in local_documents.items():
+        stored[key] = written[1]
+        plan.documents[key] = written
+    plan.applied.append(tx)
 
 
 def _statements(txs: list[Transaction], now: float) -> list[tuple[str, list[tuple[Any, ...]]]]:

@@ -53,6 +53,7 @@ class MemoryStore(Store):
         #: stream -> version, and message id -> global position: kept by planning (see _head)
         self._versions: dict[str, int] = {}
         self._positions: dict[str, int] = {}
+        self._plan_head = Head(0, 0.0, self._versions, self._positions, {})
         self._partitions: dict[tuple[str, int], PartitionInfo] = {}
         self._workers: dict[str, float] = {}
         self._held: dict[tuple[str, int], Held] = {}
@@ -86,22 +87,25 @@ class MemoryStore(Store):
         return appended
 
     def _head(self, tx: Transaction) -> Head:
-        """What planning ``tx`` needs to know of the store: its own indexes of stream versions and
-        message ids, which planning updates."""
-        partitions: dict[tuple[str, int], tuple[str | None, int]] = {}
-        for move in tx.checkpoints:
-            key = (move.subscription, move.partition)
-            part = self._partitions.get(key)
-            if part is not None:
-                partitions[key] = (part.owner, part.position)
-        documents = {
-            (doc.collection, doc.key): found.version
-            for doc in tx.documents
-            if (found := self._documents.get(doc.collection, {}).get(doc.key)) is not None
-        }
-        return Head(
-            len(self._log), self._clock(), self._versions, self._positions, partitions, documents
-        )
+        """What planning ``tx`` needs to know of the store: one Head kept for the store, holding
+        its own indexes of stream versions and message ids (which planning updates), and the
+        partitions and documents ``tx`` touches (read again for each transaction that has any)."""
+        head = self._plan_head
+        head.top, head.now = len(self._log), self._clock()
+        if tx.checkpoints:
+            head.partitions = {
+                key: (part.owner, part.position)
+                for move in tx.checkpoints
+                if (part := self._partitions.get(key := (move.subscription, move.partition)))
+                is not None
+            }
+        if tx.documents:
+            head.documents = {
+                (doc.collection, doc.key): found.version
+                for doc in tx.documents
+                if (found := self._documents.get(doc.collection, {}).get(doc.key)) is not None
+            }
+        return head
 
     def _write(self, plan: Plan) -> None:
         now = plan.now
@@ -115,6 +119,8 @@ class MemoryStore(Store):
                 self._streams[stream] = [env]
             else:
                 found.append(env)
+        if not plan.applied:  # the rest of a plan comes only from transactions of more than appends
+            return
         for key, position in plan.checkpoints.items():
             self._partitions[key] = msgspec.structs.replace(
                 self._partitions[key], position=position

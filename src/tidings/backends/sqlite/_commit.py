@@ -28,68 +28,68 @@ class GroupWriter:
     """
 
     def __init__(self) -> None:
-        #: whether ``_top`` and ``_versions`` hold what this connection last committed
+        #: whether ``_head`` holds what this connection last committed
         self._known = False
-        self._top = 0
-        self._versions: dict[str, int] = {}
-        self._written: tuple[int, dict[str, int]] | None = None
+        #: what every group is planned on: the log's top and the stream versions are what is
+        #: remembered (planning moves them on); the rest is each group's own
+        self._head = Head(0, 0.0, {}, {}, {})
 
     def write(self, cursor: sqlite3.Cursor, txs: list[Transaction]) -> list[Result]:
         """Plan ``txs`` and write the plan in the cursor's open write transaction: each
         transaction's result, in order. Call :meth:`committed` once it is committed."""
-        known, self._known, self._written = self._known, False, None
-        streams: set[str] = set()
+        head = self._head
+        known, self._known = self._known and len(head.versions) <= _REMEMBERED, False
         moved: set[tuple[str, int]] = set()
+        documents: set[tuple[str, str]] = set()
         clock = False
         for tx in txs:
             for op in tx.appends:
-                streams.add(op.stream)
                 known = known and bool(op.messages)
-            for m in tx.checkpoints:
-                moved.add((m.subscription, m.partition))
-            clock = clock or bool(tx.held or tx.scheduled)
+            if tx.beyond_appends():
+                moved.update((m.subscription, m.partition) for m in tx.checkpoints)
+                documents.update((doc.collection, doc.key) for doc in tx.documents)
+                clock = clock or bool(tx.held or tx.scheduled)
         # SQLite's clock when due times are set (they are compared with it, at its resolution),
         # else this process's: the same clock, without a statement.
-        now = float(cursor.execute(Q["now"]).fetchone()[0]) if clock else time.time()
-        # Document versions are always read: no unique index would catch a wrong guess of one.
-        documents = _documents(cursor, txs)
-        plan = None
-        if known:
-            head = Head(
-                self._top,
-                now,
-                self._remembered(streams),
-                {},
-                _partitions(cursor, moved),
-                dict(documents),
-            )
-            plan = self._guess(cursor, txs, head)
+        head.now = float(cursor.execute(Q["now"]).fetchone()[0]) if clock else time.time()
+        plan = self._guess(cursor, txs, moved, documents) if known else None
         if plan is None:
-            head = Head(0, now, {}, {}, _partitions(cursor, moved), documents)
+            # Nothing remembered holds (or it is too much): read what the group needs.
+            head.versions.clear()
+            self._read_rest(cursor, moved, documents)
             _read(cursor, txs, head)
             plan = plan_group(txs, head)
             _write_log(cursor, plan)
         _write_rest(cursor, plan)
-        self._written = (plan.top, head.versions)
+        head.top = plan.top
         return plan.results
 
     def committed(self) -> None:
-        """The group last written is committed: remember what the file now holds."""
-        if self._written is not None:
-            self._top, versions = self._written
-            self._known = True
-            if len(self._versions) > _REMEMBERED:
-                self._versions.clear()
-            self._versions.update(versions)
+        """The group last written is committed: what the head holds is what the file holds."""
+        self._known = True
 
-    def _remembered(self, streams: set[str]) -> dict[str, int]:
-        remembered = self._versions
-        return {s: remembered[s] for s in streams if s in remembered}
+    def _read_rest(
+        self, cursor: sqlite3.Cursor, moved: set[tuple[str, int]], documents: set[tuple[str, str]]
+    ) -> None:
+        """Read the partitions and documents the group touches into the head, with no message
+        id known. (Document versions are always read: no unique index would catch a wrong
+        guess of one.)"""
+        head = self._head
+        head.known = {}
+        head.partitions = _partitions(cursor, moved) if moved else {}
+        head.documents = _documents(cursor, documents) if documents else {}
 
-    def _guess(self, cursor: sqlite3.Cursor, txs: list[Transaction], head: Head) -> Plan | None:
+    def _guess(
+        self,
+        cursor: sqlite3.Cursor,
+        txs: list[Transaction],
+        moved: set[tuple[str, int]],
+        documents: set[tuple[str, str]],
+    ) -> Plan | None:
         """Plan on what is remembered and write the log's rows; None (with nothing written)
         when a guess refused a transaction or broke a unique index."""
-        plan = plan_group(txs, head)
+        self._read_rest(cursor, moved, documents)
+        plan = plan_group(txs, self._head)
         for _, error in plan.results:
             if error is not None:
                 return None
@@ -118,17 +118,12 @@ def _partitions(
     cursor: sqlite3.Cursor, moved: set[tuple[str, int]]
 ) -> dict[tuple[str, int], tuple[str | None, int]]:
     """Owner and checkpoint of every partition whose checkpoint the group moves."""
-    if not moved:
-        return {}
     found = cursor.execute(Q["moved_partitions"], (json_array(moved),)).fetchall()
     return {(s, p): (owner, position) for s, p, owner, position in found}
 
 
-def _documents(cursor: sqlite3.Cursor, txs: list[Transaction]) -> dict[tuple[str, str], int]:
-    """The version of every stored document the group writes or checks."""
-    keys = {(doc.collection, doc.key) for tx in txs for doc in tx.documents}
-    if not keys:
-        return {}
+def _documents(cursor: sqlite3.Cursor, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The version of every stored document of ``keys`` (those the group writes or checks)."""
     found = cursor.execute(Q["document_versions"], (json_array(keys),)).fetchall()
     return {(c, k): version for c, k, version in found}
 
