@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from typing import Any
 
 import msgspec
 
@@ -66,7 +67,7 @@ class Relay:
         #: how many messages the broker confirmed (since this relay started)
         self.relayed = 0
         #: batches published and not yet checkpointed: (last position, confirmation, count)
-        self._flight: deque[tuple[int, asyncio.Future[list[None]], int]] = deque()
+        self._flight: deque[tuple[int, asyncio.Future[Any], int]] = deque()
         #: the last position read (ahead of the checkpoint while batches are in flight)
         self._read = 0
         #: each stream's last publishing task: the next one of that stream starts after it
@@ -130,7 +131,14 @@ class Relay:
         return done + len(batch)
 
     def _launch(self, batch: list[Envelope]) -> None:
-        """Start publishing ``batch``: each stream's messages after that stream's earlier ones."""
+        """Start publishing ``batch``: each stream's messages after that stream's earlier ones
+        (at once on a broker that ``pipelines``, else once those were confirmed)."""
+        if self.broker.pipelines:
+            messages = [m for m in map(self.outgoing, batch) if m is not None]
+            confirmed = asyncio.ensure_future(self.broker.publish(messages))
+            self._flight.append((batch[-1].global_position, confirmed, len(messages)))
+            self._read = batch[-1].global_position
+            return
         chains: dict[str, list[Outgoing]] = {}
         for env in batch:
             message = self.outgoing(env)
@@ -141,7 +149,7 @@ class Relay:
             task = asyncio.create_task(self._publish_after(self._tails.get(stream), chain))
             self._tails[stream] = task
             tasks.append(task)
-        confirmed = asyncio.gather(*tasks)
+        confirmed: asyncio.Future[Any] = asyncio.gather(*tasks)
         self._flight.append((batch[-1].global_position, confirmed, sum(map(len, chains.values()))))
         self._read = batch[-1].global_position
 
