@@ -135,8 +135,8 @@ class Relay:
         (at once on a broker that ``pipelines``, else once those were confirmed)."""
         if self.broker.pipelines:
             messages = [m for m in map(self.outgoing, batch) if m is not None]
-            confirmed = asyncio.ensure_future(self.broker.publish(messages))
-            self._flight.append((batch[-1].global_position, confirmed, len(messages)))
+            published = asyncio.ensure_future(self.broker.publish(messages))
+            self._flight.append((batch[-1].global_position, published, len(messages)))
             self._read = batch[-1].global_position
             return
         chains: dict[str, list[Outgoing]] = {}
