@@ -107,10 +107,11 @@ class Relay:
 
     async def step(self) -> int:
         """Read the next batch and start publishing it, then checkpoint the oldest batches in
-        flight that the broker confirmed (waiting for the oldest when ``in_flight`` are out, or
-        when nothing is left to read). Returns how many messages were read or confirmed (0:
-        nothing to do, or another process holds the relay's lease). Raises ``BrokerError`` when
-        a publish failed: every batch in flight is then read and published again."""
+        flight that the broker confirmed (waiting for the oldest when ``in_flight`` are out; when
+        nothing is left to read, for the oldest or for new messages, whichever comes first).
+        Returns how many messages were read or confirmed (0: nothing to do, or another process
+        holds the relay's lease). Raises ``BrokerError`` when a publish failed: every batch in
+        flight is then read and published again."""
         await self.claim()
         if self.position is None:
             self._reset()
@@ -121,14 +122,25 @@ class Relay:
             self._launch(batch)
         done = 0
         try:
+            if self._flight and not batch and not self._flight[0][1].done():
+                await self._confirmed_or_woken(self._flight[0][1])
             while self._flight and (
-                not batch or len(self._flight) > self.in_flight or self._flight[0][1].done()
+                len(self._flight) > self.in_flight or self._flight[0][1].done()
             ):
                 done += await self._settle()
         except BaseException:
             self._reset()
             raise
         return done + len(batch)
+
+    async def _confirmed_or_woken(self, confirmed: asyncio.Future[Any]) -> None:
+        """Wait until ``confirmed`` is done or a commit appended messages (then they are read
+        and published while the broker confirms what is in flight)."""
+        woken = asyncio.ensure_future(self.wakeup.wait())
+        try:
+            await asyncio.wait((confirmed, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
 
     def _launch(self, batch: list[Envelope]) -> None:
         """Start publishing ``batch``: each stream's messages after that stream's earlier ones
@@ -161,9 +173,15 @@ class Relay:
         await self.broker.publish(chain)
 
     async def _settle(self) -> int:
-        """Wait for the oldest batch in flight to be confirmed, then checkpoint it."""
-        end, confirmed, count = self._flight[0]
-        await confirmed
+        """Wait for the oldest batch in flight to be confirmed, then checkpoint it and the
+        confirmed batches after it (one commit)."""
+        await self._flight[0][1]
+        settled = 0
+        for _, confirmed, _ in self._flight:
+            if not confirmed.done() or confirmed.cancelled() or confirmed.exception():
+                break
+            settled += 1
+        end = self._flight[settled - 1][0]
         assert self.position is not None
         move = CheckpointMove(self.name, 0, self.owner, self.position, end)
         try:
@@ -173,7 +191,9 @@ class Relay:
             self.position = None
             self._reset()
             return 0
-        self._flight.popleft()
+        count = 0
+        for _ in range(settled):
+            count += self._flight.popleft()[2]
         self.position = end
         self.relayed += count
         for stream, task in list(self._tails.items()):
