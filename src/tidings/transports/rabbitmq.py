@@ -35,8 +35,8 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 log = logging.getLogger("tidings.transports")
-#: what a failing connection or channel raises (a closed channel: RuntimeError)
 _PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
+#: what a failing connection or channel raises (a closed channel: RuntimeError)
 _FAILURES = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
 
 
