@@ -52,7 +52,11 @@ async def _services(url: str, clean: Clean) -> AsyncIterator[tuple[App, App]]:
         try:
             async with a, b:
                 await b.links[0].open()
-                yield a, b
+                try:
+                    yield a, b
+                finally:
+                    for link in (*a.links, *b.links):
+                        await link.close()  # what no worker ran (and closed) yet
         finally:
             await clean(url, namespace, ("bench-a", "bench-b"))
 
