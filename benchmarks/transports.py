@@ -28,9 +28,9 @@ The value is tidings' events per second over FastStream's; the floor is 1x (issu
 
 Per broker too, single measurements (see ``_links.py``):
 
-* ``<broker>-lat``: A publishes 1,000 events/s (``--rate``) for 10 s (``--latency-seconds``);
-  p99 (the floor: < 50 ms) and p50 from when each event was due to when B's subscriber handled
-  it.
+* ``<broker>-lat``: A publishes 1,000 events/s (``--rate``) for 10 s (``--latency-seconds``)
+  after an uncounted second at that rate; p99 (the floor: < 50 ms) and p50 from when each event
+  was due to when B's subscriber handled it.
 * ``<broker>-log``: A's log holds ``--backlog`` events (default 100,000) before its relay
   starts; the relay's rate over the last quarter over its rate over the first (the floor:
   >= 0.8, flat), and both rates.
