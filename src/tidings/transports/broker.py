@@ -45,6 +45,10 @@ class Broker(abc.ABC):
 
     #: the URL it connects to (without a password)
     url: str
+    #: True when messages given to ``publish`` calls made one after the other are stored in
+    #: that order even while earlier calls wait for their confirmation (one ordered channel):
+    #: the relay then publishes a stream's next batch without waiting for the previous one
+    pipelines: bool = False
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -52,8 +52,9 @@ class InboxUnreadable(Event, type_name="tidings.InboxUnreadable"):
 
 class Inbox:
     """Records deliveries from ``broker`` for service ``service`` into ``committer``'s store, up
-    to ``batch_size`` a transaction; a batch smaller than that waits ``linger`` seconds for
-    more first."""
+    to ``batch_size`` a transaction. A batch smaller than that gathers more first (a group
+    commit): it waits ``linger`` seconds at a time while more keep arriving, ``max_linger``
+    seconds at most, since each commit syncs the disk once whatever its size."""
 
     def __init__(
         self,
@@ -65,6 +66,7 @@ class Inbox:
         owner: str,
         batch_size: int = 500,
         linger: float = 0.002,
+        max_linger: float = 0.02,
         lease_ttl: float = 10.0,
     ) -> None:
         self.service = service
@@ -74,6 +76,7 @@ class Inbox:
         self.listening = False
         self._claimed_at: float | None = None
         self.linger = linger
+        self.max_linger = max_linger
         self.committer = committer
         self.broker = broker
         self.routes = routes
@@ -109,9 +112,7 @@ class Inbox:
         if not deliveries:
             return 0
         if len(deliveries) < self.batch_size and self.linger and not self._unrecorded:
-            # A moment for more to arrive: one commit for many (each commit syncs the disk).
-            await asyncio.sleep(self.linger)
-            deliveries += await self.broker.receive(self.batch_size - len(deliveries), 0)
+            deliveries += await self._gather(self.batch_size - len(deliveries))
         self._unrecorded = deliveries
         tx = self.transaction(deliveries)
         if tx:
@@ -120,6 +121,21 @@ class Inbox:
         await self.broker.ack(deliveries)
         self.received += len(deliveries)
         return len(deliveries)
+
+    async def _gather(self, room: int) -> list[Delivery]:
+        """Up to ``room`` more deliveries: a ``linger`` at a time while they keep arriving (a
+        flow becomes few large commits, not many small ones), ``max_linger`` at most."""
+        more: list[Delivery] = []
+        deadline = time.monotonic() + self.max_linger
+        while len(more) < room:
+            await asyncio.sleep(self.linger)
+            got = await self.broker.receive(room - len(more), 0)
+            if not got:
+                break
+            more += got
+            if time.monotonic() + self.linger > deadline:
+                break
+        return more
 
     def reset(self) -> None:
         """Forget what was received and not recorded (the broker delivers it again after a

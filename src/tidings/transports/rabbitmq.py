@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from tidings.errors import BrokerError, BrokerUnavailable, MissingDependency
 from tidings.transports.broker import Broker, Delivery, Outgoing, take
 
 try:
     import aio_pika
+    import aiormq
     from aio_pika.abc import (
         AbstractChannel,
         AbstractExchange,
@@ -34,12 +35,15 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 log = logging.getLogger("tidings.transports")
+_PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 #: what a failing connection or channel raises (a closed channel: RuntimeError)
 _FAILURES = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
 
 
 class RabbitMQ(Broker):
     """A RabbitMQ connection for one service (``amqp://user:password@host:5672/vhost``)."""
+
+    pipelines = True
 
     def __init__(self, url: str, *, namespace: str = "tidings", timeout: float = 10.0) -> None:
         self._url = url
@@ -53,6 +57,7 @@ class RabbitMQ(Broker):
         self._received: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._consuming: AbstractChannel | None = None
         self._prefetch = 1000
+        self._starting = asyncio.Lock()
 
     def queue_name(self, service: str) -> str:
         """The queue of a service."""
@@ -115,48 +120,27 @@ class RabbitMQ(Broker):
         return self._publishing
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
-        channel = self._channel()
-        chains: dict[str, list[Outgoing]] = {}
-        for message in messages:
-            chains.setdefault(message.stream, []).append(message)
-        try:
-            for service in {m.to for m in messages if m.kind == "service"} - self._queues:
-                # A command sent before its service ever started waits in its queue.
-                await self._service_queue(channel, service)
-            async with asyncio.TaskGroup() as group:
-                for chain in chains.values():
-                    group.create_task(self._publish_chain(chain))
-        except* Exception as failed:
-            raise BrokerError(
-                f"RabbitMQ at {self.url} did not confirm: {failed.exceptions[0]}"
-            ) from failed.exceptions[0]
+        """Publish ``messages`` on the one publishing channel and wait for every confirmation.
 
-    async def _publish_chain(self, chain: list[Outgoing]) -> None:
-        """Publish one stream's messages in order and wait for every confirmation.
-
-        The publishes start in order, without waiting for each other's confirmation: each takes
-        the channel's lock (a FIFO) before it first suspends and writes its frames under it, so
-        they reach the broker in this order, and one channel's messages keep their order in a
-        queue. Then every confirmation is awaited."""
-        publishing = []
-        for message in chain:
-            headers: dict[str, Any] = dict(message.headers)
-            content_type = headers.pop("content-type", "application/json")
-            publish = self._exchanges[message.kind].publish(
-                aio_pika.Message(
-                    message.body,
-                    headers=headers,
-                    content_type=content_type,
-                    message_id=message.id,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key=message.to,
-                mandatory=message.kind == "service",
-                timeout=self.timeout,
-            )
-            publishing.append(asyncio.ensure_future(publish))
+        Each publish puts its frames on the connection's write queue at its first step (the
+        channel's lock is free then: no publish waits for the socket to drain while holding it,
+        ``wait=False``), so they go out in the order given, in one write, and one channel's
+        messages keep their order in a queue. ``_starting`` keeps calls in the order they were
+        made while one declares a queue first, so a later call's messages never overtake an
+        earlier call's (``pipelines``)."""
+        publishing: list[asyncio.Future[Any]] = []
         try:
+            async with self._starting:
+                channel = cast(aiormq.Channel, await self._channel().get_underlay_channel())
+                for service in {m.to for m in messages if m.kind == "service"} - self._queues:
+                    # A command sent before its service ever started waits in its queue.
+                    await self._service_queue(self._channel(), service)
+                publishing = [asyncio.ensure_future(self._start(channel, m)) for m in messages]
             confirmations = await asyncio.gather(*publishing)
+        except Exception as exc:
+            for task in publishing:
+                task.cancel()
+            raise BrokerError(f"RabbitMQ at {self.url} did not confirm: {exc!r}") from exc
         except BaseException:
             for task in publishing:
                 task.cancel()
@@ -165,10 +149,28 @@ class RabbitMQ(Broker):
         if tags != sorted(tags):
             # What the docstring relies on did not hold: say so loudly (never seen).
             log.error(
-                "RabbitMQ at %s: one stream's messages went out of order (delivery tags %s)",
-                self.url,
-                tags,
+                "RabbitMQ at %s: messages went out of order (delivery tags %s)", self.url, tags
             )
+
+    def _start(self, channel: aiormq.Channel, message: Outgoing) -> Any:
+        """The publish of ``message`` (a coroutine: it starts when scheduled)."""
+        headers: dict[str, Any] = dict(message.headers)
+        content_type = headers.pop("content-type", "application/json")
+        properties = aiormq.spec.Basic.Properties(
+            content_type=content_type,
+            headers=headers,
+            message_id=message.id,
+            delivery_mode=_PERSISTENT,
+        )
+        return channel.basic_publish(
+            message.body,
+            exchange=self.events_exchange if message.kind == "topic" else self.commands_exchange,
+            routing_key=message.to,
+            properties=properties,
+            mandatory=message.kind == "service",
+            timeout=self.timeout,
+            wait=False,
+        )
 
     async def prepare(self, service: str, topics: Sequence[str]) -> None:
         try:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from typing import Any
 
 import msgspec
 
@@ -66,7 +67,7 @@ class Relay:
         #: how many messages the broker confirmed (since this relay started)
         self.relayed = 0
         #: batches published and not yet checkpointed: (last position, confirmation, count)
-        self._flight: deque[tuple[int, asyncio.Future[list[None]], int]] = deque()
+        self._flight: deque[tuple[int, asyncio.Future[Any], int]] = deque()
         #: the last position read (ahead of the checkpoint while batches are in flight)
         self._read = 0
         #: each stream's last publishing task: the next one of that stream starts after it
@@ -106,10 +107,11 @@ class Relay:
 
     async def step(self) -> int:
         """Read the next batch and start publishing it, then checkpoint the oldest batches in
-        flight that the broker confirmed (waiting for the oldest when ``in_flight`` are out, or
-        when nothing is left to read). Returns how many messages were read or confirmed (0:
-        nothing to do, or another process holds the relay's lease). Raises ``BrokerError`` when
-        a publish failed: every batch in flight is then read and published again."""
+        flight that the broker confirmed (waiting for the oldest when ``in_flight`` are out; when
+        nothing is left to read, for the oldest or for new messages, whichever comes first).
+        Returns how many messages were read or confirmed (0: nothing to do, or another process
+        holds the relay's lease). Raises ``BrokerError`` when a publish failed: every batch in
+        flight is then read and published again."""
         await self.claim()
         if self.position is None:
             self._reset()
@@ -120,8 +122,10 @@ class Relay:
             self._launch(batch)
         done = 0
         try:
+            if self._flight and not batch and not self._flight[0][1].done():
+                await self._confirmed_or_woken(self._flight[0][1])
             while self._flight and (
-                not batch or len(self._flight) > self.in_flight or self._flight[0][1].done()
+                len(self._flight) > self.in_flight or self._flight[0][1].done()
             ):
                 done += await self._settle()
         except BaseException:
@@ -129,8 +133,24 @@ class Relay:
             raise
         return done + len(batch)
 
+    async def _confirmed_or_woken(self, confirmed: asyncio.Future[Any]) -> None:
+        """Wait until ``confirmed`` is done or a commit appended messages (then they are read
+        and published while the broker confirms what is in flight)."""
+        woken = asyncio.ensure_future(self.wakeup.wait())
+        try:
+            await asyncio.wait((confirmed, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+
     def _launch(self, batch: list[Envelope]) -> None:
-        """Start publishing ``batch``: each stream's messages after that stream's earlier ones."""
+        """Start publishing ``batch``: each stream's messages after that stream's earlier ones
+        (at once on a broker that ``pipelines``, else once those were confirmed)."""
+        if self.broker.pipelines:
+            messages = [m for m in map(self.outgoing, batch) if m is not None]
+            published = asyncio.ensure_future(self.broker.publish(messages))
+            self._flight.append((batch[-1].global_position, published, len(messages)))
+            self._read = batch[-1].global_position
+            return
         chains: dict[str, list[Outgoing]] = {}
         for env in batch:
             message = self.outgoing(env)
@@ -141,7 +161,7 @@ class Relay:
             task = asyncio.create_task(self._publish_after(self._tails.get(stream), chain))
             self._tails[stream] = task
             tasks.append(task)
-        confirmed = asyncio.gather(*tasks)
+        confirmed: asyncio.Future[Any] = asyncio.gather(*tasks)
         self._flight.append((batch[-1].global_position, confirmed, sum(map(len, chains.values()))))
         self._read = batch[-1].global_position
 
@@ -153,9 +173,15 @@ class Relay:
         await self.broker.publish(chain)
 
     async def _settle(self) -> int:
-        """Wait for the oldest batch in flight to be confirmed, then checkpoint it."""
-        end, confirmed, count = self._flight[0]
-        await confirmed
+        """Wait for the oldest batch in flight to be confirmed, then checkpoint it and the
+        confirmed batches after it (one commit)."""
+        await self._flight[0][1]
+        settled = 0
+        for _, confirmed, _ in self._flight:
+            if not confirmed.done() or confirmed.cancelled() or confirmed.exception():
+                break
+            settled += 1
+        end = self._flight[settled - 1][0]
         assert self.position is not None
         move = CheckpointMove(self.name, 0, self.owner, self.position, end)
         try:
@@ -165,7 +191,9 @@ class Relay:
             self.position = None
             self._reset()
             return 0
-        self._flight.popleft()
+        count = 0
+        for _ in range(settled):
+            count += self._flight.popleft()[2]
         self.position = end
         self.relayed += count
         for stream, task in list(self._tails.items()):
