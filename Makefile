@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/delivery.py
 	$(BIN)/python benchmarks/postgres.py
 	$(BIN)/python benchmarks/console.py
+	$(BIN)/python benchmarks/transports.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
