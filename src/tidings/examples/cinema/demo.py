@@ -166,6 +166,23 @@ def _progress(console: Console) -> Progress:
     )
 
 
+async def ask_for_seats(
+    app: App, wishes: list[tuple[str, str, str]], result: DemoResult, progress: Progress
+) -> None:
+    """Every guest asks ``app`` for a seat at once; the reserved and the refused are counted."""
+    asking = progress.add_task("guests reserving seats", total=len(wishes))
+
+    async def reserve(screening_id: str, seat: str, guest: str) -> None:
+        try:
+            await app.invoke(ReserveSeat(screening_id=screening_id, seat=seat, guest=guest))
+            result.reserved += 1
+        except Refused:
+            result.refused += 1
+        progress.advance(asking)
+
+    await asyncio.gather(*(reserve(*w) for w in wishes))
+
+
 async def _buy(
     cinema: Cinema,
     wishes: list[tuple[str, str, str]],
@@ -176,17 +193,7 @@ async def _buy(
     """Every guest asks for a seat at once; ``then`` (starting the worker) runs after all have."""
     app = cinema.app
     with _progress(console) as progress:
-        asking = progress.add_task("guests reserving seats", total=len(wishes))
-
-        async def reserve(screening_id: str, seat: str, guest: str) -> None:
-            try:
-                await app.invoke(ReserveSeat(screening_id=screening_id, seat=seat, guest=guest))
-                result.reserved += 1
-            except Refused:
-                result.refused += 1
-            progress.advance(asking)
-
-        await asyncio.gather(*(reserve(*w) for w in wishes))
+        await ask_for_seats(app, wishes, result, progress)
         then()
         reserved = await _count(app, "cinema.SeatReserved")
         settling = progress.add_task("purchases paid, or released", total=reserved)

@@ -30,19 +30,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tidings import App, Refused
+from tidings import App
 from tidings.errors import ConfigurationError
 from tidings.examples.cinema.demo import (
     DemoResult,
     _count,
     _progress,
+    ask_for_seats,
     check_invariants,
     guest_wishes,
     print_invariants,
     print_summary,
     wait_for,
 )
-from tidings.examples.cinema.messages import ReserveSeat
 from tidings.examples.cinema.services import PaymentService
 from tidings.examples.cinema.split import SERVICES, Settings, build_service
 
@@ -236,17 +236,7 @@ async def _buy(
     """Every guest asks the cinema for a seat at once; then the cinema's worker starts."""
     cinema, notifications = services["cinema"].app, services["notifications"].app
     with _progress(console) as progress:
-        asking = progress.add_task("guests reserving seats", total=len(wishes))
-
-        async def reserve(screening_id: str, seat: str, guest: str) -> None:
-            try:
-                await cinema.invoke(ReserveSeat(screening_id=screening_id, seat=seat, guest=guest))
-                result.reserved += 1
-            except Refused:
-                result.refused += 1
-            progress.advance(asking)
-
-        await asyncio.gather(*(reserve(*w) for w in wishes))
+        await ask_for_seats(cinema, wishes, result, progress)
         await services["cinema"].start(settings)
         reserved = await _count(cinema, "cinema.SeatReserved")
         # The payment service's verdicts are deterministic: all but the silent ones answer.
