@@ -1,4 +1,4 @@
-"""The PostgreSQL store: its connections, its reads, and the state of delivery.
+"""The PostgreSQL store: the log, its reads and the state of delivery, over one ``Database``.
 
 Commits are group-committed (``GroupCommitter``) and written by ``_write.GroupWriter``; every
 commit that appends notifies the store's channel, which :meth:`PostgresStore.wait_for_change`
@@ -7,26 +7,17 @@ listens on (``_listen``).
 
 from __future__ import annotations
 
-import asyncio
-import zlib
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
-
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import AsyncConnectionPool
+from collections.abc import Sequence
+from typing import Any
 
 from tidings.backends._group import GroupCommitter
 from tidings.backends._shared import held_from_row, release
-from tidings.backends.postgres import _sql
+from tidings.backends.postgres._database import Conn, Database
 from tidings.backends.postgres._listen import Listener
-from tidings.backends.postgres._retry import MAX_PAUSE, Retry
 from tidings.backends.postgres._write import GroupWriter
 from tidings.errors import (
     ConfigurationError,
     StoreClosed,
-    StoreError,
-    StoreUnavailable,
     SubscriptionInUse,
     SubscriptionNotFound,
 )
@@ -44,33 +35,6 @@ from tidings.store import (
     Transaction,
     TypeCount,
 )
-
-T = TypeVar("T")
-_Conn = psycopg.AsyncConnection[Any]
-
-#: First key of the migration lock (the second is the schema's hash).
-_MIGRATE_LOCK = 7_461_002
-#: Connection defaults, unless the URL says otherwise: a dead server or network is noticed within
-#: about a minute instead of the operating system's two hours; no JIT compilation, which costs
-#: a short statement hundreds of milliseconds whenever the planner's estimates run high.
-_CONNECTION_DEFAULTS = {
-    "application_name": "tidings",
-    "options": "-c jit=off",
-    "connect_timeout": "5",
-    "keepalives": "1",
-    "keepalives_idle": "30",
-    "keepalives_interval": "10",
-    "keepalives_count": "3",
-}
-#: How long the pool keeps trying to replace a lost connection by itself (psycopg_pool's backoff
-#: doubles from 1 s, so its default of 5 minutes means tries 32 s apart and more). Past this,
-#: the next request for a connection tries again at once: ``Retry`` paces those requests, so a
-#: server that comes back is used again within about a second.
-_POOL_RECONNECT = MAX_PAUSE
-
-
-def _signed32(value: int) -> int:
-    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 class PostgresStore(Store, ChangeFeed):
@@ -93,145 +57,48 @@ class PostgresStore(Store, ChangeFeed):
         max_connections: int = 8,
         retry_timeout: float = 30.0,
     ) -> None:
-        self.schema = _sql.validate_schema(schema)
-        if not 1 <= min_connections <= max_connections:
-            raise ConfigurationError("PostgresStore: 1 <= min_connections <= max_connections")
-        try:
-            params = conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
-            raise ConfigurationError(f"not a PostgreSQL connection URL: {exc}") from exc
-        for option, value in _CONNECTION_DEFAULTS.items():
-            params.setdefault(option, value)
-        params["client_encoding"] = "UTF8"  # stored JSON is UTF-8, and goes in as it is
-        self._conninfo = make_conninfo("", **params)
-        self._where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
+        self._db = Database(
+            url,
+            schema,
+            min_connections=min_connections,
+            max_connections=max_connections,
+            retry_timeout=retry_timeout,
+        )
+        self.schema = schema
         self.url = url
-        self._min = min_connections
-        self._max = max_connections
-        self.retry_timeout = float(retry_timeout)
-        self._q = _sql.queries(schema)
-        self._migrate_lock = (_MIGRATE_LOCK, _signed32(zlib.crc32(schema.encode())))
         self._channel = f"tidings_{schema}"[:63]
-        self._pool: AsyncConnectionPool[_Conn] | None = None
         self._group: GroupCommitter | None = None
         self._writer: GroupWriter | None = None
-        self._listener = Listener(self._conninfo, self._channel)
+        self._listener = Listener(self._db.conninfo, self._channel)
+
+    @property
+    def retry_timeout(self) -> float:
+        return self._db.retry_timeout
+
+    @retry_timeout.setter
+    def retry_timeout(self, seconds: float) -> None:
+        self._db.retry_timeout = float(seconds)
 
     # --- life cycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._pool is not None:
+        if self._group is not None:
             return
-        await self._connect_and_migrate()
-        pool: AsyncConnectionPool[_Conn] = AsyncConnectionPool(
-            self._conninfo,
-            min_size=self._min,
-            max_size=self._max,
-            kwargs={"autocommit": True},
-            open=False,
-            timeout=self.retry_timeout,
-            reconnect_timeout=_POOL_RECONNECT,
-            name=f"tidings-{self.schema}",
-        )
-        try:
-            await pool.open(wait=True, timeout=self.retry_timeout)
-            self._pool = pool
-        except BaseException as exc:
-            self._pool = None
-            await pool.close()
-            if isinstance(exc, psycopg.Error):
-                raise StoreUnavailable(
-                    f"cannot connect to PostgreSQL at {self._where}: {exc}"
-                ) from exc
-            raise
-        self._writer = GroupWriter(pool, self._q, self._channel, self._retrying)
+        pool = await self._db.open()
+        self._writer = GroupWriter(pool, self._db.q, self._channel, self._db.retrying)
         self._group = GroupCommitter(self._writer.write)
-        self._listener = Listener(self._conninfo, self._channel)
+        self._listener = Listener(self._db.conninfo, self._channel)
 
     async def close(self) -> None:
-        pool, group = self._pool, self._group
-        if pool is None or group is None:
+        group = self._group
+        if group is None:
             return
         writer, self._group, self._writer = self._writer, None, None
         await group.close()  # the group being written finishes, retrying for retry_timeout
         if writer is not None:
             await writer.close()
         await self._listener.close()
-        self._pool = None
-        await pool.close()
-
-    async def _connect_and_migrate(self) -> None:
-        """Connect once, before the pool (which would retry quietly for ``retry_timeout``): a
-        server that cannot be reached fails the opening within the connect timeout, in one
-        line naming it."""
-        try:
-            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-        except psycopg.Error as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise StoreUnavailable(
-                f"cannot connect to PostgreSQL at {self._where}: {reason}"
-            ) from exc
-        try:
-            await self._migrate(conn)
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL refused to apply migrations: {exc}") from exc
-        finally:
-            await conn.close()
-
-    async def _migrate(self, conn: _Conn) -> None:
-        q = self._q
-        async with conn.transaction():
-            # Under a lock of the schema's own, so that processes opening it at once apply each
-            # migration once (CREATE SCHEMA IF NOT EXISTS alone is not safe against a race).
-            await conn.execute(q["migrate_lock"], self._migrate_lock)
-            await conn.execute(q["create_schema"])
-            await conn.execute(q["create_migrations"])
-            cur = await conn.execute(q["applied_migrations"])
-            applied = {row[0] for row in await cur.fetchall()}
-            for version, name, script in _sql.migrations(self.schema):
-                if version not in applied:
-                    await conn.execute(script, prepare=False)
-                    await conn.execute(q["record_migration"], (version, name))
-
-    def _retrying(self, what: str) -> Retry:
-        return Retry(self._where, what, self.retry_timeout, self._probe)
-
-    async def _probe(self, within: float) -> BaseException | None:
-        """Why the server does not accept a connection within ``within`` seconds, or None."""
-        try:
-            async with asyncio.timeout(within):
-                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-            await conn.close()
-        except (psycopg.Error, OSError, TimeoutError) as exc:
-            return exc
-        return None
-
-    async def _run(self, what: str, step: Callable[[_Conn], Awaitable[T]]) -> T:
-        """Run ``step`` on a pooled connection; retry it on another while the server cannot be
-        reached (every caller's step is safe to run again), translate driver errors."""
-        retry = self._retrying(what)
-        while True:
-            pool = self._pool
-            if pool is None:
-                raise StoreClosed()
-            try:
-                async with pool.connection(timeout=retry.connection_wait()) as conn:
-                    return await step(conn)
-            except psycopg.OperationalError as exc:
-                if self._pool is None:
-                    raise StoreClosed() from exc
-                await retry.pause(exc)
-            except psycopg.Error as exc:
-                raise StoreError(f"PostgreSQL refused to {what}: {exc}") from exc
-
-    async def _rows(self, name: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        query = self._q[name]
-
-        async def fetch(conn: _Conn) -> list[tuple[Any, ...]]:
-            cur = await conn.execute(query, params)
-            return await cur.fetchall()
-
-        return await self._run(f"read ({name})", fetch)
+        await self._db.close()
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -250,7 +117,7 @@ class PostgresStore(Store, ChangeFeed):
         LISTEN/NOTIFY, or when the listening connection was (re)established (notifications may
         have been missed meanwhile). Never raises on timeout; polling stays the safety net.
         """
-        if self._pool is None:
+        if self._group is None:
             raise StoreClosed()
         await self._listener.wait(timeout)
 
@@ -266,10 +133,10 @@ class PostgresStore(Store, ChangeFeed):
     ) -> list[Envelope]:
         if backwards:
             start = (1 << 62) if from_position is None else from_position
-            rows = await self._rows("read_backwards", (stream, start, limit))
+            rows = await self._db.rows("read_backwards", (stream, start, limit))
         else:
             start = 1 if from_position is None else from_position
-            rows = await self._rows("read_forwards", (stream, start, limit))
+            rows = await self._db.rows("read_forwards", (stream, start, limit))
         return [Envelope(*row) for row in rows]
 
     async def read_all(
@@ -280,11 +147,11 @@ class PostgresStore(Store, ChangeFeed):
         limit: int = 1000,
     ) -> list[Envelope]:
         if types is None:
-            rows = await self._rows("read_all", (after, limit))
+            rows = await self._db.rows("read_all", (after, limit))
         elif not types:
             return []
         else:
-            rows = await self._rows("read_all_types", (after, list(types), limit))
+            rows = await self._db.rows("read_all_types", (after, list(types), limit))
         return [Envelope(*row) for row in rows]
 
     async def find(
@@ -296,45 +163,45 @@ class PostgresStore(Store, ChangeFeed):
         limit: int = 1000,
     ) -> list[Envelope]:
         if ids is not None:
-            rows = await self._rows("find_ids", (list(ids), limit))
+            rows = await self._db.rows("find_ids", (list(ids), limit))
         elif correlation_id is not None:
-            rows = await self._rows("find_correlated", (correlation_id, limit))
+            rows = await self._db.rows("find_correlated", (correlation_id, limit))
         elif causation_id is not None:
-            rows = await self._rows("find_caused", (causation_id, limit))
+            rows = await self._db.rows("find_caused", (causation_id, limit))
         else:
             return []
         return [Envelope(*row) for row in rows]
 
     async def stream_version(self, stream: str) -> int:
-        return int((await self._rows("stream_version", (stream,)))[0][0])
+        return int((await self._db.rows("stream_version", (stream,)))[0][0])
 
     async def last_position(self) -> int:
-        return int((await self._rows("last_position"))[0][0])
+        return int((await self._db.rows("last_position"))[0][0])
 
     async def streams(
         self, *, prefix: str = "", limit: int = 100, internal: bool = False
     ) -> list[tuple[str, int]]:
-        rows = await self._rows("streams", (prefix, prefix, internal, limit))
+        rows = await self._db.rows("streams", (prefix, prefix, internal, limit))
         return [(s, int(v)) for s, v in rows]
 
     async def type_counts(self) -> list[TypeCount]:
-        return [TypeCount(*row) for row in await self._rows("type_counts")]
+        return [TypeCount(*row) for row in await self._db.rows("type_counts")]
 
     async def backlog(self, types: Sequence[str], bounds: Sequence[int]) -> list[Backlog]:
         if not types or not bounds:
             return []
         params = (list(bounds), min(bounds), list(types))
-        return [Backlog(*row) for row in await self._rows("backlog", params)]
+        return [Backlog(*row) for row in await self._db.rows("backlog", params)]
 
     # --- subscriptions ------------------------------------------------------------------------
 
     async def now(self) -> float:
-        return float((await self._rows("now"))[0][0])
+        return float((await self._db.rows("now"))[0][0])
 
     async def setup_subscription(self, name: str, partitions: int, position: int) -> None:
-        q = self._q
+        q = self._db.q
 
-        async def setup(conn: _Conn) -> None:
+        async def setup(conn: Conn) -> None:
             async with conn.transaction():
                 await conn.execute(q["create_partitions"], (name, partitions, position, partitions))
                 cur = await conn.execute(q["subscription_size"], (name,))
@@ -344,12 +211,12 @@ class PostgresStore(Store, ChangeFeed):
                     f"subscription {name!r} has {found[0]} partitions, not {partitions}"
                 )
 
-        await self._run("set up a subscription", setup)
+        await self._db.run("set up a subscription", setup)
 
     async def heartbeat(self, worker: str, ttl: float) -> int:
-        q = self._q
+        q = self._db.q
 
-        async def beat(conn: _Conn) -> int:
+        async def beat(conn: Conn) -> int:
             async with conn.transaction():
                 await conn.execute(q["heartbeat"], (worker,))
                 await conn.execute(q["forget_workers"], (ttl * 10,))
@@ -358,12 +225,12 @@ class PostgresStore(Store, ChangeFeed):
             assert found is not None
             return int(found[0])
 
-        return await self._run("record a heartbeat", beat)
+        return await self._db.run("record a heartbeat", beat)
 
     async def claim(self, name: str, worker: str, want: int, ttl: float) -> dict[int, int]:
-        q = self._q
+        q = self._db.q
 
-        async def claim(conn: _Conn) -> dict[int, int]:
+        async def claim(conn: Conn) -> dict[int, int]:
             async with conn.transaction():
                 cur = await conn.execute(q["lock_subscription"], (name,))
                 rows = await cur.fetchall()
@@ -379,20 +246,20 @@ class PostgresStore(Store, ChangeFeed):
                 cur = await conn.execute(q["lease_partitions"], (worker, ttl, name, mine))
                 return {n: position for n, position in await cur.fetchall()}
 
-        return await self._run("claim partitions", claim)
+        return await self._db.run("claim partitions", claim)
 
     async def release(self, worker: str) -> None:
-        q = self._q
+        q = self._db.q
 
-        async def release(conn: _Conn) -> None:
+        async def release(conn: Conn) -> None:
             async with conn.transaction():
                 await conn.execute(q["release_leases"], (worker,))
                 await conn.execute(q["forget_worker"], (worker,))
 
-        await self._run("release leases", release)
+        await self._db.run("release leases", release)
 
     async def partitions(self, name: str | None = None) -> list[PartitionInfo]:
-        return [PartitionInfo(*row) for row in await self._rows("partitions", (name, name))]
+        return [PartitionInfo(*row) for row in await self._db.rows("partitions", (name, name))]
 
     async def _operate(
         self,
@@ -404,9 +271,9 @@ class PostgresStore(Store, ChangeFeed):
     ) -> None:
         """Check that an operator may act on the subscription now (its partitions locked), then
         run ``writes`` and write ``audit``, in one transaction."""
-        q = self._q
+        q = self._db.q
 
-        async def operate(conn: _Conn) -> None:
+        async def operate(conn: Conn) -> None:
             async with conn.transaction():
                 cur = await conn.execute(q["lock_for_operator"], (name,))
                 rows = await cur.fetchall()
@@ -426,7 +293,7 @@ class PostgresStore(Store, ChangeFeed):
                     q["operator_audit"], (audit.actor, audit.action, audit.target, audit.detail)
                 )
 
-        await self._run(what, operate)
+        await self._db.run(what, operate)
 
     async def reset_subscription(
         self, name: str, position: int, audit: AuditEntry, *, force: bool = False
@@ -451,7 +318,7 @@ class PostgresStore(Store, ChangeFeed):
         id: int | None = None,
         limit: int = 1000,
     ) -> list[Held]:
-        rows = await self._rows(
+        rows = await self._db.rows(
             "held",
             (subscription, subscription, stream, stream, status, status, id, id, limit),
         )
@@ -462,17 +329,17 @@ class PostgresStore(Store, ChangeFeed):
     ) -> list[Held]:
         name = "held_summaries_any" if status is None else "held_summaries"
         params = {"status": status, "subscription": subscription, "limit": limit}
-        rows = await self._rows(name, params)  # type: ignore[arg-type]
+        rows = await self._db.rows(name, params)  # type: ignore[arg-type]
         return [held_from_row(row) for row in rows]
 
     async def held_tails(self, ids: Sequence[int]) -> dict[int, str]:
-        rows = await self._rows("held_tails", (list(ids),))
+        rows = await self._db.rows("held_tails", (list(ids),))
         return {int(i): t or "" for i, t in rows}
 
     async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
         if not partitions:
             return set()
-        rows = await self._rows("held_streams", (subscription, list(partitions)))
+        rows = await self._db.rows("held_streams", (subscription, list(partitions)))
         return {r[0] for r in rows}
 
     async def due_streams(
@@ -481,41 +348,41 @@ class PostgresStore(Store, ChangeFeed):
         if not partitions:
             return []
         name = "due_streams_sequenced" if sequenced else "due_streams"
-        return [r[0] for r in await self._rows(name, (subscription, list(partitions)))]
+        return [r[0] for r in await self._db.rows(name, (subscription, list(partitions)))]
 
     async def held_counts(self) -> list[tuple[str, str, int]]:
-        return [(s, st, int(n)) for s, st, n in await self._rows("held_counts")]
+        return [(s, st, int(n)) for s, st, n in await self._db.rows("held_counts")]
 
     # --- outcomes, schedule, documents, audit -------------------------------------------------
 
     async def outcome(self, message_id: str) -> Outcome | None:
-        rows = await self._rows("outcome", (message_id,))
+        rows = await self._db.rows("outcome", (message_id,))
         return Outcome(*rows[0]) if rows else None
 
     async def outcomes(self, *, status: str | None = None, limit: int = 100) -> list[Outcome]:
-        rows = await self._rows("outcomes", {"status": status, "limit": limit})  # type: ignore[arg-type]
+        rows = await self._db.rows("outcomes", {"status": status, "limit": limit})  # type: ignore[arg-type]
         return [Outcome(*row) for row in rows]
 
     async def outcome_counts(self) -> list[tuple[str, int]]:
-        return [(str(s), int(n)) for s, n in await self._rows("outcome_counts")]
+        return [(str(s), int(n)) for s, n in await self._db.rows("outcome_counts")]
 
     async def release_due(self, limit: int = 500) -> int:
-        rows = await self._rows("due_scheduled", (limit,))
+        rows = await self._db.rows("due_scheduled", (limit,))
         if not rows:
             return 0
         await self.commit(release(rows))
         return len(rows)
 
     async def next_due(self) -> float | None:
-        found = (await self._rows("next_due"))[0][0]
+        found = (await self._db.rows("next_due"))[0][0]
         return None if found is None else max(0.0, float(found))
 
     async def document(self, collection: str, key: str) -> Document:
-        rows = await self._rows("get_document", (collection, key))
+        rows = await self._db.rows("get_document", (collection, key))
         return Document(rows[0][0], rows[0][1]) if rows else Document(None, 0)
 
     async def documents(self, collection: str, *, limit: int = 1000) -> list[tuple[str, bytes]]:
-        return [(k, d) for k, d in await self._rows("documents", (collection, limit))]
+        return [(k, d) for k, d in await self._db.rows("documents", (collection, limit))]
 
     async def audit_entries(self, *, limit: int = 100) -> list[AuditEntry]:
-        return [AuditEntry(*row) for row in await self._rows("audit_entries", (limit,))]
+        return [AuditEntry(*row) for row in await self._db.rows("audit_entries", (limit,))]
