@@ -11,15 +11,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
-from tidings.actions import OperatorAction, OperatorActions, Prefill
+from tidings.actions import OperatorActions
 from tidings.backends import open_store
 from tidings.committer import Committer
 from tidings.context import Services, record
-from tidings.decider import Decider
-from tidings.delivery.alerts import AlertCallback, Alerts
+from tidings.delivery.alerts import Alerts
 from tidings.delivery.deadletters import DeadLetters
 from tidings.delivery.observer import Observer
-from tidings.delivery.policy import RetryPolicy
 from tidings.delivery.subscriptions import Subscriptions, Unhandled
 from tidings.delivery.worker import Worker
 from tidings.dependencies import Dependencies
@@ -34,20 +32,11 @@ from tidings.messages import (
     Message,
     NewMessage,
     TypeRegistry,
-    Upcaster,
     validate_stream,
     validate_subscription_name,
 )
-from tidings.registry import (
-    CommandHandler,
-    Handlers,
-    Problem,
-    Subscriber,
-    caller_locals,
-    check_subscription,
-    explicit_types,
-    is_handler,
-)
+from tidings.registration import Registration
+from tidings.registry import Handlers
 from tidings.repository import Repository
 from tidings.store import (
     ANY,
@@ -61,19 +50,18 @@ from tidings.store import (
 )
 from tidings.ticket import Ticket
 from tidings.transports import Broker, Link, Routes
-from tidings.workflow import Workflow, WorkflowTimeout
 
-F = TypeVar("F", bound=Callable[..., Any])
 S = TypeVar("S")
 T = TypeVar("T")
 
 
-class App:
+class App(Registration):
     """A service: its message types, its handlers, and its store.
 
     ``store`` is a URL (``memory://``, ``sqlite:///app.db``) or a :class:`~tidings.store.Store`.
     The work is done by its collaborators: ``factory`` makes messages, ``handlers`` holds what is
-    registered, ``reader`` reads the log and documents, ``committer`` commits and wakes.
+    registered (by the methods of :class:`~tidings.registration.Registration`), ``reader`` reads
+    the log and documents, ``committer`` commits and wakes.
     ``dependencies`` are what handlers are given by the type their parameters name
     (``App(..., dependencies={Notifications: EmailNotifications()})``, see docs/dependencies.md).
     """
@@ -148,193 +136,7 @@ class App:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # --- registration -------------------------------------------------------------------------
-
-    def register(self, *classes: type[Message]) -> None:
-        """Make message classes known (for decoding, validation and the advisor)."""
-        self.factory.register(*classes)
-
-    @overload
-    def command(
-        self,
-        message: type[Command] | tuple[type[Command], ...] | None = None,
-        /,
-        *,
-        retry_on_conflict: int = 0,
-        policy: RetryPolicy | None = None,
-    ) -> Callable[[F], F]: ...
-
-    @overload
-    def command(self, fn: F, /) -> F: ...
-
-    def command(
-        self,
-        target: Any = None,
-        /,
-        *,
-        retry_on_conflict: int = 0,
-        policy: RetryPolicy | None = None,
-    ) -> Any:
-        """Register the one handler of a command type: ``@app.command`` reads the type from the
-        handler's first parameter's annotation; ``@app.command(ReserveSeat)`` (or a tuple of
-        types) names it, for what the annotation cannot say.
-
-        A second handler for the same type raises ``DuplicateHandler``. ``retry_on_conflict``
-        re-runs the handler that many times when its appends meet ``WrongExpectedVersion``;
-        ``policy`` says how a *sent* command that fails is retried and when it is given up.
-        """
-        types = (
-            () if target is None or is_handler(target) else explicit_types(target, "@app.command")
-        )
-
-        def decorate(fn: F, namespace: dict[str, Any]) -> F:
-            self.handlers.command(
-                fn,
-                retry_on_conflict=retry_on_conflict,
-                policy=policy,
-                types=types,
-                namespace=namespace,
-            )
-            return fn
-
-        if is_handler(target):
-            return decorate(target, caller_locals())
-        return lambda fn: decorate(fn, caller_locals())
-
-    def subscriber(
-        self,
-        name: str,
-        events: type[Event] | tuple[type[Event], ...] | None = None,
-        /,
-        *,
-        policy: RetryPolicy | None = None,
-        start: str = "beginning",
-        partitions: int = 8,
-        critical: bool = False,
-    ) -> Callable[[F], F]:
-        """Register a durable, named subscriber for ``events`` (a type or a tuple of types), or
-        else for the event type(s) of its first parameter's annotation.
-
-        Any number of subscribers may take the same event type; each sees every event, in order
-        per stream, at least once. ``start`` is where a new subscription begins: ``"beginning"``
-        (catch up on every recorded event) or ``"now"``. ``partitions`` splits it by stream so
-        that several workers can share it (fixed once the subscription exists). A ``critical``
-        subscriber's dead letters raise alerts of severity ``critical``.
-        """
-        check_subscription(name, start, partitions)
-        if critical:
-            self.alerts.critical.add(name)
-        types = () if events is None else explicit_types(events, f"subscriber {name!r}")
-
-        def decorate(fn: F) -> F:
-            self.handlers.subscriber(
-                name,
-                fn,
-                policy=policy,
-                start=start,
-                partitions=partitions,
-                types=types,
-                namespace=caller_locals(),
-            )
-            return fn
-
-        return decorate
-
-    def workflow(
-        self, workflow: Workflow[Any], *, policy: RetryPolicy | None = None
-    ) -> Workflow[Any]:
-        """Run a :class:`~tidings.workflow.Workflow`: its steps are delivered like a subscriber's
-        (subscription ``workflow:<name>``), from the beginning of the log."""
-        events: tuple[type[Event], ...] = tuple(workflow.handlers)
-        if workflow.timeouts:
-            events += (WorkflowTimeout,)
-        if not events:
-            raise ConfigurationError(
-                f"workflow {workflow.name!r} reacts to nothing: add @{workflow.name}.on(Event)"
-            )
-        self.handlers.add_subscriber(
-            Subscriber(
-                f"workflow:{workflow.name}", events, workflow.react, True, policy or RetryPolicy()
-            )
-        )
-        return workflow
-
-    def decider(
-        self,
-        decider: Decider[S],
-        *commands: type[Command],
-        retry_on_conflict: int = 5,
-        policy: RetryPolicy | None = None,
-        cache: int = 4096,
-        check_purity: bool = False,
-    ) -> Decider[S]:
-        """Handle ``commands`` with a :class:`Decider`: load its stream, decide, append at the
-        version loaded. In this process, commands for one stream take turns; a conflict with
-        another process is re-decided up to ``retry_on_conflict`` times.
-
-        ``cache`` is how many streams' states this process keeps after committing to them (0: load
-        every time): see :class:`~tidings.decider.DeciderHandler`. ``check_purity`` raises
-        ``StateMutated`` when ``decide`` changes its state (the state's JSON before and after
-        each decide: for tests; ``tidings.testing.Harness`` turns it on).
-        """
-        self.handlers.decider(
-            decider,
-            commands,
-            retry_on_conflict=retry_on_conflict,
-            policy=policy,
-            cache=cache,
-            check_purity=check_purity,
-        )
-        return decider
-
-    def upcaster(self, type_name: str, *, from_version: int) -> Callable[[Upcaster], Upcaster]:
-        """Register a function turning a stored payload (a dict) of ``from_version`` into the next."""
-
-        def decorate(fn: Upcaster) -> Upcaster:
-            self.registry.add_upcaster(type_name, from_version, fn)
-            return fn
-
-        return decorate
-
-    @property
-    def command_handlers(self) -> dict[type[Command], CommandHandler]:
-        """The registered command handlers by command type."""
-        return dict(self.handlers.commands)
-
-    @property
-    def subscribers(self) -> dict[str, Subscriber]:
-        """The registered subscribers by name."""
-        return dict(self.handlers.subscribers)
-
-    def validate(self) -> list[Problem]:
-        """Mistakes in the wiring that would otherwise surface only in production (a worker
-        refuses to start with any). What the log holds that nothing handles is
-        :meth:`unhandled`."""
-        return self.handlers.problems()
-
-    def on_alert(self, callback: AlertCallback) -> AlertCallback:
-        """Call ``callback(alert)`` (sync or async) when a message is parked or a command is dead."""
-        self.alerts.add(callback)
-        return callback
-
-    def observe(self, observer: Observer | None) -> None:
-        """Tell ``observer`` of this App's invokes, sends, publishes, new messages and its
-        workers' deliveries (None: nobody; see :func:`tidings.ops.instrument`)."""
-        self.observer = self.factory.observer = observer
-
-    def operator_action(
-        self,
-        command: type[Command],
-        *,
-        label: str,
-        prefill: Prefill | None = None,
-        mode: str = "invoke",
-        name: str | None = None,
-    ) -> OperatorAction:
-        """Let an operator run ``command`` by hand from the console (docs/console.md)."""
-        return self.operator_actions.add(
-            command, label=label, prefill=prefill, mode=mode, name=name
-        )
+    # --- brokers, workers, operators ----------------------------------------------------------
 
     def connect(self, broker: str | Broker, routes: Routes, **options: Any) -> Link:
         """Connect to a broker (``amqp://…``) by ``routes``: the worker then relays this App's

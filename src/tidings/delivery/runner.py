@@ -1,16 +1,14 @@
-"""A runner: one subscription in one worker — its leases, its batches, its held messages.
+"""A runner: one subscription in one worker — its batches and its held messages.
 
-See :mod:`tidings.delivery.worker` for the whole picture.
+Its leases are :mod:`tidings.delivery.leases`; :mod:`tidings.delivery.worker` has the whole picture.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +17,8 @@ import msgspec
 from tidings.context import Overlay, Services
 from tidings.delivery.alerts import Alerts
 from tidings.delivery.handling import OUTAGE, Batch, Handling, Route, failure
-from tidings.delivery.marks import EDITS, PAUSED, edit_key, edited
+from tidings.delivery.leases import Leases
+from tidings.delivery.marks import EDITS, edit_key, edited
 from tidings.delivery.observer import Observer
 from tidings.errors import DocumentConflict, LeaseLost, StoreError, WrongExpectedVersion
 from tidings.messages import Envelope
@@ -32,7 +31,6 @@ from tidings.store import (
     DocumentWrite,
     Held,
     HeldDelete,
-    PartitionInfo,
     Store,
 )
 
@@ -41,11 +39,6 @@ log = logging.getLogger("tidings.worker")
 #: How many times a message is handled again after a document conflict before the conflict
 #: counts as a failed attempt.
 CONFLICTS = 20
-
-
-def partition_of(stream: str, partitions: int) -> int:
-    """The partition a stream belongs to (stable across processes and versions)."""
-    return zlib.crc32(stream.encode()) % partitions
 
 
 @dataclass(frozen=True)
@@ -68,12 +61,8 @@ class Settings:
 
 
 class Runner:
-    """Runs one subscription in one worker.
-
-    The worker's heartbeat calls :meth:`claim` every third of a lease, also while the runner is in
-    the middle of a batch; a claim then renews and takes partitions, but releases none until the
-    slice in flight is committed (the runner claims again between slices for that).
-    """
+    """Runs one subscription in one worker, on the partitions its :class:`Leases` hold (the
+    worker's heartbeat claims them)."""
 
     def __init__(
         self,
@@ -89,128 +78,52 @@ class Runner:
         self.alerts = alerts
         self.settings = settings
         self.handling = Handling(route, services, settings.rng, settings.observer)
-        #: the partitions this runner holds, and their checkpoints
-        self.positions: dict[int, int] = {}
         #: streams whose later messages wait behind a held one (touched by the runner's task only)
         self.blocked: set[str] = set()
         self.wakeup = asyncio.Event()
+        self.leases = Leases(
+            route.name,
+            route.partitions,
+            route.start,
+            store,
+            settings.worker_id,
+            settings.lease_ttl,
+            self.wakeup,
+            self._in_flight,
+            settings.observer,
+        )
         self.next_replay = 0.0
-        #: how many workers were alive at the last heartbeat
-        self.live = 1
-        #: whether the runner must claim before its next slice (a surplus to release, a lost lease)
-        self.claim_due = False
         self._busy = False
         #: a slice handled but not committed because the store was down: committed first when
         #: the store is back, so that its handlers do not run again
         self._unsent: Callable[[], Awaitable[None]] | None = None
-        self._refresh_blocked = True
-        self._claiming = asyncio.Lock()
-        self._partition_of: dict[str, int] = {}
 
-    # --- leases -----------------------------------------------------------------------------
-
-    async def setup(self) -> None:
-        start = 0 if self.route.start == "beginning" else await self.store.last_position()
-        await self.store.setup_subscription(self.route.name, self.route.partitions, start)
-
-    async def claim(self, live: int | None = None) -> float:
-        """Renew this runner's leases and take its fair share of the ``live`` workers' partitions.
-
-        Returns the seconds until the next claim is due: a third of the lease, or sooner when
-        another worker's lease runs out then, so that a killed worker's partitions are taken over
-        within the lease time. While a slice is in flight nothing is released (its commit is
-        fenced by these leases); the surplus goes when the slice is committed.
-        """
-        if live is not None:
-            self.live = live
-        me, ttl, name = self.settings.worker_id, self.settings.lease_ttl, self.route.name
-        async with self._claiming:
-            # A paused subscription (an operator's choice, docs/console.md) holds no partition.
-            paused = await self.store.get_document(PAUSED, name) is not None
-            fair = 0 if paused else math.ceil(self.route.partitions / max(1, self.live))
-            busy = self._busy or self._unsent is not None
-            want = max(fair, len(self.positions)) if busy else fair
-            before = {p.partition: p for p in await self.store.partitions(name)}
-            claimed = await self.store.claim(name, me, want, ttl)
-            self.claim_due = want > fair
-            self._hold(claimed, before)
-            now = await self.store.now()
-        others = [
-            p.lease_expires
-            for n, p in before.items()
-            if n not in claimed and p.owner not in (None, me) and p.lease_expires is not None
-        ]
-        return max(0.01, min([ttl / 3, *(e - now + 0.01 for e in others)]))
-
-    def _hold(self, claimed: dict[int, int], before: dict[int, PartitionInfo]) -> None:
-        """Make ``claimed`` the partitions held, and say which were lost or taken over."""
-        me, name = self.settings.worker_id, self.route.name
-        lost = sorted(p for p in self.positions if p not in claimed and before[p].owner != me)
-        if lost:
-            log.warning(
-                "%s: lease lost on partitions %s: %s took them over while this worker held them",
-                name,
-                lost,
-                ", ".join(sorted({str(before[p].owner) for p in lost})),
-            )
-        taken = sorted(
-            p for p in claimed if p not in self.positions and before[p].owner not in (None, me)
-        )
-        if taken:
-            log.warning(
-                "%s: took over partitions %s from %s, whose lease had run out",
-                name,
-                taken,
-                ", ".join(sorted({str(before[p].owner) for p in taken})),
-            )
-        gained = set(claimed) - set(self.positions)
-        if set(claimed) != set(self.positions):
-            self._refresh_blocked = True
-        # A checkpoint only moves forward: a claim read before this runner's last commit must
-        # not move it back.
-        self.positions = {p: max(pos, self.positions.get(p, pos)) for p, pos in claimed.items()}
-        if gained:
-            self.wakeup.set()
-        if self.settings.observer is not None:
-            if lost:
-                self.settings.observer.lease_lost(name, len(lost))
-            self.settings.observer.partitions_held(name, len(self.positions))
-
-    def _lost(self, handled: int) -> None:
-        log.warning(
-            "%s: lease lost at commit; another worker has taken over, and will handle the %d "
-            "message(s) of this slice again",
-            self.route.name,
-            handled,
-        )
-        if self.settings.observer is not None:
-            self.settings.observer.lease_lost(self.route.name, len(self.positions))
-            self.settings.observer.partitions_held(self.route.name, 0)
-        self.positions = {}
-        self.claim_due = True
+    def _in_flight(self) -> bool:
+        return self._busy or self._unsent is not None
 
     # --- one step -----------------------------------------------------------------------------
 
     async def step(self, *, replay: bool = False) -> bool:
         """Deliver one slice of a batch, and replay held streams that are due. Whether anything
         happened."""
-        if self.claim_due:
-            await self.claim()
-        if not self.positions:
+        leases = self.leases
+        if leases.claim_due:
+            await leases.claim()
+        if not leases.positions:
             self._unsent = None  # its leases are gone: the new holders handle it again
             return False
-        async with self._claiming:  # a claim in flight may still release partitions
-            self._busy = True
+        await leases.settled()  # a claim in flight may still release partitions
+        self._busy = True  # at once: no claim starts in between
         try:
             unsent, self._unsent = self._unsent, None
             if unsent is not None:
                 await unsent()
                 return True
-            if self._refresh_blocked:
-                self._refresh_blocked = False
+            if leases.changed:
+                leases.changed = False
                 if self.route.policy.sequenced:
                     self.blocked = await self.store.held_streams(
-                        self.route.name, list(self.positions)
+                        self.route.name, list(leases.positions)
                     )
             did = await self.deliver_batch()
             if replay or time.monotonic() >= self.next_replay:
@@ -223,7 +136,7 @@ class Runner:
     async def deliver_batch(self) -> bool:
         """Read a batch and handle this runner's messages in it for at most one slice time; commit
         them with the checkpoints moved past the last one handled."""
-        held = dict(self.positions)
+        held = dict(self.leases.positions)
         envs = await self.store.read_all(
             after=min(held.values()),
             types=self.route.types,
@@ -231,7 +144,7 @@ class Runner:
         )
         if not envs:
             return False
-        mine = self._mine(envs, held)
+        mine = self.leases.mine(envs, held)
         last = envs[-1].global_position
         deadline = time.monotonic() + self.settings.slice_time
         blocked_before = set(self.blocked)
@@ -242,7 +155,7 @@ class Runner:
                 # Everything before this message is handled: commit that, the rest comes next.
                 mine, last = mine[:index], env.global_position - 1
                 break
-            if not held.keys() <= self.positions.keys():
+            if not held.keys() <= self.leases.positions.keys():
                 # The heartbeat found a partition of this slice taken over: its commit will be
                 # refused, so handle nothing more of it.
                 mine, last = mine[:index], env.global_position - 1
@@ -257,7 +170,7 @@ class Runner:
                 mine, last, outage = mine[:index], env.global_position - 1, exc
                 break
             batch.add(handled, env, partition)
-        batch.tx.checkpoints.extend(self._moves(held, last))
+        batch.tx.checkpoints.extend(self.leases.moves(held, last))
         if batch.tx.checkpoints or batch.tx.held:
             await self._finish(batch, mine, held, last, blocked_before)
         if outage is not None:
@@ -293,29 +206,6 @@ class Runner:
             self.blocked = blocked_before
             await self._one_by_one(mine, held, last)
 
-    def _mine(self, envs: Sequence[Envelope], held: dict[int, int]) -> list[tuple[Envelope, int]]:
-        """The messages of the partitions ``held``, beyond their checkpoints."""
-        parts = self.route.partitions
-        known = self._partition_of
-        if len(known) > 100_000:
-            known.clear()
-        mine = []
-        for env in envs:
-            partition = known.get(env.stream)
-            if partition is None:
-                partition = known[env.stream] = partition_of(env.stream, parts)
-            position = held.get(partition)
-            if position is not None and env.global_position > position:
-                mine.append((env, partition))
-        return mine
-
-    def _moves(self, held: dict[int, int], last: int) -> list[CheckpointMove]:
-        return [
-            CheckpointMove(self.route.name, p, self.settings.worker_id, pos, last)
-            for p, pos in held.items()
-            if pos < last
-        ]
-
     def _batch(self, overlay: Overlay | None = None) -> Batch:
         return Batch(self.route, self.services, self.blocked, overlay)
 
@@ -326,11 +216,9 @@ class Runner:
         try:
             await self.services.committer.commit(batch.tx)
         except LeaseLost:
-            self._lost(handled)
+            self.leases.lost(handled)
             return False
-        for move in batch.tx.checkpoints:
-            if move.partition in self.positions:
-                self.positions[move.partition] = max(self.positions[move.partition], move.position)
+        self.leases.moved(batch.tx.checkpoints)
         self._say_held(batch)
         for alert in batch.alerts:
             await self.alerts.fire(alert)
@@ -364,14 +252,11 @@ class Runner:
         self, mine: Sequence[tuple[Envelope, int]], held: dict[int, int], last: int
     ) -> None:
         for env, partition in mine:
-            if partition not in self.positions:
+            position = self.leases.positions.get(partition)
+            if position is None:
                 return
             move = CheckpointMove(
-                self.route.name,
-                partition,
-                self.settings.worker_id,
-                self.positions[partition],
-                env.global_position,
+                self.route.name, partition, self.settings.worker_id, position, env.global_position
             )
             attempts = conflicts = 0
             while True:
@@ -400,7 +285,8 @@ class Runner:
                     if not await self._commit(batch, 1):
                         return
                 break
-        moves = self._moves({p: self.positions[p] for p in held if p in self.positions}, last)
+        positions = self.leases.positions
+        moves = self.leases.moves({p: positions[p] for p in held if p in positions}, last)
         if moves:
             batch = self._batch()
             batch.tx.checkpoints.extend(moves)
@@ -422,7 +308,7 @@ class Runner:
     async def replay_due(self) -> bool:
         sequenced = self.route.policy.sequenced
         streams = await self.store.due_streams(
-            self.route.name, list(self.positions), sequenced=sequenced
+            self.route.name, list(self.leases.positions), sequenced=sequenced
         )
         now = await self.store.now() if streams and not sequenced else 0.0
         for stream in streams:
@@ -434,7 +320,7 @@ class Runner:
         (sequenced); or each that is due on its own (park and move on)."""
         rows = await self.store.held(subscription=self.route.name, stream=stream)
         for index, row in enumerate(rows):
-            position = self.positions.get(row.partition)
+            position = self.leases.positions.get(row.partition)
             if position is None:
                 return
             if not sequenced:

@@ -19,7 +19,7 @@ import msgspec
 
 from tidings.context import Services
 from tidings.delivery.handling import Route
-from tidings.delivery.runner import partition_of
+from tidings.delivery.leases import partition_of
 from tidings.errors import (
     ConfigurationError,
     NotCaughtUp,

@@ -36,9 +36,10 @@ from typing import Protocol
 from tidings.context import Services
 from tidings.delivery.alerts import Alerts
 from tidings.delivery.handling import OUTAGE
+from tidings.delivery.leases import partition_of
 from tidings.delivery.observer import Observer
 from tidings.delivery.outage import Outages, pause
-from tidings.delivery.runner import Runner, Settings, partition_of
+from tidings.delivery.runner import Runner, Settings
 from tidings.delivery.subscriptions import Subscriptions, routes_of
 from tidings.errors import ConfigurationError, StoreError
 from tidings.ids import uuid7
@@ -130,7 +131,7 @@ class Worker:
             for route in await subscriptions.prepare(routes_of(self.handlers))
         ]
         for runner in self.runners:
-            await runner.setup()
+            await runner.leases.setup()
 
     def stop(self) -> None:
         """Ask the worker to finish what is in flight and stop."""
@@ -245,7 +246,7 @@ class Worker:
             live = await self.store.heartbeat(self.id, ttl / 2)
             wait = ttl / 3
             for runner in self.runners:
-                wait = min(wait, await runner.claim(live))
+                wait = min(wait, await runner.leases.claim(live))
         except StoreError as exc:
             if isinstance(exc, OUTAGE):
                 self.outages.failed(started, exc)
@@ -336,7 +337,7 @@ class Worker:
         """
         await self._prepare()
         for runner in self.runners:
-            await runner.claim(live=1)
+            await runner.leases.claim(live=1)
         rounds = 0
         try:
             while rounds < max_rounds:

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from tidings.delivery.runner import partition_of
+from tidings.delivery.leases import partition_of
 from tidings.errors import BrokerError, BrokerUnavailable, MissingDependency
 from tidings.transports.broker import Broker, Delivery, Outgoing, take
 
