@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+import msgspec
 import typer
 
 from tidings.cli_common import (
@@ -21,6 +22,7 @@ from tidings.cli_common import (
     when,
 )
 from tidings.delivery.subscriptions import Subscriptions, SubscriptionState, Unhandled
+from tidings.ops.links import Links, link_states
 
 subscriptions = typer.Typer(
     help="Subscriptions: lag, workers, orphans; reset and delete.",
@@ -49,20 +51,28 @@ def subscriptions_list(
 ) -> None:
     """One row per subscription: what it still has to handle (its own types past its checkpoint;
     parked and waiting ones apart), the age of the oldest, who runs it. With --app, a
-    subscription the app has no handler for is marked orphaned (a renamed or removed handler)."""
+    subscription the app has no handler for is marked orphaned (a renamed or removed handler).
+    Then the relays (lag: routed messages the broker has not confirmed) and the inboxes (who
+    receives, from where, what they recorded; with --app, the events its routes take in)."""
     if ctx.invoked_subcommand is not None:
         return
 
-    async def main() -> tuple[list[SubscriptionState], list[Unhandled]]:
+    async def main() -> tuple[list[SubscriptionState], list[Unhandled], Links]:
         async with open_app(store, app) as opened:
             # Only the application's own handlers can tell an orphan or an unknown type.
             ops = Subscriptions(
                 opened.store, opened.handlers, opened.services, judge=app is not None
             )
-            return await ops.list(), await ops.unhandled()
+            links = await link_states(opened.store, ops, opened if app is not None else None)
+            return await ops.list(), await ops.unhandled(), links
 
-    states, unhandled = run(main)
+    states, unhandled, links = run(main)
     rows = [_state_row(s) for s in states]
+    shown = {r.subscription: msgspec.to_builtins(r) for r in links.relays}
+    shown |= {i.subscription: msgspec.to_builtins(i) for i in links.inboxes}
+    for row in rows:
+        if row["subscription"] in shown:
+            row["link"] = shown[row["subscription"]]
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -119,6 +129,7 @@ def subscriptions_list(
                 ],
             )
         )
+    _print_links(links)
     if not states:
         console.print("no subscriptions yet: a worker creates them when it starts")
     for found in unhandled:
@@ -129,6 +140,40 @@ def subscriptions_list(
         )
     if app is None and states:
         console.print("(give --app to mark orphaned subscriptions and find unknown types)")
+
+
+def _print_links(links: Links) -> None:
+    if links.relays:
+        columns = {"relay": True, "pending": True, "oldest": True, "confirmed": True}
+        columns |= {"holder": False, "until": True}
+        rows = [
+            [r.subscription, r.pending, _age(r.oldest_age), r.position, r.holder, when(r.until)]
+            for r in links.relays
+        ]
+        console.print(table("relays", columns, rows))
+    if links.inboxes:
+        columns = {"inbox": True, "holder": False, "until": True, "consumes": False}
+        columns |= {"received": True, "last": True, "unreadable": True, "undecodable": True}
+        rows = [
+            [
+                i.subscription,
+                i.holder,
+                when(i.until),
+                ", ".join(i.consumes) or None,
+                "?" if i.received is None else i.received,
+                when(i.last_received_at),
+                i.unreadable,
+                i.undecodable,
+            ]
+            for i in links.inboxes
+        ]
+        console.print(table("inboxes", columns, rows))
+        if any(i.unreadable for i in links.inboxes):
+            console.print(
+                f"unreadable arrivals are kept in the stream {links.inboxes[0].unreadable_stream}"
+                "; undecodable ones are dead letters (`tidings dlq list`)",
+                highlight=False,
+            )
 
 
 def _state_row(s: SubscriptionState) -> dict[str, Any]:

@@ -212,6 +212,22 @@ class TypeCount(msgspec.Struct, frozen=True, gc=False):
     first_recorded_at: float
 
 
+class TypeActivity(msgspec.Struct, frozen=True, gc=False):
+    """How many messages of one kind and type the log holds (of those asked for): the last one's
+    global position, and the latest time one of them was recorded."""
+
+    kind: str
+    type: str
+    count: int
+    last_position: int
+    last_recorded_at: float
+
+
+def header_key(name: str) -> bytes:
+    """How a header's key appears in stored headers (compact JSON): ``"name":``."""
+    return b'"' + name.encode() + b'":'
+
+
 class Backlog(msgspec.Struct, frozen=True, gc=False):
     """Messages of one stream in one span of the log: ``count`` messages with a global position
     above ``after`` (and at most the next bound asked for); ``oldest_at`` is when the first was
@@ -331,6 +347,32 @@ class EventLog(abc.ABC):
         a message at global position ``g`` counts in the row whose ``after`` is the highest bound
         below ``g``. (A subscription's partitions have checkpoints among ``bounds``; a stream
         belongs to one partition, and its lag is the sum of its spans above that checkpoint.)"""
+
+    async def type_activity(
+        self, types: Sequence[str] | None = None, *, header: str | None = None
+    ) -> list[TypeActivity]:
+        """Messages of ``types`` (of every type when ``None``), only those whose headers have
+        the key ``header`` when given, counted per kind and type, by the last one's position.
+        This scans the log; a backend may do better."""
+        wanted = None if types is None else set(types)
+        key = None if header is None else header_key(header)
+        found: dict[tuple[str, str], TypeActivity] = {}
+        after = 0
+        while page := await self.read_all(after=after, types=types, limit=5000):
+            after = page[-1].global_position
+            for env in page:
+                if (wanted is None or env.type in wanted) and (
+                    key is None or key in (env.headers_json or b"")
+                ):
+                    seen = found.get((env.kind, env.type))
+                    found[(env.kind, env.type)] = TypeActivity(
+                        env.kind,
+                        env.type,
+                        1 if seen is None else seen.count + 1,
+                        env.global_position,
+                        max(env.recorded_at, seen.last_recorded_at if seen else 0.0),
+                    )
+        return sorted(found.values(), key=lambda a: a.last_position)
 
 
 class MessageIndex(abc.ABC):  # noqa: B024 - a capability with a default for every method

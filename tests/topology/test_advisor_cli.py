@@ -57,7 +57,7 @@ def test_sarif_is_valid_against_the_schema() -> None:
     jsonschema.Draft4Validator(schema).validate(log)
     (run,) = log["runs"]
     rules = run["tool"]["driver"]["rules"]
-    assert [r["id"] for r in rules] == [f"TD{n:03}" for n in range(1, 13)]
+    assert [r["id"] for r in rules] == [f"TD{n:03}" for n in range(1, 14)]
     results = {r["ruleId"]: r for r in run["results"]}
     assert rules[results["TD003"]["ruleIndex"]]["id"] == "TD003"
     assert results["TD003"]["level"] == "note"

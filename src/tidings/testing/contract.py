@@ -290,6 +290,28 @@ class LogContract(StoreContract):
             e.global_position for e in await store.read_all(after=3, types=["Even", "Odd"], limit=3)
         ] == [4, 5, 6]
 
+    async def test_type_activity_counts_types_and_marked_messages(self, store: Store) -> None:
+        def marked(type: str, headers: dict[str, str] | None) -> NewMessage:
+            plain = new_message(type=type)
+            encoded = None if headers is None else encode_headers(headers)
+            return msgspec.structs.replace(plain, headers=encoded)
+
+        await append(store, "a", marked("Seen", {"from": "x"}), marked("Seen", None))
+        await append(store, "b", marked("Other", {"to": "y", "note": '"from":'}))
+        await append(store, "b", marked("Seen", {"from": "y"}))
+        every = {(a.type, a.count, a.last_position) for a in await store.type_activity()}
+        assert every == {("Seen", 3, 4), ("Other", 1, 3)}
+        seen = await store.type_activity(["Seen", "Missing"])
+        assert [(a.kind, a.type, a.count, a.last_position) for a in seen] == [
+            ("event", "Seen", 3, 4)
+        ]
+        (last,) = await store.read_all(after=3)
+        assert seen[0].last_recorded_at >= last.recorded_at
+        from_header = await store.type_activity(header="from")
+        assert [(a.type, a.count, a.last_position) for a in from_header] == [("Seen", 2, 4)]
+        assert await store.type_activity(["Other"], header="from") == []
+        assert await store.type_activity([]) == []
+
     async def test_streams_are_listed_with_their_versions(self, store: Store) -> None:
         await append(store, "order-2", new_message(), new_message())
         await append(store, "order-1", new_message())

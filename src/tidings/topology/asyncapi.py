@@ -1,5 +1,6 @@
 """An App's AsyncAPI 3.0 document: a channel per message type, the App's operations on them,
-the messages with their JSON Schemas (from msgspec), CloudEvents headers and correlation ids."""
+the messages with their JSON Schemas (from msgspec), CloudEvents headers and correlation ids;
+for a connected App, its broker as a server and its routes as channels with their bindings."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from tidings.messages import Message
+from tidings.topology.links import BrokerLink
 from tidings.topology.model import MessageType, Topology, explore
 
 if TYPE_CHECKING:
@@ -82,6 +84,15 @@ def from_topology(
         key = _key(m.type_name)
         messages[key] = _message(m, key)
         channels[key] = _channel(m, key)
+    servers = {"store": server(topology.store)}
+    operations = _operations(topology, shown)
+    if topology.links:
+        for channel in channels.values():
+            channel["servers"] = [{"$ref": "#/servers/store"}]
+        for number, link in enumerate(topology.links):
+            name = "broker" if number == 0 else f"broker{number + 1}"
+            servers[name] = _broker(link)
+            _routes(topology, link, name, shown, channels, operations)
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -90,9 +101,9 @@ def from_topology(
             "description": f"The commands and events of the tidings App {topology.app!r}.",
         },
         "defaultContentType": "application/json",
-        "servers": {"store": server(topology.store)},
+        "servers": servers,
         "channels": channels,
-        "operations": _operations(topology, shown),
+        "operations": operations,
         "components": {
             "schemas": schemas,
             "messages": messages,
@@ -110,6 +121,64 @@ def from_topology(
             },
         },
     }
+
+
+def _broker(link: BrokerLink) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "host": link.host,
+        "protocol": link.protocol,
+        "description": f"The broker {link.service!r} relays its routed messages to and takes in "
+        "what other services send it (CloudEvents 1.0, binary mode)"
+        + (f"; everything named under {link.namespace!r}." if link.namespace else "."),
+    }
+    return found
+
+
+def _routes(
+    topology: Topology,
+    link: BrokerLink,
+    server_name: str,
+    shown: list[MessageType],
+    channels: dict[str, Any],
+    operations: dict[str, Any],
+) -> None:
+    """Add ``link``'s routes: a channel each, sent by the relay or received by the inbox (a
+    topic taken whole carries the events the App handles and does not publish itself)."""
+    names = {m.type_name for m in shown}
+    taken = [
+        m.type_name
+        for m in shown
+        if m.kind == "event" and topology.handling(m.type_name) and not topology.routed(m.type_name)
+    ]
+    for c in link.channels:
+        key = _key(f"{server_name}.{c.action}.{c.kind}.{c.name}")
+        types = [t for t in c.types if t in names] if c.types is not None else taken
+        kind = "the topic" if c.kind == "topic" else "the queue of service"
+        channel: dict[str, Any] = {
+            "address": c.address,
+            "title": f"{kind} {c.name}",
+            "description": (
+                f"{link.service} relays these to {kind} {c.name}."
+                if c.action == "send"
+                else f"{link.service}'s inbox records what arrives from {kind} {c.name}."
+            ),
+            "servers": [{"$ref": f"#/servers/{server_name}"}],
+            "messages": {_key(t): {"$ref": f"#/components/messages/{_key(t)}"} for t in types},
+        }
+        if "{partition}" in c.address:
+            channel["parameters"] = {
+                "partition": {"description": "The tidings stream's hash: one stream, one subject."}
+            }
+        if c.bindings:
+            channel["bindings"] = c.bindings
+        channels[key] = channel
+        verb = "relay" if c.action == "send" else "inbox"
+        operations[_key(f"{verb}.{server_name}.{c.kind}.{c.name}")] = {
+            "action": c.action,
+            "channel": {"$ref": f"#/channels/{key}"},
+            "messages": [{"$ref": f"#/channels/{key}/messages/{_key(t)}"} for t in types],
+            "summary": channel["description"],
+        }
 
 
 def _touched(topology: Topology, m: MessageType) -> bool:

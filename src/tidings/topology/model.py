@@ -16,6 +16,7 @@ from tidings.app import App
 from tidings.dependencies import underlying
 from tidings.errors import Refused
 from tidings.messages import Command, Event, Message
+from tidings.topology.links import BrokerLink, links_of
 from tidings.topology.marks import allowed
 from tidings.topology.scan import Call, Function, Module, read_module
 from tidings.workflow import Workflow
@@ -87,6 +88,8 @@ class Topology(msgspec.Struct):
     alert_routes: bool
     #: the source files read
     read: list[str]
+    #: its links to brokers (``app.connect``)
+    links: list[BrokerLink] = []
 
     def message(self, type_name: str) -> MessageType | None:
         return next((m for m in self.messages if m.type_name == type_name), None)
@@ -100,6 +103,27 @@ class Topology(msgspec.Struct):
 
     def owned(self, owner: str, *verbs: str) -> list[Usage]:
         return [u for u in self.usages if u.owner == owner and u.verb in verbs]
+
+    def routed(self, type_name: str) -> list[str]:
+        """The topics or services its links send messages of this type to."""
+        return sorted(
+            {
+                c.name
+                for link in self.links
+                for c in link.channels
+                if c.action == "send" and type_name in (c.types or ())
+            }
+        )
+
+    def received(self, type_name: str) -> bool:
+        """Whether its links take in events of this type from a subscribed topic."""
+        return any(
+            c.action == "receive"
+            and c.kind == "topic"
+            and (c.types is None or type_name in c.types)
+            for link in self.links
+            for c in link.channels
+        )
 
 
 def shown_path(file: str) -> str:
@@ -238,6 +262,7 @@ class _Builder:
             usages=usages,
             alert_routes=app.alerts.routed,
             read=[shown_path(f) for f in self.read],
+            links=links_of(app),
         )
 
     def judge_subscriber(self, id: str, fn: Callable[..., Any]) -> dict[str, Any]:

@@ -157,6 +157,18 @@ RULES: dict[str, Rule] = {
             "subscriber that calls other systems should pass ctx.message_id along as an "
             "idempotency key, so that a repeat changes nothing.",
         ),
+        Rule(
+            "TD013",
+            "command-many-recipients-on-broker",
+            ERROR,
+            "One command type has several recipients across a broker.",
+            "A command has exactly one recipient, across services too. A command routed to "
+            "another service's queue and also handled where it is sent is carried out twice (the "
+            "local handler and the other service each take it); routed to two services, or "
+            "handled by two services on one broker, which one carries it out depends on who "
+            "sends it. Route it to the one service that handles it, and let the others "
+            "subscribe to the event that service publishes.",
+        ),
     ]
 }
 
@@ -221,6 +233,8 @@ def _commands(c: _Context) -> Iterator[Finding]:
             continue
         handlers = c.t.handling(m.type_name)
         asked = c.t.used(m.type_name, "send", "invoke")
+        if not handlers and c.t.routed(m.type_name):
+            continue  # another service handles it
         if not handlers:
             where = asked[0].place if asked else m.place
             how = {"send": "sent", "invoke": "invoked"}[asked[0].verb] if asked else "registered"
@@ -246,14 +260,14 @@ def _events(c: _Context) -> Iterator[Finding]:
             continue
         subscribers = c.subscribers(m.type_name)
         published = c.t.used(m.type_name, "publish", "append", "decide")
-        if published and not subscribers:
+        if published and not subscribers and not c.t.routed(m.type_name):
             yield c.finding(
                 "TD003",
                 f"event {m.name} is published, but nothing subscribes to it",
                 _names(m),
                 published[0].place,
             )
-        if subscribers and not published:
+        if subscribers and not published and not c.t.received(m.type_name):
             for s in subscribers:
                 yield c.finding(
                     "TD004",
@@ -407,16 +421,52 @@ def _shared_commands(topologies: Sequence[Topology]) -> Iterator[Finding]:
                         )
 
 
+def _broker_commands(topologies: Sequence[Topology]) -> Iterator[Finding]:
+    """TD013: per broker (protocol, host, namespace), each command type's recipients: the
+    services it is routed to, and the connected Apps that handle it."""
+    recipients: dict[tuple[str, str, str | None, str], dict[str, str]] = {}
+    parties: dict[tuple[str, str, str | None, str], list[Topology]] = {}
+    for t in topologies:
+        handled = {n for h in t.handlers if h.role in ("command", "decider") for n in h.handles}
+        for link in t.links:
+            where = (link.protocol, link.host, link.namespace)
+            for name in handled:
+                recipients.setdefault((*where, name), {})[t.app] = f"handled by {t.app}"
+                parties.setdefault((*where, name), []).append(t)
+            for channel in link.channels:
+                if channel.action == "send" and channel.kind == "service":
+                    for name in channel.types or ():
+                        found = recipients.setdefault((*where, name), {})
+                        found.setdefault(channel.name, f"routed to {channel.name} by {t.app}")
+                        parties.setdefault((*where, name), []).append(t)
+    for key, found in sorted(recipients.items(), key=lambda item: item[0][3]):
+        involved = parties[key]
+        m = next((t.message(key[3]) for t in involved if t.message(key[3])), None)
+        if len(found) < 2 or m is None or m.kind != "command":
+            continue
+        handlers = [h for t in involved for h in t.handling(key[3])]
+        yield Finding(
+            "TD013",
+            RULES["TD013"].severity,
+            f"command {m.name} has {len(found)} recipients on one broker: "
+            + ", ".join(sorted(found.values())),
+            "+".join(sorted({t.app for t in involved})),
+            [*_names(m), *sorted({h.name for h in handlers})],
+            handlers[0].place if handlers else m.place,
+        )
+
+
 CHECKS = (_commands, _events, _subscribers, _names_and_watching, _cycles)
 
 
 def findings(topologies: Sequence[Topology]) -> list[Finding]:
-    """Every rule applied to each topology, and across them (TD007), most severe first."""
+    """Every rule applied to each topology, and across them (TD007, TD013), most severe first."""
     found: list[Finding] = []
     for topology in topologies:
         context = _Context(topology)
         for check in CHECKS:
             found += check(context)
     found += _shared_commands(topologies)
+    found += _broker_commands(topologies)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(found, key=lambda f: (order[f.severity], f.rule, f.message))

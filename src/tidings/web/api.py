@@ -200,6 +200,12 @@ def endpoints(site: Site) -> list[Endpoint]:
         ),
         Endpoint(
             "GET",
+            "/api/links",
+            "Relays (lag, holder) and inboxes (holder, sources, what they recorded)",
+            lambda r, b: console.links(),
+        ),
+        Endpoint(
+            "GET",
             "/api/workflows",
             "Workflow instances with state and pending timeouts",
             lambda r, b: console.workflows(),

@@ -13,6 +13,7 @@ from tidings.delivery.subscriptions import Subscriptions
 from tidings.errors import DeadLetterNotFound
 from tidings.messages import Envelope
 from tidings.ops.alerts import recent_alerts as stored_alerts
+from tidings.ops.links import Links, link_states
 from tidings.store import DEAD, WAITING, Held, Store
 from tidings.web.causes import Cause, group
 
@@ -118,7 +119,12 @@ class Console:
             "last_position": last,
             "per_minute": minute,
             "alerts": [msgspec.to_builtins(a) for a in await recent_alerts(self.store)],
+            **msgspec.to_builtins(await self.links()),
         }
+
+    async def links(self) -> Links:
+        """The relays and the inboxes: lag, holders, what the inboxes recorded."""
+        return await link_states(self.store, self.subscriptions, self.app)
 
     async def paused(self) -> set[str]:
         return {key for key, _ in await self.store.documents(PAUSED, limit=10_000)}

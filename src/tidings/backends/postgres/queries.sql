@@ -165,6 +165,13 @@ GROUP BY stream ORDER BY stream LIMIT %s
 SELECT kind, type, count(*), min(global_position), min(recorded_at) FROM {schema}.log
 GROUP BY kind, type ORDER BY 4
 
+-- name: type_activity
+-- Parameters: the types (or NULL: every type) twice, a header's key as stored (or NULL) twice.
+SELECT kind, type, count(*), max(global_position), max(recorded_at) FROM {schema}.log
+WHERE (%s::text[] IS NULL OR type = ANY(%s::text[]))
+  AND (%s::bytea IS NULL OR position(%s::bytea IN headers) > 0)
+GROUP BY kind, type ORDER BY 4
+
 -- name: backlog
 -- Parameters: the bounds, the lowest bound, the types.
 SELECT stream, after, count(*), min(recorded_at) FROM (

@@ -33,7 +33,9 @@ from tidings.store import (
     PartitionInfo,
     Store,
     Transaction,
+    TypeActivity,
     TypeCount,
+    header_key,
 )
 
 
@@ -186,6 +188,14 @@ class PostgresStore(Store, ChangeFeed):
 
     async def type_counts(self) -> list[TypeCount]:
         return [TypeCount(*row) for row in await self._db.rows("type_counts")]
+
+    async def type_activity(
+        self, types: Sequence[str] | None = None, *, header: str | None = None
+    ) -> list[TypeActivity]:
+        wanted = None if types is None else list(types)
+        key = None if header is None else header_key(header)
+        params = (wanted, wanted, key, key)
+        return [TypeActivity(*row) for row in await self._rows("type_activity", params)]
 
     async def backlog(self, types: Sequence[str], bounds: Sequence[int]) -> list[Backlog]:
         if not types or not bounds:

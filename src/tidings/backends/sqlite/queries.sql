@@ -148,6 +148,13 @@ GROUP BY stream ORDER BY stream LIMIT ?
 SELECT kind, type, count(*), min(global_position), min(recorded_at) FROM tidings_log
 GROUP BY kind, type ORDER BY 4
 
+-- name: type_activity
+-- Parameters: the types (a JSON array, or NULL: every type), a header's key as stored (or NULL).
+SELECT kind, type, count(*), max(global_position), max(recorded_at) FROM tidings_log
+WHERE (?1 IS NULL OR type IN (SELECT value FROM json_each(?1)))
+  AND (?2 IS NULL OR instr(headers, ?2) > 0)
+GROUP BY kind, type ORDER BY 4
+
 -- name: backlog
 -- Parameters: the bounds (a JSON array), the lowest bound, the types (a JSON array).
 -- NOT INDEXED: the span is read by primary key; left to itself SQLite scans the whole log by

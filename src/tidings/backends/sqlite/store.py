@@ -38,7 +38,9 @@ from tidings.store import (
     PartitionInfo,
     Store,
     Transaction,
+    TypeActivity,
     TypeCount,
+    header_key,
 )
 
 #: ``read_backwards`` from the end of a stream
@@ -180,6 +182,15 @@ class SqliteStore(Store):
 
     async def type_counts(self) -> list[TypeCount]:
         return [TypeCount(*row) for row in await self._db.read("type_counts")]
+
+    async def type_activity(
+        self, types: Sequence[str] | None = None, *, header: str | None = None
+    ) -> list[TypeActivity]:
+        params = (
+            None if types is None else json_array(types),
+            None if header is None else header_key(header),
+        )
+        return [TypeActivity(*row) for row in await self._db.read("type_activity", params)]
 
     async def backlog(self, types: Sequence[str], bounds: Sequence[int]) -> list[Backlog]:
         if not types or not bounds:

@@ -1,0 +1,137 @@
+"""Relays and inboxes as operators see them, derived from the store (and the App's routes when
+it is at hand): who holds each, the relay's lag, what each inbox recorded and could not read."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from tidings.delivery.replies import REPLY_TO
+from tidings.delivery.subscriptions import Subscriptions, SubscriptionState
+from tidings.errors import MessageDecodeError
+from tidings.store import DEAD, Store
+from tidings.topology.links import BrokerLink, links_of
+from tidings.transports.inbox import UNREADABLE_STREAM
+
+if TYPE_CHECKING:
+    from tidings.app import App
+
+#: the subscription names a relay and an inbox's lease take (``relay:<service>``)
+RELAY, INBOX = "relay:", "inbox:"
+
+
+class RelayState(msgspec.Struct, frozen=True):
+    """A relay: routed messages not yet confirmed by the broker, its checkpoint, its holder."""
+
+    service: str
+    subscription: str
+    pending: int | None
+    oldest_age: float | None
+    #: the last global position the broker confirmed
+    position: int
+    holder: str | None
+    until: float | None
+
+
+class InboxState(msgspec.Struct, frozen=True):
+    """An inbox: who receives (holds its lease, until when), from where, and what it recorded.
+
+    ``received`` counts the messages in the log that arrived through it: commands (marked by the
+    header ``tidings-reply-to``) and events of the types its routes take in (``None`` when those
+    are not known: no App given). ``unreadable`` are the arrivals kept in ``$inbox-unreadable``
+    (not CloudEvents tidings can read); ``undecodable`` the dead letters of received types whose
+    JSON did not fit their class. Duplicates are skipped by the store without a trace, so they
+    are not counted."""
+
+    service: str
+    subscription: str
+    holder: str | None
+    until: float | None
+    broker: str | None
+    consumes: list[str]
+    received: int | None
+    commands: int
+    events: int | None
+    last_received_at: float | None
+    unreadable: int
+    undecodable: int
+    unreadable_stream: str = UNREADABLE_STREAM
+
+
+class Links(msgspec.Struct, frozen=True):
+    relays: list[RelayState]
+    inboxes: list[InboxState]
+
+
+def _lease(state: SubscriptionState) -> tuple[str | None, float | None]:
+    part = state.partitions[0]
+    return part.owner, part.info.lease_expires if part.owner is not None else None
+
+
+def _taken(app: App, link: BrokerLink) -> set[str] | None:
+    """The event types ``link`` takes in: those its routes name; for a topic taken whole, the
+    events the App's subscribers handle that it does not publish to a topic itself."""
+    types: set[str] = set()
+    mine = {t for c in link.channels if c.action == "send" for t in c.types or ()}
+    for c in link.channels:
+        if c.action == "receive" and c.kind == "topic":
+            if c.types is not None:
+                types |= set(c.types)
+            else:
+                handled = {
+                    e.__type_name__ for s in app.handlers.subscribers.values() for e in s.events
+                }
+                types |= handled - mine
+    return types
+
+
+async def link_states(store: Store, subscriptions: Subscriptions, app: App | None = None) -> Links:
+    """Every relay and inbox the store knows (and those of ``app``'s links not started yet)."""
+    states = await subscriptions.list()
+    described = {link.inbox: link for link in (links_of(app) if app is not None else [])}
+    relays = [
+        RelayState(
+            s.name.removeprefix(RELAY),
+            s.name,
+            s.pending,
+            s.oldest_age,
+            s.partitions[0].info.position,
+            *_lease(s),
+        )
+        for s in states
+        if s.name.startswith(RELAY)
+    ]
+    commands = await store.type_activity(header=REPLY_TO)
+    unreadable = await store.stream_version(UNREADABLE_STREAM)
+    dead = [
+        h
+        for h in await store.held_summaries(status=DEAD)
+        if (h.error or "").startswith(MessageDecodeError.__name__)
+    ]
+    inboxes = []
+    by_name = {s.name: s for s in states if s.name.startswith(INBOX)}
+    for name in sorted({*by_name, *described}):
+        state, link = by_name.get(name), described.get(name)
+        taken = _taken(app, link) if app is not None and link is not None else None
+        events = await store.type_activity(sorted(taken)) if taken else []
+        activity = [*commands, *events]
+        received_types = {a.type for a in activity}
+        holder, until = _lease(state) if state is not None else (None, None)
+        inboxes.append(
+            InboxState(
+                name.removeprefix(INBOX),
+                name,
+                holder,
+                until,
+                f"{link.protocol}://{link.host}" if link is not None else None,
+                link.consumed() if link is not None else [],
+                sum(a.count for a in activity) if taken is not None else None,
+                sum(a.count for a in commands),
+                sum(a.count for a in events) if taken is not None else None,
+                max((a.last_recorded_at for a in activity), default=None),
+                unreadable,
+                sum(1 for h in dead if h.type in received_types),
+            )
+        )
+    return Links(relays, inboxes)
