@@ -154,7 +154,7 @@ def _plan_appends(plan: Plan, tx: Transaction, head: Head, undo: dict[str, int])
     top, now = plan.top, plan.now
     results: list[Appended] = []
     for op in tx.appends:
-        stream = op.stream
+        stream = str(op.stream)  # stored as text, not as a str subclass (InternalStream)
         before = version = versions.get(stream, 0)
         if stream not in undo:
             undo[stream] = before

@@ -21,7 +21,7 @@ import pytest
 
 from tidings.errors import ConfigurationError, LeaseLost, WrongExpectedVersion
 from tidings.ids import uuid7
-from tidings.messages import NewMessage, encode_headers
+from tidings.messages import InternalStream, NewMessage, encode_headers
 from tidings.store import (
     ANY,
     DEAD,
@@ -207,6 +207,21 @@ class LogContract(StoreContract):
         m, other = new_message(), new_message()
         assert await append(store, "twice", m, other, m, expected_version=NO_STREAM) == 2
         assert await _log(store) == [(m.id, "twice", 1, 1), (other.id, "twice", 2, 2)]
+
+    async def test_a_framework_stream_name_is_stored_as_its_text(self, store: Store) -> None:
+        # The framework names its own streams with InternalStream, a str subclass: one message
+        # and several, alone and beside another transaction, each way a store writes appends.
+        inbox = InternalStream("$inbox-test")
+        assert await append(store, inbox, new_message()) == 1
+        assert await append(store, inbox, new_message(), new_message()) == 3
+        done = await asyncio.gather(
+            append(store, InternalStream("$wf-a"), new_message(), new_message()),
+            append(store, "plain", new_message()),
+        )
+        assert list(done) == [2, 1]
+        streams = [stream for _, stream, _, _ in await _log(store)]
+        assert streams == ["$inbox-test"] * 3 + ["$wf-a", "$wf-a", "plain"]
+        assert all(type(stream) is str for stream in streams)
 
     async def test_the_same_id_in_two_appends_of_one_transaction_is_recorded_once(
         self, store: Store

@@ -125,7 +125,7 @@ class GroupWriter:
         rows: list[tuple[Any, ...]] = []
         for tx in txs:
             for op in tx.appends:
-                stream, expected = op.stream, op.expected_version
+                stream, expected = str(op.stream), op.expected_version  # text, not a subclass
                 known = streams.get(stream)
                 if known is None:
                     known = streams[stream] = [-1 if expected == ANY else expected, 0]

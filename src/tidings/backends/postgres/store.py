@@ -195,7 +195,7 @@ class PostgresStore(Store, ChangeFeed):
         wanted = None if types is None else list(types)
         key = None if header is None else header_key(header)
         params = (wanted, wanted, key, key)
-        return [TypeActivity(*row) for row in await self._rows("type_activity", params)]
+        return [TypeActivity(*row) for row in await self._db.rows("type_activity", params)]
 
     async def backlog(self, types: Sequence[str], bounds: Sequence[int]) -> list[Backlog]:
         if not types or not bounds:
