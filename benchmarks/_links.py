@@ -23,7 +23,7 @@ from pathlib import Path
 
 from _pairs import check, percentile
 from tidings import App, Context, Event
-from tidings.store import AppendOp, Transaction
+from tidings.records import AppendOp, Transaction
 from tidings.transports import Routes
 
 STREAMS = 100

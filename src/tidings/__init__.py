@@ -28,8 +28,8 @@ from tidings.errors import (
 )
 from tidings.ids import uuid7
 from tidings.messages import Command, Envelope, Event, Message, asdict
+from tidings.records import ANY, NO_STREAM
 from tidings.registry import Problem
-from tidings.store import ANY, NO_STREAM
 from tidings.ticket import Ticket
 
 # A library logs; the application decides where it goes (nothing is printed unless it configures

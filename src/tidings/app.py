@@ -35,19 +35,11 @@ from tidings.messages import (
     validate_stream,
     validate_subscription_name,
 )
+from tidings.records import ANY, FINAL, PENDING, Appended, AppendOp, Outcome, Transaction
 from tidings.registration import Registration
 from tidings.registry import Handlers
 from tidings.repository import Repository
-from tidings.store import (
-    ANY,
-    FINAL,
-    PENDING,
-    Appended,
-    AppendOp,
-    Outcome,
-    Store,
-    Transaction,
-)
+from tidings.store import Store
 from tidings.ticket import Ticket
 from tidings.transports import Broker, Link, Routes
 

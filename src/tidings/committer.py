@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tidings.store import Appended, Store, Transaction
+from tidings.records import Appended, Transaction
+from tidings.store import Store
 
 
 class Committer:

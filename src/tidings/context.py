@@ -22,8 +22,8 @@ from tidings.committer import Committer
 from tidings.errors import Refused
 from tidings.factory import MessageFactory
 from tidings.messages import Command, Envelope, Event, NewMessage, validate_stream
+from tidings.records import ANY, AppendOp, DocumentWrite, Scheduled, Transaction
 from tidings.repository import Repository, decode_document
-from tidings.store import ANY, AppendOp, DocumentWrite, Scheduled, Transaction
 
 S = TypeVar("S")
 T = TypeVar("T")

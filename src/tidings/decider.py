@@ -21,8 +21,8 @@ from tidings.context import Context, Services, recorded, refusal
 from tidings.dependencies import callable_name
 from tidings.errors import ConfigurationError, Refused, StateMutated, WrongExpectedVersion
 from tidings.messages import Command, Event, validate_stream
+from tidings.records import ANY, Transaction
 from tidings.repository import Repository, initial_state
-from tidings.store import ANY, Transaction
 
 S = TypeVar("S")
 

@@ -19,7 +19,7 @@ from tidings.messages import (
     validate_message_id,
     validate_stream,
 )
-from tidings.store import ANY
+from tidings.records import ANY
 
 
 class MessageFactory:

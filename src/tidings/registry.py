@@ -35,7 +35,7 @@ from tidings.errors import (
 from tidings.factory import MessageFactory
 from tidings.ids import uuid7
 from tidings.messages import Command, Event, Message, validate_subscription_name
-from tidings.store import Transaction
+from tidings.records import Transaction
 
 
 @dataclass(frozen=True, slots=True)

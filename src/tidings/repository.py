@@ -9,7 +9,8 @@ import msgspec
 
 from tidings.errors import DocumentDecodeError
 from tidings.messages import Envelope, Message, TypeRegistry
-from tidings.store import Document, Store
+from tidings.records import Document
+from tidings.store import Store
 
 S = TypeVar("S")
 T = TypeVar("T")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tidings.errors import CommandDead, restore_refusal
-from tidings.store import DEAD, REFUSED, SUCCEEDED, Outcome
+from tidings.records import DEAD, REFUSED, SUCCEEDED, Outcome
 
 
 class Outcomes(Protocol):

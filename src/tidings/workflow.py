@@ -43,8 +43,8 @@ from tidings.messages import (
     internal_stream,
     validate_subscription_name,
 )
+from tidings.records import NO_STREAM
 from tidings.repository import decode_document
-from tidings.store import NO_STREAM
 
 S = TypeVar("S")
 

@@ -30,7 +30,7 @@ from tidings.delivery.policy import RetryPolicy
 from tidings.delivery.worker import Worker
 from tidings.ids import uuid7
 from tidings.messages import NewMessage
-from tidings.store import AppendOp, Transaction
+from tidings.records import AppendOp, Transaction
 
 
 class Ordered(Event, type_name="dlv.Ordered"):

@@ -25,14 +25,8 @@ from tidings.errors import (
     StoreUnavailable,
     WrongExpectedVersion,
 )
-from tidings.store import (
-    AppendOp,
-    AuditEntry,
-    CheckpointMove,
-    Held,
-    Store,
-    Transaction,
-)
+from tidings.records import AppendOp, AuditEntry, CheckpointMove, Held, Transaction
+from tidings.store import Store
 from tidings.testing.contract import new_message
 
 try:
@@ -330,7 +324,7 @@ async def test_a_group_that_only_appends_is_numbered_as_the_planner_would(
 async def test_one_group_keeps_the_last_outcome_and_checkpoint_each_transaction_gave(
     store: PostgresStore,
 ) -> None:
-    from tidings.store import Outcome
+    from tidings.records import Outcome
 
     await store.setup_subscription("sub", 2, 0)
     await store.claim("sub", "w1", 2, 30)

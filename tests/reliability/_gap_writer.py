@@ -28,7 +28,7 @@ from tidings.backends.postgres import PostgresStore
 from tidings.errors import StoreError
 from tidings.ids import uuid7
 from tidings.messages import NewMessage
-from tidings.store import ANY, AppendOp, AuditEntry, Transaction
+from tidings.records import ANY, AppendOp, AuditEntry, Transaction
 
 STREAMS = 8
 MAX_BATCH = 8

@@ -18,7 +18,7 @@ from _worker_procs import wait_for
 from tidings import App, Context, Event
 from tidings.delivery.policy import RetryPolicy
 from tidings.errors import StoreUnavailable
-from tidings.store import DEAD
+from tidings.records import DEAD
 
 
 class Order(Event, type_name="outage.Order"):

@@ -52,7 +52,7 @@ from tidings.backends.postgres import PostgresStore
 from tidings.delivery.worker import partition_of
 from tidings.errors import StoreError, TidingsError
 from tidings.messages import Envelope, NewMessage
-from tidings.store import ANY, AppendOp, Transaction
+from tidings.records import ANY, AppendOp, Transaction
 
 SEED = 20261201
 LEASE_TTL = 1.0

@@ -17,7 +17,7 @@ from rich.console import Console
 from tidings import App
 from tidings.examples.cinema.demo import DemoResult
 from tidings.examples.cinema.split_demo import emails_sent, run_split_demo
-from tidings.store import DEAD
+from tidings.records import DEAD
 
 GUESTS = 30
 

@@ -22,7 +22,7 @@ from tidings import (
 from tidings.backends.memory import MemoryStore
 from tidings.backends.sqlite import SqliteStore
 from tidings.errors import InvalidName, MessageTooLarge
-from tidings.store import Appended, Transaction
+from tidings.records import Appended, Transaction
 
 
 class ReserveSeat(Command):

@@ -10,7 +10,7 @@ import pytest
 from tidings.backends._group import GroupCommitter
 from tidings.backends._plan import Result
 from tidings.errors import StoreError, StoreUnavailable
-from tidings.store import Appended, AppendOp, Transaction
+from tidings.records import Appended, AppendOp, Transaction
 from tidings.testing.contract import new_message
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tidings import App, Command, ConfigurationError, Context, Event, Refused, Ticket, asdict
-from tidings.store import REFUSED, Outcome, Transaction
+from tidings.records import REFUSED, Outcome, Transaction
 
 
 class OutOfStock(Event):

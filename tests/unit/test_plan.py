@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tidings.backends._plan import Head, plan_group
 from tidings.errors import LeaseLost, WrongExpectedVersion
-from tidings.store import AppendOp, CheckpointMove, Transaction
+from tidings.records import AppendOp, CheckpointMove, Transaction
 from tidings.testing.contract import new_message
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tidings import App, Context, DocumentConflict, Event, NotCaughtUp
 from tidings.context import Overlay
 from tidings.delivery.handling import pend
-from tidings.store import Transaction
+from tidings.records import Transaction
 
 
 class Added(Event):

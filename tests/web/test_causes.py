@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tidings.store import DEAD, Held
+from tidings.records import DEAD, Held
 from tidings.web.causes import group, normalise, raising_frame, split_error
 
 TB = (

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from tidings.backends._plan import Result
 from tidings.backends._shared import settle
 from tidings.errors import StoreClosed, StoreError, StoreUnavailable
-from tidings.store import Appended, Transaction
+from tidings.records import Appended, Transaction
 
 _Pending = tuple[Transaction, "asyncio.Future[list[Appended]]"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from tidings.errors import DocumentConflict, LeaseLost, WrongExpectedVersion
-from tidings.store import ANY, Appended, Outcome, Transaction
+from tidings.records import ANY, Appended, Outcome, Transaction
 
 _encoder = msgspec.json.Encoder()
 

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from tidings.messages import NewMessage
-from tidings.store import ANY, AppendOp, Attempt, Held, Transaction
+from tidings.records import ANY, AppendOp, Attempt, Held, Transaction
 
 _history = msgspec.json.Decoder(list[Attempt])
 

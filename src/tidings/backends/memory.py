@@ -19,7 +19,7 @@ from tidings.errors import (
     SubscriptionNotFound,
 )
 from tidings.messages import RESERVED_PREFIX, Envelope
-from tidings.store import (
+from tidings.records import (
     ANY,
     REPLAY,
     RETRYING,
@@ -32,10 +32,10 @@ from tidings.store import (
     Outcome,
     PartitionInfo,
     Scheduled,
-    Store,
     Transaction,
     TypeCount,
 )
+from tidings.store import Store
 
 _ABSENT = Document(None, 0)
 

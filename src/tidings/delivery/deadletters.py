@@ -16,7 +16,7 @@ from tidings.committer import Committer
 from tidings.delivery.subscriptions import actor_name
 from tidings.errors import DeadLetterNotFound, TidingsError
 from tidings.messages import Envelope
-from tidings.store import DEAD, REPLAY, WAITING, AuditEntry, Held, HeldDelete, Transaction
+from tidings.records import DEAD, REPLAY, WAITING, AuditEntry, Held, HeldDelete, Transaction
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

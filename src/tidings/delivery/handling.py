@@ -26,8 +26,7 @@ from tidings.errors import (
     UnknownMessageType,
 )
 from tidings.messages import CommandFailed, Envelope, failed_stream
-from tidings.registry import CommandHandler, Subscriber
-from tidings.store import (
+from tidings.records import (
     ANY,
     DEAD,
     FAILED,
@@ -42,6 +41,7 @@ from tidings.store import (
     Outcome,
     Transaction,
 )
+from tidings.registry import CommandHandler, Subscriber
 
 log = logging.getLogger("tidings.worker")
 _encoder = msgspec.json.Encoder()

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from tidings.delivery.marks import PAUSED
 from tidings.delivery.observer import Observer
 from tidings.messages import Envelope
-from tidings.store import CheckpointMove, PartitionInfo, Store
+from tidings.records import CheckpointMove, PartitionInfo
+from tidings.store import Store
 
 log = logging.getLogger("tidings.worker")
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import msgspec
 
 from tidings.messages import Envelope
-from tidings.store import Held, Store
+from tidings.records import Held
+from tidings.store import Store
 
 #: Subscriptions an operator paused: a document per name (deleted on resume).
 PAUSED = "$paused"

@@ -12,7 +12,7 @@ from typing import Final
 import msgspec
 
 from tidings.messages import Envelope, Event, InternalStream, NewMessage, internal_stream
-from tidings.store import FINAL, AppendOp, Outcome, Transaction
+from tidings.records import FINAL, AppendOp, Outcome, Transaction
 
 #: the header that names the service a remote command came from
 REPLY_TO: Final = "tidings-reply-to"
@@ -21,7 +21,7 @@ _encoder = msgspec.json.Encoder()
 
 
 class OutcomeReported(Event, type_name="tidings.OutcomeReported"):
-    """The outcome of a command another service sent (as in :class:`~tidings.store.Outcome`;
+    """The outcome of a command another service sent (as in :class:`~tidings.records.Outcome`;
     ``result`` is the result's JSON text)."""
 
     command_id: str

@@ -22,7 +22,7 @@ from tidings.delivery.marks import EDITS, edit_key, edited
 from tidings.delivery.observer import Observer
 from tidings.errors import DocumentConflict, LeaseLost, StoreError, WrongExpectedVersion
 from tidings.messages import Envelope
-from tidings.store import (
+from tidings.records import (
     DEAD,
     REPLAY,
     RETRYING,
@@ -31,8 +31,8 @@ from tidings.store import (
     DocumentWrite,
     Held,
     HeldDelete,
-    Store,
 )
+from tidings.store import Store
 
 log = logging.getLogger("tidings.worker")
 

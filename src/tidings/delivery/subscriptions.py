@@ -26,8 +26,7 @@ from tidings.errors import (
     SubscriptionNotFound,
     UnknownMessageType,
 )
-from tidings.registry import Handlers
-from tidings.store import (
+from tidings.records import (
     DEAD,
     REPLAY,
     RETRYING,
@@ -35,9 +34,10 @@ from tidings.store import (
     AuditEntry,
     DocumentWrite,
     PartitionInfo,
-    Store,
     Transaction,
 )
+from tidings.registry import Handlers
+from tidings.store import Store
 
 #: The collection of documents where each subscription's types are remembered.
 TYPES = "$subscriptions"

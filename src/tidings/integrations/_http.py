@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tidings.errors import Refused
-from tidings.store import Outcome
+from tidings.records import Outcome
 
 #: the media type of an RFC 9457 problem details body
 PROBLEM_JSON = "application/problem+json"

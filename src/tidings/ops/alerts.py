@@ -27,7 +27,8 @@ import msgspec
 from tidings.delivery.alerts import CRITICAL, WARNING, Alert
 from tidings.errors import ConfigurationError
 from tidings.ids import uuid7
-from tidings.store import DocumentWrite, Store, Transaction
+from tidings.records import DocumentWrite, Transaction
+from tidings.store import Store
 
 if TYPE_CHECKING:
     from tidings.app import App

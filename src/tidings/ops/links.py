@@ -10,7 +10,8 @@ import msgspec
 from tidings.delivery.replies import REPLY_TO
 from tidings.delivery.subscriptions import Subscriptions, SubscriptionState
 from tidings.errors import MessageDecodeError
-from tidings.store import DEAD, Store
+from tidings.records import DEAD
+from tidings.store import Store
 from tidings.topology.links import BrokerLink, links_of
 from tidings.transports.inbox import UNREADABLE_STREAM
 

@@ -22,7 +22,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from tidings.delivery.subscriptions import Subscriptions
-from tidings.store import DEAD, RETRYING, WAITING
+from tidings.records import DEAD, RETRYING, WAITING
 
 if TYPE_CHECKING:
     from tidings.app import App

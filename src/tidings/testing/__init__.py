@@ -26,7 +26,8 @@ from tidings.decider import Decider, DeciderHandler
 from tidings.errors import ConfigurationError, Refused
 from tidings.ids import uuid7
 from tidings.messages import Command, Envelope, Event, Message
-from tidings.store import DEAD, Held, Outcome, Store, Transaction
+from tidings.records import DEAD, Held, Outcome, Transaction
+from tidings.store import Store
 from tidings.workflow import Workflow, WorkflowTimeout
 
 S = TypeVar("S")

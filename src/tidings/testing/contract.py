@@ -22,7 +22,7 @@ import pytest
 from tidings.errors import ConfigurationError, LeaseLost, WrongExpectedVersion
 from tidings.ids import uuid7
 from tidings.messages import InternalStream, NewMessage, encode_headers
-from tidings.store import (
+from tidings.records import (
     ANY,
     DEAD,
     NO_STREAM,
@@ -39,9 +39,9 @@ from tidings.store import (
     HeldDelete,
     Outcome,
     Scheduled,
-    Store,
     Transaction,
 )
+from tidings.store import Store
 
 
 def new_message(

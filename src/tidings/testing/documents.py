@@ -12,7 +12,8 @@ import asyncio
 import pytest
 
 from tidings.errors import DocumentConflict, WrongExpectedVersion
-from tidings.store import AppendOp, Document, DocumentWrite, Store, Transaction
+from tidings.records import AppendOp, Document, DocumentWrite, Transaction
+from tidings.store import Store
 from tidings.testing.contract import StoreContract, new_message
 
 

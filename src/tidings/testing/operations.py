@@ -10,15 +10,8 @@ from __future__ import annotations
 import pytest
 
 from tidings.errors import SubscriptionInUse, SubscriptionNotFound
-from tidings.store import (
-    DEAD,
-    WAITING,
-    Attempt,
-    AuditEntry,
-    Held,
-    Store,
-    Transaction,
-)
+from tidings.records import DEAD, WAITING, Attempt, AuditEntry, Held, Transaction
+from tidings.store import Store
 from tidings.testing.contract import StoreContract, append, new_message
 
 

@@ -25,7 +25,7 @@ from tidings.committer import Committer
 from tidings.delivery.replies import OutcomeReported
 from tidings.errors import BrokerError, StoreError, Unreadable
 from tidings.messages import Event, InternalStream, NewMessage, internal_stream
-from tidings.store import AppendOp, Transaction
+from tidings.records import AppendOp, Transaction
 from tidings.transports.broker import Broker, Delivery
 from tidings.transports.cloudevents import from_headers
 from tidings.transports.routes import Routes

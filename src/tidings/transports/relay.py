@@ -22,7 +22,8 @@ from tidings.delivery.replies import REPLY_PREFIX, OutcomeReported
 from tidings.delivery.subscriptions import TYPES, Remembered
 from tidings.errors import BrokerError, LeaseLost, StoreError
 from tidings.messages import Envelope
-from tidings.store import CheckpointMove, DocumentWrite, Store, Transaction
+from tidings.records import CheckpointMove, DocumentWrite, Transaction
+from tidings.store import Store
 from tidings.transports.broker import Broker, Outgoing
 from tidings.transports.cloudevents import to_headers
 from tidings.transports.routes import Routes

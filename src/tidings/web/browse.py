@@ -9,7 +9,7 @@ from typing import Any
 from tidings.app import App
 from tidings.delivery.subscriptions import routes_of
 from tidings.messages import Envelope
-from tidings.store import Outcome
+from tidings.records import Outcome
 from tidings.web.data import message, payload_text
 
 PAGE = 50

@@ -14,7 +14,8 @@ from tidings.errors import DeadLetterNotFound
 from tidings.messages import Envelope
 from tidings.ops.alerts import recent_alerts as stored_alerts
 from tidings.ops.links import Links, link_states
-from tidings.store import DEAD, WAITING, Held, Store
+from tidings.records import DEAD, WAITING, Held
+from tidings.store import Store
 from tidings.web.causes import Cause, group
 
 #: How many dead letters the grouping reads at most (each page states when it hit this).

@@ -10,7 +10,7 @@ import msgspec
 from tidings.app import App
 from tidings.delivery.marks import EDITS, PAUSED, edit_key
 from tidings.errors import Refused, TidingsError
-from tidings.store import DEAD, REPLAY, RETRYING, AuditEntry, DocumentWrite, Transaction
+from tidings.records import DEAD, REPLAY, RETRYING, AuditEntry, DocumentWrite, Transaction
 from tidings.web.data import MAX_GROUPED, Console
 from tidings.web.forms import FormError, build, decode, values
 

@@ -22,7 +22,7 @@ from tidings.backends._plan import Head, Plan, Result, plan_group
 from tidings.backends.postgres._retry import Retry
 from tidings.backends.postgres._unknown import UnknownOutcome, committed
 from tidings.errors import StoreError
-from tidings.store import ANY, Appended, AppendOp, Transaction
+from tidings.records import ANY, Appended, AppendOp, Transaction
 
 log = logging.getLogger("tidings.postgres")
 _Conn = psycopg.AsyncConnection[Any]

@@ -22,21 +22,20 @@ from tidings.errors import (
     SubscriptionNotFound,
 )
 from tidings.messages import Envelope
-from tidings.store import (
+from tidings.records import (
     Appended,
     AuditEntry,
     Backlog,
-    ChangeFeed,
     Document,
     Held,
     Outcome,
     PartitionInfo,
-    Store,
     Transaction,
     TypeActivity,
     TypeCount,
     header_key,
 )
+from tidings.store import ChangeFeed, Store
 
 
 class PostgresStore(Store, ChangeFeed):

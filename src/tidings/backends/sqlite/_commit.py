@@ -8,7 +8,7 @@ import time
 from tidings.backends._plan import Head, Plan, Result, plan_group
 from tidings.backends.sqlite._database import QUERIES as Q
 from tidings.backends.sqlite._database import json_array
-from tidings.store import Transaction
+from tidings.records import Transaction
 
 #: The most stream versions remembered; beyond it they are forgotten (and read again).
 _REMEMBERED = 100_000

@@ -28,7 +28,7 @@ from tidings.errors import (
     SubscriptionNotFound,
 )
 from tidings.messages import Envelope
-from tidings.store import (
+from tidings.records import (
     Appended,
     AuditEntry,
     Backlog,
@@ -36,12 +36,12 @@ from tidings.store import (
     Held,
     Outcome,
     PartitionInfo,
-    Store,
     Transaction,
     TypeActivity,
     TypeCount,
     header_key,
 )
+from tidings.store import Store
 
 #: ``read_backwards`` from the end of a stream
 _END = 1 << 62

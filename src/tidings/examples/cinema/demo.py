@@ -28,7 +28,7 @@ from tidings.examples.cinema.app import Cinema, build_cinema
 from tidings.examples.cinema.messages import ReserveSeat
 from tidings.examples.cinema.purchase import Purchase
 from tidings.examples.cinema.services import EmailProvider
-from tidings.store import DEAD, Held
+from tidings.records import DEAD, Held
 
 
 class DemoStarted(Event, type_name="cinema.DemoStarted"):
