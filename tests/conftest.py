@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -39,11 +39,24 @@ def postgres_url() -> str:
 
 
 @pytest.fixture
-def pg_schema(postgres_url: str) -> Iterator[str]:
-    """A schema name no other test uses; the schema is dropped after the test."""
+def pg_schemas(postgres_url: str) -> Iterator[Callable[[], str]]:
+    """``pg_schemas()``: a new schema name no other test uses, at each call (two services, two
+    schemas); every one is dropped after the test."""
     import psycopg
 
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    yield name
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"test_{uuid.uuid4().hex[:16]}")
+        return names[-1]
+
+    yield make
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        for name in names:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+def pg_schema(pg_schemas: Callable[[], str]) -> str:
+    """A schema name no other test uses; the schema is dropped after the test."""
+    return pg_schemas()

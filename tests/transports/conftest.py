@@ -1,6 +1,6 @@
-"""Fixtures for the transport tests: the real RabbitMQ and NATS JetStream on loopback, and a
-namespace on them that no other test uses (its exchanges, queues or JetStream stream are deleted
-afterwards).
+"""Fixtures for the transport tests: the real RabbitMQ and NATS JetStream on loopback, tansu for
+Kafka, a namespace on them that no other test uses (its exchanges, queues or JetStream stream are
+deleted afterwards), and ``any_broker``: each of the three in turn.
 
 ``TIDINGS_TEST_AMQP`` and ``TIDINGS_TEST_NATS`` name the brokers (default: the local ones). When
 one cannot be reached its tests are skipped on a developer's machine and fail in CI
@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from _brokers import BROKERS, BrokerUnderTest
 
 AMQP_URL = os.environ.get("TIDINGS_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -146,3 +147,17 @@ async def kafka_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[s
     finally:
         proc.terminate()
         await proc.wait()
+
+
+@pytest.fixture(params=BROKERS)
+def any_broker(request: pytest.FixtureRequest) -> BrokerUnderTest:
+    """Each broker in turn, with a namespace of the test's own."""
+    if request.param == "rabbitmq":
+        namespace = request.getfixturevalue("namespace")
+        return BrokerUnderTest("rabbitmq", request.getfixturevalue("amqp_url"), namespace)
+    if request.param == "nats":
+        namespace = request.getfixturevalue("nats_namespace")
+        return BrokerUnderTest("nats", request.getfixturevalue("nats_url"), namespace)
+    # tansu's memory storage gives no producer ids: no idempotent producer there.
+    url = request.getfixturevalue("kafka_url")
+    return BrokerUnderTest("kafka", url, f"t{uuid.uuid4().hex[:12]}", {"idempotent": False})

@@ -1,12 +1,11 @@
 """Two services with their own SQLite files talking over the real NATS JetStream: events in
-order per stream, a sent command's outcome coming back, a redelivered or re-published message
-recorded once, a malformed message kept, and plain nats-py clients and the CloudEvents SDK on
-the wire format."""
+order per stream, a sent command's outcome coming back, one process of a service receiving at a
+time, and plain nats-py clients and the CloudEvents SDK on the wire format (a message published
+twice, and a malformed one: test_inbox_across_brokers.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,8 +14,7 @@ import nats
 import pytest
 
 from tidings import App, Command, Context, Event, Refused
-from tidings.transports import InboxUnreadable, Routes
-from tidings.transports.inbox import UNREADABLE_STREAM
+from tidings.transports import Routes
 from tidings.transports.nats import NATS
 
 
@@ -102,49 +100,6 @@ async def test_events_and_outcomes_cross_over(
         assert seats == sorted(seats), "order per stream was not kept"
         got = [e.id for e in await b.read_stream(f"screening-{screening}")]
         assert got == [e.id for e in await a.read_stream(f"screening-{screening}")]
-
-
-async def test_published_twice_is_recorded_once_and_malformed_is_kept(
-    tmp_path: Path, nats_url: str, nats_namespace: str
-) -> None:
-    seen: list[tuple[str, int]] = []
-    b = receiver(tmp_path, nats_url, nats_namespace, seen)
-    async with b, running(b):
-        await b.links[0].open()
-        broker = b.links[0].broker
-        assert isinstance(broker, NATS)
-        client = await nats.connect(nats_url)
-        try:
-            headers = {
-                "ce-specversion": "1.0",
-                "ce-id": "evt-1",
-                "ce-type": "nt.Reserved",
-                "ce-source": "elsewhere",
-                "ce-subject": "screening-9",
-            }
-            subject = broker.subject("topic", "cinema.seats", "screening-9")
-            body = json.dumps({"screening": "s9", "seat": 7}).encode()
-            # Plain core-NATS publishes bypass JetStream's dedup window: the inbox dedups.
-            for _ in range(3):
-                await client.publish(subject, body, headers=dict(headers))
-            await client.publish(subject, b"\x00not json", headers={"x": "1"})
-            after = {**headers, "ce-id": "evt-2"}
-            await client.publish(
-                subject, json.dumps({"screening": "s9", "seat": 8}).encode(), headers=after
-            )
-            await client.flush()
-
-            async def both_seen() -> bool:
-                return len(seen) >= 2
-
-            await wait_until(both_seen)
-        finally:
-            await client.close()
-    assert seen == [("s9", 7), ("s9", 8)]
-    assert [e.id for e in await b.read_stream("screening-9")] == ["evt-1", "evt-2"]
-    (kept,) = await b.read_stream(UNREADABLE_STREAM)
-    assert isinstance(kept.message, InboxUnreadable)
-    assert kept.message.body == b"\x00not json"
 
 
 async def test_interop_with_plain_nats_py_and_the_cloudevents_sdk(

@@ -1,12 +1,11 @@
 """Two services with their own SQLite files talking over the real RabbitMQ: events fan out to
-subscribers, sent commands reach their one handler and their outcomes come back, a redelivered
-message is recorded once, order per stream holds, a malformed message is kept, and plain
-aio-pika clients and the official CloudEvents SDK read and write the wire format."""
+subscribers, sent commands reach their one handler and their outcomes come back, order per
+stream holds, and plain aio-pika clients and the official CloudEvents SDK read and write the
+wire format (a redelivered message, and a malformed one: test_inbox_across_brokers.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,8 +14,7 @@ import aio_pika
 import pytest
 
 from tidings import App, Command, Context, Event, Refused
-from tidings.transports import InboxUnreadable, Routes
-from tidings.transports.inbox import UNREADABLE_STREAM
+from tidings.transports import Routes
 
 
 class SeatReserved(Event, type_name="tx.SeatReserved"):
@@ -149,54 +147,6 @@ async def test_sent_command_outcome_comes_back(
     # the command was handled in payments, once
     assert (await b.outcome(ticket.message_id)).status == "succeeded"
     assert [e.id for e in await b.read_stream(ticket.stream)] == [ticket.message_id]
-
-
-async def test_redelivery_is_recorded_once_and_malformed_is_kept(
-    tmp_path: Path, amqp_url: str, namespace: str
-) -> None:
-    seen: list[tuple[str, int]] = []
-    b = payments(tmp_path, amqp_url, namespace, seen)
-    async with b, running(b):
-        await asyncio.wait_for(b.links[0].open(), 10)
-        connection = await aio_pika.connect(amqp_url)
-        async with connection:
-            channel = await connection.channel()
-            exchange = await channel.get_exchange(f"{namespace}.events")
-            headers = {
-                "ce-specversion": "1.0",
-                "ce-id": "evt-1",
-                "ce-type": "tx.SeatReserved",
-                "ce-source": "elsewhere",
-                "ce-subject": "screening-9",
-            }
-            body = json.dumps({"screening": "s9", "seat": 7}).encode()
-            for _ in range(3):
-                await exchange.publish(
-                    aio_pika.Message(body, headers=dict(headers), content_type="application/json"),
-                    routing_key="cinema.seats",
-                )
-            await exchange.publish(
-                aio_pika.Message(b"\x00not json", headers={"x": "1"}), "cinema.seats"
-            )
-            after = {**headers, "ce-id": "evt-2"}
-            await exchange.publish(
-                aio_pika.Message(
-                    json.dumps({"screening": "s9", "seat": 8}).encode(), headers=after
-                ),
-                routing_key="cinema.seats",
-            )
-
-            async def both_seen() -> bool:
-                return len(seen) >= 2
-
-            await wait_until(both_seen)
-            await wait_until(lambda: _caught_up(b, "ledger"))
-    assert seen == [("s9", 7), ("s9", 8)]
-    assert [e.id for e in await b.read_stream("screening-9")] == ["evt-1", "evt-2"]
-    (kept,) = await b.read_stream(UNREADABLE_STREAM)
-    assert isinstance(kept.message, InboxUnreadable)
-    assert kept.message.body == b"\x00not json"
-    assert "ce-specversion" in kept.message.cause
 
 
 async def test_interop_with_plain_aio_pika_and_the_cloudevents_sdk(
