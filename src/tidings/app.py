@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -45,6 +46,9 @@ from tidings.transports import Broker, Link, Routes
 
 S = TypeVar("S")
 T = TypeVar("T")
+
+#: the context a send or publish runs in when nobody watches
+_UNWATCHED: AbstractContextManager[object] = nullcontext()
 
 
 class App(Registration):
@@ -227,17 +231,11 @@ class App(Registration):
                 f"{type(command).__name__} is not a Command: events are published with "
                 "app.publish, so that every subscriber sees them"
             )
-        if self.observer is not None:
-            with self.observer.recording("send", command):
-                new, target, expected = self.factory.to_send(
-                    command, stream, correlation_id=correlation_id, headers=headers, id=id
-                )
-                await self._record(new, target, delay, at, expected)
-            return Ticket(self, new.id, target)
-        new, target, expected = self.factory.to_send(
-            command, stream, correlation_id=correlation_id, headers=headers, id=id
-        )
-        await self._record(new, target, delay, at, expected)
+        with self._recording("send", command):
+            new, target, expected = self.factory.to_send(
+                command, stream, correlation_id=correlation_id, headers=headers, id=id
+            )
+            await self._record(new, target, delay, at, expected)
         return Ticket(self, new.id, target)
 
     async def publish(
@@ -261,15 +259,15 @@ class App(Registration):
                 f"{type(event).__name__} is a Command, not an Event: a command has one recipient — "
                 "use app.send (durable, later) or app.invoke (now, with its result)"
             )
-        if self.observer is not None:
-            with self.observer.recording("publish", event):
-                new = self.factory.new(event, correlation_id=correlation_id, headers=headers, id=id)
-                await self._record(new, validate_stream(stream) if stream else new.type, delay, at)
-            return new.id
-        new = self.factory.new(event, correlation_id=correlation_id, headers=headers, id=id)
-        target = validate_stream(stream) if stream is not None else new.type
-        await self._record(new, target, delay, at)
+        with self._recording("publish", event):
+            new = self.factory.new(event, correlation_id=correlation_id, headers=headers, id=id)
+            target = validate_stream(stream) if stream is not None else new.type
+            await self._record(new, target, delay, at)
         return new.id
+
+    def _recording(self, verb: str, message: Message) -> AbstractContextManager[object]:
+        """The observer's context around a send or publish, if anyone watches."""
+        return _UNWATCHED if self.observer is None else self.observer.recording(verb, message)
 
     async def _record(
         self,

@@ -144,3 +144,20 @@ async def test_user_code_cannot_write_to_a_reserved_stream(app: App) -> None:
     assert await app.store.last_position() == 0
     assert await app.documents("seen") == {}
     assert await app.streams(internal=True) == []
+
+
+@pytest.mark.parametrize("watched", [False, True])
+async def test_an_empty_stream_name_is_refused_whether_or_not_anyone_watches(
+    watched: bool, tmp_path: Path
+) -> None:
+    from tidings.delivery.observer import Observer
+
+    async with make_app(f"sqlite:///{tmp_path / 'shop.db'}") as app:
+        app.observe(Observer() if watched else None)
+        for attempt in (
+            app.publish(OrderPlaced(order="o1"), stream=""),
+            app.send(ChargeCard(order="o1"), stream=""),
+        ):
+            with pytest.raises(InvalidName, match="is not allowed"):
+                await attempt
+        assert await app.read_all() == []
