@@ -160,7 +160,7 @@ def _print_links(links: Links) -> None:
                 i.holder,
                 when(i.until),
                 ", ".join(i.consumes) or None,
-                "?" if i.received is None else i.received,
+                f"{i.received} ({i.commands} commands, {i.events} events)",
                 when(i.last_received_at),
                 i.unreadable,
                 i.undecodable,

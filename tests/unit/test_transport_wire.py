@@ -51,12 +51,19 @@ def test_an_entry_travels_as_a_binary_mode_cloudevent_and_back() -> None:
     m = back.message
     assert (m.id, m.kind, m.type, m.version, m.data) == ("m-1", "event", "wire.Booked", 2, env.data)
     assert (m.correlation_id, m.causation_id) == ("c-1", "k-1")
-    assert msgspec.json.decode(m.headers or b"{}") == {"tenant": "t1", "traceparent": "00-ab-cd-01"}
+    assert msgspec.json.decode(m.headers or b"{}") == {
+        "tenant": "t1",
+        "traceparent": "00-ab-cd-01",
+        "tidings-source": "cinema",
+    }
 
 
 def test_a_command_names_its_sender_for_the_reply() -> None:
     back = from_headers(to_headers(envelope("command"), "cinema"), b'{"seat":"A1"}')
-    assert msgspec.json.decode(back.message.headers or b"{}") == {"tidings-reply-to": "cinema"}
+    assert msgspec.json.decode(back.message.headers or b"{}") == {
+        "tidings-reply-to": "cinema",
+        "tidings-source": "cinema",
+    }
 
 
 @pytest.mark.parametrize(

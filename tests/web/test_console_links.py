@@ -92,6 +92,8 @@ async def record_arrivals(app: App) -> None:
     ]
     for batch in (deliveries, deliveries[:2]):  # the second: redelivered, skipped
         await app.committer.commit(inbox.transaction(batch))
+    # Made here, not received: not counted.
+    await app.publish(sys.modules["links_app"].SeatReserved(seat="B1"))
     assert await inbox.claim()
     await relay.setup()
     await relay.claim()
@@ -154,3 +156,5 @@ def test_tidings_subscriptions_shows_relays_and_inboxes(
     assert bare.exit_code == 0, bare.output
     assert "inboxes" in bare.output and "inbox:payments" in bare.output
     assert "$inbox-unreadable" in bare.output
+    # Received is read from the store alone: every arrival carries tidings-source.
+    assert "4 (1 commands, 3 events)" in bare.output

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from tidings.delivery.replies import REPLY_TO
 from tidings.delivery.subscriptions import Subscriptions, SubscriptionState
 from tidings.errors import MessageDecodeError
 from tidings.records import DEAD
 from tidings.store import Store
-from tidings.topology.links import BrokerLink, links_of
+from tidings.topology.links import links_of
+from tidings.transports.cloudevents import SOURCE
 from tidings.transports.inbox import UNREADABLE_STREAM
 
 if TYPE_CHECKING:
@@ -38,12 +38,11 @@ class RelayState(msgspec.Struct, frozen=True):
 class InboxState(msgspec.Struct, frozen=True):
     """An inbox: who receives (holds its lease, until when), from where, and what it recorded.
 
-    ``received`` counts the messages in the log that arrived through it: commands (marked by the
-    header ``tidings-reply-to``) and events of the types its routes take in (``None`` when those
-    are not known: no App given). ``unreadable`` are the arrivals kept in ``$inbox-unreadable``
-    (not CloudEvents tidings can read); ``undecodable`` the dead letters of received types whose
-    JSON did not fit their class. Duplicates are skipped by the store without a trace, so they
-    are not counted."""
+    ``received`` counts the messages in the log that arrived through a broker (each is recorded
+    with the header ``tidings-source``, the service it came from): ``commands`` and ``events``.
+    ``unreadable`` are the arrivals kept in ``$inbox-unreadable`` (not CloudEvents tidings can
+    read); ``undecodable`` the dead letters of received types whose JSON did not fit their class.
+    Duplicates are skipped by the store without a trace, so they are not counted."""
 
     service: str
     subscription: str
@@ -51,9 +50,9 @@ class InboxState(msgspec.Struct, frozen=True):
     until: float | None
     broker: str | None
     consumes: list[str]
-    received: int | None
+    received: int
     commands: int
-    events: int | None
+    events: int
     last_received_at: float | None
     unreadable: int
     undecodable: int
@@ -68,23 +67,6 @@ class Links(msgspec.Struct, frozen=True):
 def _lease(state: SubscriptionState) -> tuple[str | None, float | None]:
     part = state.partitions[0]
     return part.owner, part.info.lease_expires if part.owner is not None else None
-
-
-def _taken(app: App, link: BrokerLink) -> set[str] | None:
-    """The event types ``link`` takes in: those its routes name; for a topic taken whole, the
-    events the App's subscribers handle that it does not publish to a topic itself."""
-    types: set[str] = set()
-    mine = {t for c in link.channels if c.action == "send" for t in c.types or ()}
-    for c in link.channels:
-        if c.action == "receive" and c.kind == "topic":
-            if c.types is not None:
-                types |= set(c.types)
-            else:
-                handled = {
-                    e.__type_name__ for s in app.handlers.subscribers.values() for e in s.events
-                }
-                types |= handled - mine
-    return types
 
 
 async def link_states(store: Store, subscriptions: Subscriptions, app: App | None = None) -> Links:
@@ -103,21 +85,20 @@ async def link_states(store: Store, subscriptions: Subscriptions, app: App | Non
         for s in states
         if s.name.startswith(RELAY)
     ]
-    commands = await store.type_activity(header=REPLY_TO)
+    arrived = await store.type_activity(header=SOURCE)
+    commands = sum(a.count for a in arrived if a.kind == "command")
+    events = sum(a.count for a in arrived if a.kind == "event")
+    received_types = {a.type for a in arrived}
     unreadable = await store.stream_version(UNREADABLE_STREAM)
-    dead = [
-        h
+    undecodable = sum(
+        1
         for h in await store.held_summaries(status=DEAD)
-        if (h.error or "").startswith(MessageDecodeError.__name__)
-    ]
+        if h.type in received_types and (h.error or "").startswith(MessageDecodeError.__name__)
+    )
     inboxes = []
     by_name = {s.name: s for s in states if s.name.startswith(INBOX)}
     for name in sorted({*by_name, *described}):
         state, link = by_name.get(name), described.get(name)
-        taken = _taken(app, link) if app is not None and link is not None else None
-        events = await store.type_activity(sorted(taken)) if taken else []
-        activity = [*commands, *events]
-        received_types = {a.type for a in activity}
         holder, until = _lease(state) if state is not None else (None, None)
         inboxes.append(
             InboxState(
@@ -127,12 +108,12 @@ async def link_states(store: Store, subscriptions: Subscriptions, app: App | Non
                 until,
                 f"{link.protocol}://{link.host}" if link is not None else None,
                 link.consumed() if link is not None else [],
-                sum(a.count for a in activity) if taken is not None else None,
-                sum(a.count for a in commands),
-                sum(a.count for a in events) if taken is not None else None,
-                max((a.last_recorded_at for a in activity), default=None),
+                commands + events,
+                commands,
+                events,
+                max((a.last_recorded_at for a in arrived), default=None),
                 unreadable,
-                sum(1 for h in dead if h.type in received_types),
+                undecodable,
             )
         )
     return Links(relays, inboxes)
