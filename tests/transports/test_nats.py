@@ -1,7 +1,6 @@
-"""Two services with their own SQLite files talking over the real NATS JetStream: one process
-of a service receiving at a time, and plain nats-py clients and the CloudEvents SDK on the wire
-format (events and outcomes crossing over, a message published twice and a malformed one:
-test_services_across_brokers.py)."""
+"""Two services with their own SQLite files talking over the real NATS JetStream: plain nats-py
+clients and the CloudEvents SDK on the wire format (the rest: test_services_across_brokers.py
+and test_links_across_brokers.py)."""
 
 from __future__ import annotations
 
@@ -144,30 +143,3 @@ def test_a_nats_url_opens_the_jetstream_transport() -> None:
     assert (broker.stream, broker.ack_wait) == ("a_b", 5.0)
     with pytest.raises(Exception, match="no transport"):
         open_broker("mqtt://127.0.0.1:1883")
-
-
-async def test_one_process_of_a_service_receives_at_a_time(
-    tmp_path: Path, nats_url: str, nats_namespace: str
-) -> None:
-    seen: list[tuple[str, int]] = []
-    a = sender(tmp_path, nats_url, nats_namespace)
-    # Two processes of the payments service on one store: one holds the inbox's lease.
-    b1 = receiver(tmp_path, nats_url, nats_namespace, seen)
-    b2 = receiver(tmp_path, nats_url, nats_namespace, seen)
-    async with a, b1, b2:
-        await b1.links[0].open()
-        async with running(a, b1, b2):
-            for seat in range(60):
-                await a.publish(Reserved(f"s{seat % 3}", seat), stream=f"screening-{seat % 3}")
-
-            async def all_seen() -> bool:
-                return len(seen) >= 60
-
-            await wait_until(all_seen)
-        inboxes = [b1.links[0].inbox.received, b2.links[0].inbox.received]
-        (state,) = await b1.subscriptions.list("inbox:payments")
-    assert sorted(inboxes)[0] == 0 and sorted(inboxes)[1] >= 60, inboxes
-    assert state.state != "orphaned"
-    for screening in range(3):
-        got = [e.id for e in await b1.read_stream(f"screening-{screening}")]
-        assert got == [e.id for e in await a.read_stream(f"screening-{screening}")]

@@ -1,7 +1,6 @@
 """Two services with their own SQLite files talking over the real RabbitMQ: plain aio-pika
-clients and the official CloudEvents SDK read and write the wire format, the relay's lag, a
-long stream's order (events and outcomes crossing over, a redelivered message and a malformed
-one: test_services_across_brokers.py)."""
+clients and the official CloudEvents SDK read and write the wire format (the rest:
+test_services_across_brokers.py and test_links_across_brokers.py)."""
 
 from __future__ import annotations
 
@@ -161,51 +160,3 @@ async def _get(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomi
             return message
         assert loop.time() < deadline, "no message arrived within 15s"
         await asyncio.sleep(0.02)
-
-
-async def test_a_command_handled_elsewhere_is_not_unhandled(
-    tmp_path: Path, amqp_url: str, namespace: str
-) -> None:
-    a = cinema(tmp_path, amqp_url, namespace)
-    async with a:
-        await a.send(RequestPayment("o1", 5))
-        assert await a.unhandled() == []
-
-
-async def test_the_relay_shows_its_lag_as_a_subscription(
-    tmp_path: Path, amqp_url: str, namespace: str
-) -> None:
-    a = cinema(tmp_path, amqp_url, namespace)
-    b = payments(tmp_path, amqp_url, namespace)
-    async with a, b:
-        await b.links[0].open()
-        await a.links[0].relay.setup()
-        for seat in range(3):
-            await a.publish(SeatReserved("s1", seat), stream="screening-1")
-        (before,) = await a.subscriptions.list("relay:cinema")
-        assert (before.state, before.partitions[0].pending) == ("stopped", 3)
-        async with running(a, b):
-
-            async def relayed() -> bool:
-                (state,) = await a.subscriptions.list("relay:cinema")
-                return state.partitions[0].pending == 0 and state.state == "running"
-
-            await wait_until(relayed)
-
-
-async def test_a_long_stream_keeps_its_order(tmp_path: Path, amqp_url: str, namespace: str) -> None:
-    # One stream of 500: the relay publishes them in one go, without waiting for each
-    # confirmation; they must arrive, and be recorded, in the order of the sender's log.
-    a = cinema(tmp_path, amqp_url, namespace)
-    b = payments(tmp_path, amqp_url, namespace)
-    async with a, b:
-        await a.append("screening-long", [SeatReserved("long", n) for n in range(500)])
-        await b.links[0].open()
-
-        async def all_recorded() -> bool:
-            return await b.store.stream_version("screening-long") >= 500
-
-        async with running(a, b):
-            await wait_until(all_recorded, 30)
-        got = [e.message.seat for e in await b.read_stream("screening-long")]
-    assert got == list(range(500))
