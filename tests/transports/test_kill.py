@@ -9,12 +9,11 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import aio_pika
-import pytest
+from _brokers import BrokerUnderTest, wait_until
 
 from tidings import App, Event
 
@@ -86,28 +85,10 @@ async def declare_queue(url: str, namespace: str) -> None:
         await queue.bind(events, routing_key="cinema.seats")
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        assert loop.time() < deadline, f"condition not met within {timeout}s"
-        await asyncio.sleep(0.02)
-
-
-@pytest.fixture(params=["rabbitmq", "nats", "kafka"])
-def broker(request: pytest.FixtureRequest) -> tuple[str, str]:
-    """(URL, namespace) of a broker with a namespace of its own (tansu: a broker of its own)."""
-    if request.param == "rabbitmq":
-        return request.getfixturevalue("amqp_url"), request.getfixturevalue("namespace")
-    if request.param == "kafka":
-        return request.getfixturevalue("kafka_url"), "tidings"
-    return request.getfixturevalue("nats_url"), request.getfixturevalue("nats_namespace")
-
-
 async def test_kill_relay_and_consumer_lose_and_duplicate_nothing(
-    tmp_path: Path, broker: tuple[str, str]
+    tmp_path: Path, any_broker: BrokerUnderTest
 ) -> None:
-    url, namespace = broker
+    url, namespace = any_broker.url, any_broker.namespace
     cinema_db, payments_db = tmp_path / "cinema.db", tmp_path / "payments.db"
     sender = App("cinema", store=f"sqlite:///{cinema_db}")
     async with sender:
@@ -133,11 +114,11 @@ async def test_kill_relay_and_consumer_lose_and_duplicate_nothing(
                 return bool(partitions) and partitions[0].position > count
 
             async with sender:
-                await wait_until(lambda: relayed_over(TOTAL // 4))
+                await wait_until(lambda: relayed_over(TOTAL // 4), 60)
                 await kill(relay, logs["cinema"])
                 assert not await relayed_over(TOTAL - 1), "the relay was done before the kill"
                 relay = await start("cinema", cinema_db, namespace, url, logs["cinema"])
-            await wait_until(lambda: recorded_over(TOTAL // 2))
+            await wait_until(lambda: recorded_over(TOTAL // 2), 60)
             await kill(consumer, logs["payments"])
             assert not await recorded_over(TOTAL - 1), "the consumer was done before the kill"
             consumer = await start("payments", payments_db, namespace, url, logs["payments"])
