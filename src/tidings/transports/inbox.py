@@ -52,9 +52,10 @@ class InboxUnreadable(Event, type_name="tidings.InboxUnreadable"):
 
 class Inbox:
     """Records deliveries from ``broker`` for service ``service`` into ``committer``'s store, up
-    to ``batch_size`` a transaction. A batch smaller than that gathers more first (a group
-    commit): it waits ``linger`` seconds at a time while more keep arriving, ``max_linger``
-    seconds at most, since each commit syncs the disk once whatever its size."""
+    to ``batch_size`` a transaction. A batch smaller than that takes what else arrives first (a
+    group commit): it looks again ``linger`` seconds later while more keep arriving,
+    ``max_linger`` seconds at most, and commits as soon as a look finds nothing: a lone message
+    waits one ``linger``, a flow gathers for ``max_linger``."""
 
     def __init__(
         self,
@@ -65,8 +66,8 @@ class Inbox:
         *,
         owner: str,
         batch_size: int = 500,
-        linger: float = 0.002,
-        max_linger: float = 0.02,
+        linger: float = 0.001,
+        max_linger: float = 0.005,
         lease_ttl: float = 10.0,
     ) -> None:
         self.service = service
@@ -111,7 +112,7 @@ class Inbox:
         deliveries = self._unrecorded or await self.broker.receive(self.batch_size, timeout)
         if not deliveries:
             return 0
-        if len(deliveries) < self.batch_size and self.linger and not self._unrecorded:
+        if len(deliveries) < self.batch_size and not self._unrecorded:
             deliveries += await self._gather(self.batch_size - len(deliveries))
         self._unrecorded = deliveries
         tx = self.transaction(deliveries)
@@ -123,18 +124,16 @@ class Inbox:
         return len(deliveries)
 
     async def _gather(self, room: int) -> list[Delivery]:
-        """Up to ``room`` more deliveries: a ``linger`` at a time while they keep arriving (a
-        flow becomes few large commits, not many small ones), ``max_linger`` at most."""
+        """Up to ``room`` more deliveries: looking a ``linger`` later while they keep arriving,
+        ``max_linger`` at most."""
         more: list[Delivery] = []
         deadline = time.monotonic() + self.max_linger
-        while len(more) < room:
+        while len(more) < room and time.monotonic() < deadline:
             await asyncio.sleep(self.linger)
             got = await self.broker.receive(room - len(more), 0)
             if not got:
                 break
             more += got
-            if time.monotonic() + self.linger > deadline:
-                break
         return more
 
     def reset(self) -> None:
