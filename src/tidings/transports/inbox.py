@@ -86,6 +86,8 @@ class Inbox:
         self.received = 0
         self.unreadable = 0
         self._unrecorded: list[Delivery] = []
+        #: the acknowledgement of the last batch recorded (each waits for the one before)
+        self._acking: asyncio.Task[None] | None = None
 
     def transaction(self, deliveries: Sequence[Delivery]) -> Transaction:
         """What recording ``deliveries`` commits."""
@@ -107,8 +109,13 @@ class Inbox:
         return tx
 
     async def step(self, timeout: float = 0.25) -> int:
-        """Receive a batch, record it, acknowledge it; returns how many were received. A batch
-        the store failed to record is tried again before anything received after it."""
+        """Receive a batch, record it, start acknowledging it; returns how many were received.
+        The next batch is received and recorded while the broker takes the acknowledgement
+        (a round trip on Kafka); a failed one is raised by the next step. A batch the store
+        failed to record is tried again before anything received after it."""
+        if self._acking is not None and self._acking.done():
+            acking, self._acking = self._acking, None
+            acking.result()
         deliveries = self._unrecorded or await self.broker.receive(self.batch_size, timeout)
         if not deliveries:
             return 0
@@ -119,9 +126,23 @@ class Inbox:
         if tx:
             await self.committer.commit(tx)
         self._unrecorded = []
-        await self.broker.ack(deliveries)
+        self._acking = asyncio.ensure_future(self._ack_after(self._acking, deliveries))
         self.received += len(deliveries)
         return len(deliveries)
+
+    async def _ack_after(
+        self, before: asyncio.Task[None] | None, deliveries: list[Delivery]
+    ) -> None:
+        """Acknowledge ``deliveries`` once the acknowledgement ``before`` them is done."""
+        if before is not None:
+            await before
+        await self.broker.ack(deliveries)
+
+    async def acknowledged(self) -> None:
+        """Wait until what was recorded is acknowledged (raises what acknowledging raised)."""
+        acking, self._acking = self._acking, None
+        if acking is not None:
+            await acking
 
     async def _gather(self, room: int) -> list[Delivery]:
         """Up to ``room`` more deliveries: looking a ``linger`` later while they keep arriving,
@@ -131,9 +152,9 @@ class Inbox:
         while len(more) < room and time.monotonic() < deadline:
             await asyncio.sleep(self.linger)
             got = await self.broker.receive(room - len(more), 0)
-            if not got:
-                break
             more += got
+            if len(got) < 2:  # not a flow: waiting longer would gain little
+                break
         return more
 
     def reset(self) -> None:
@@ -194,6 +215,8 @@ class Inbox:
         if self.listening:
             self.listening = False
             self.reset()
+            with contextlib.suppress(Exception):
+                await self.acknowledged()  # else delivered again: recorded once all the same
             await self.broker.unlisten()
 
 
