@@ -54,8 +54,8 @@ class Inbox:
     """Records deliveries from ``broker`` for service ``service`` into ``committer``'s store, up
     to ``batch_size`` a transaction. A batch smaller than that takes what else arrives first (a
     group commit): it looks again ``linger`` seconds later while more keep arriving,
-    ``max_linger`` seconds at most, and commits as soon as a look finds nothing: a lone message
-    waits one ``linger``, a flow gathers for ``max_linger``."""
+    ``max_linger`` seconds at most, and commits as soon as a look finds fewer than two: a lone
+    message waits one ``linger``, a flow gathers for up to ``max_linger``."""
 
     def __init__(
         self,
@@ -145,8 +145,8 @@ class Inbox:
             await acking
 
     async def _gather(self, room: int) -> list[Delivery]:
-        """Up to ``room`` more deliveries: looking a ``linger`` later while they keep arriving,
-        ``max_linger`` at most."""
+        """Up to ``room`` more deliveries: looking a ``linger`` later while they keep arriving
+        (two or more a look), ``max_linger`` at most."""
         more: list[Delivery] = []
         deadline = time.monotonic() + self.max_linger
         while len(more) < room and time.monotonic() < deadline:
