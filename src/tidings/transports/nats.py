@@ -1,8 +1,8 @@
 """NATS JetStream (nats-py): every publish acknowledged (PubAck) and deduplicated by the server
 (``Nats-Msg-Id`` = the message id); a subject per stream partition, so one stream's messages
-stay in one subject, in order. Publishes are pipelined on the one connection (sent in order,
-their PubAcks awaited together); the connection buffers nothing while it reconnects, so a
-message sent then cannot overtake one lost with the old connection.
+stay in one subject, in order. Different streams' messages are in flight together; a stream's
+next message is sent once the one before it is acknowledged, so it cannot overtake one lost
+with a connection. The connection buffers nothing while it reconnects.
 
 On the server, for namespace ``ns``: one JetStream stream (``ns`` with dots as ``_``) over the
 subjects ``ns.>``; events go to ``ns.ev.<topic>.<partition>``, commands and outcomes to
@@ -51,8 +51,6 @@ class NATS(Broker):
     long a message received and not acknowledged (its consumer died) waits before it is
     delivered again."""
 
-    pipelines = True
-
     def __init__(
         self,
         url: str,
@@ -71,8 +69,6 @@ class NATS(Broker):
         self._js: JetStreamContext | None = None
         self._received: asyncio.Queue[Msg] = asyncio.Queue(maxsize=2000)
         self._fetching: list[asyncio.Task[None]] = []
-        #: keeps ``publish`` calls' messages in the order the calls were made
-        self._sending = asyncio.Lock()
 
     def subject(self, kind: str, to: str, stream: str) -> str:
         """The subject a message of ``stream`` goes to (kind ``topic`` or ``service``)."""
@@ -120,26 +116,35 @@ class NATS(Broker):
         return self._js
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
-        """Send every message in order, then wait for all their PubAcks: the server stores one
-        connection's messages in the order sent."""
+        """Publish ``messages``: different streams' together, a stream's next one only once the
+        server acknowledged (stored) the one before it, so that none can overtake an earlier one
+        lost with a connection (nats-py sends what it had not written yet after reconnecting)."""
         js = self._jetstream()
-        acks: list[asyncio.Future[api.PubAck]] = []
+        chains: dict[str, list[Outgoing]] = {}
+        for message in messages:
+            chains.setdefault(message.stream, []).append(message)
         try:
-            async with self._sending:
-                for message in messages:
-                    ack = await js.publish_async(
-                        self.subject(message.kind, message.to, message.stream),
-                        message.body,
-                        stream=self.stream,
-                        headers={**message.headers, "Nats-Msg-Id": message.id},
-                    )
-                    acks.append(ack)
-            await asyncio.wait_for(asyncio.gather(*acks), self.timeout)
-        except (*_FAILURES, nats.js.errors.Error) as exc:
-            raise BrokerError(f"NATS at {self.url} did not acknowledge: {exc!r}") from exc
-        finally:
-            for ack in acks:
-                ack.cancel()  # those not acknowledged: the client forgets them
+            async with asyncio.TaskGroup() as group:
+                for chain in chains.values():
+                    group.create_task(self._publish_chain(js, chain))
+        except* (*_FAILURES, nats.js.errors.Error) as failed:
+            raise BrokerError(
+                f"NATS at {self.url} did not acknowledge: {failed.exceptions[0]!r}"
+            ) from failed.exceptions[0]
+
+    async def _publish_chain(self, js: JetStreamContext, chain: list[Outgoing]) -> None:
+        """Publish one stream's messages one after the other: each acknowledged before the next."""
+        for message in chain:
+            ack = await js.publish_async(
+                self.subject(message.kind, message.to, message.stream),
+                message.body,
+                stream=self.stream,
+                headers={**message.headers, "Nats-Msg-Id": message.id},
+            )
+            try:
+                await asyncio.wait_for(ack, self.timeout)
+            finally:
+                ack.cancel()  # not acknowledged in time: the client forgets it
 
     def _consumers(self, service: str, topics: Sequence[str]) -> list[tuple[str, str]]:
         """(durable name, subject) of each consumer of ``service``."""
