@@ -1,9 +1,10 @@
 """The latency and backlog measurements of ``transports.py``: service A → relay → broker → B.
 
 * ``latency(url, ...)``: A publishes at a steady ``rate`` (events/s) for ``seconds``, after one
-  second at that rate that is not counted (the ramp from idle), each event stamped with the time
-  it was due (so a publisher falling behind counts against it); B's subscriber takes the time it
-  handled it. Values: p99 and p50 publish→handled in ms, and the rate A kept.
+  second at that rate that is not counted (the ramp from idle), each event stamped with the
+  wall-clock time it was due (so a publisher falling behind counts against it); B, a service
+  of its own, runs in a process of its own (spawned) and its subscriber takes the wall-clock
+  time it handled it. Values: p99 and p50 publish→handled in ms, and the rate A kept.
 * ``backlog(url, ...)``: A's log is filled with ``events`` events with no relay running (B's
   queue or consumer made first, so the broker stores them for B), then A's relay starts and
   relays them all. Values: the relay's rate over the last quarter of the backlog divided by its
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from _pairs import check, percentile
 from tidings import App, Context, Event
@@ -38,17 +42,32 @@ class Stamped(Event, type_name="bench.Stamped"):
     pad: str
 
 
+def _app(name: str, url: str, namespace: str, path: Path, routes: Routes) -> App:
+    """A service on its SQLite FULL file, connected to ``url`` by ``routes``."""
+    options = {"idempotent": False} if url.startswith("kafka") else {}
+    app = App(name, store=f"sqlite:///{path}")
+    app.connect(url, routes, namespace=namespace, **options)
+    return app
+
+
+def _service_a(url: str, namespace: str, tmp: str) -> App:
+    return _app(
+        "bench-a", url, namespace, Path(tmp) / "a.db", Routes().publish(Stamped, topic="ticks")
+    )
+
+
+def _service_b(url: str, namespace: str, tmp: str) -> App:
+    routes = Routes().subscribe("ticks", Stamped)
+    return _app("bench-b", url, namespace, Path(tmp) / "b.db", routes)
+
+
 @contextlib.asynccontextmanager
 async def _services(url: str, clean: Clean) -> AsyncIterator[tuple[App, App]]:
     """A (publishes ``Stamped`` to ``ticks``) and B (subscribes), each on its SQLite FULL file,
     B's queue made; nothing running yet."""
     namespace = f"b{uuid.uuid4().hex[:10]}"
-    options = {"idempotent": False} if url.startswith("kafka") else {}
     with tempfile.TemporaryDirectory() as tmp:
-        a = App("bench-a", store=f"sqlite:///{Path(tmp) / 'a.db'}")
-        a.connect(url, Routes().publish(Stamped, topic="ticks"), namespace=namespace, **options)
-        b = App("bench-b", store=f"sqlite:///{Path(tmp) / 'b.db'}")
-        b.connect(url, Routes().subscribe("ticks", Stamped), namespace=namespace, **options)
+        a, b = _service_a(url, namespace, tmp), _service_b(url, namespace, tmp)
         try:
             async with a, b:
                 await b.links[0].open()
@@ -77,42 +96,96 @@ def latency(
     async def measure() -> dict[str, float]:
         skip = int(rate)  # the first second: the ramp from idle, not counted
         total = skip + int(rate * seconds)
-        lags: list[float] = []
-        async with _services(url, clean) as (a, b):
-
-            @b.subscriber("lag")
-            async def lag(event: Stamped, ctx: Context) -> None:
-                if event.n >= skip:
-                    lags.append(time.perf_counter() - event.due)
-
-            workers = [a.worker(), b.worker()]
-            running = [asyncio.create_task(w.run()) for w in workers]
-            await a.publish(Stamped(-1, 0.0, PAD), stream="warm-up")
-            await _until(lambda: b.links[0].inbox.received >= 1, 60, "latency warm-up")
-            publishing: set[asyncio.Task[str]] = set()
-            began = time.perf_counter()
-            sent = 0
-            while sent < total:
-                # Every event due by now, stamped with when it was due.
-                due_now = min(total, int((time.perf_counter() - began) * rate) + 1)
-                for n in range(sent, due_now):
-                    event = Stamped(n, began + n / rate, PAD)
-                    task = asyncio.create_task(a.publish(event, stream=f"s-{n % STREAMS}"))
-                    publishing.add(task)
-                    task.add_done_callback(publishing.discard)
-                sent = due_now
-                await asyncio.sleep(0.001)
-            kept = total / (time.perf_counter() - began)
-            counted = total - skip
-            await _until(lambda: len(lags) >= counted, 120, f"latency on {url.split('://')[0]}")
-            for worker in workers:
-                worker.stop()
-            await asyncio.gather(*running)
-        check(len(lags) == counted, f"latency: handled {len(lags)} of {counted}")
+        namespace = f"b{uuid.uuid4().hex[:10]}"
+        here, there = multiprocessing.Pipe()
+        with tempfile.TemporaryDirectory() as tmp:
+            args = (url, namespace, tmp, skip, total - skip, there)
+            b = multiprocessing.get_context("spawn").Process(target=_run_b, args=args)
+            b.start()
+            try:
+                await _reply(here, 60, "B ready")  # its queue or consumers are made
+                a = _service_a(url, namespace, tmp)
+                async with a:
+                    worker = a.worker()
+                    running = asyncio.create_task(worker.run())
+                    await a.publish(Stamped(-1, 0.0, PAD), stream="warm-up")
+                    await _reply(here, 60, "latency warm-up")
+                    kept = await _publish_at(a, rate, total)
+                    lags: list[float] = await _reply(here, 120, f"latency on {url[:5]}") or []
+                    worker.stop()
+                    await running
+            finally:
+                b.join(30)
+                if b.exitcode is None:
+                    b.kill()
+                await clean(url, namespace, ("bench-a", "bench-b"))
+        check(len(lags) == total - skip, f"latency: handled {len(lags)} of {total - skip}")
         ms = [lag * 1000 for lag in lags] or [0.0]
         return {"p99 ms": percentile(ms, 99), "p50 ms": percentile(ms, 50), "rate /s": kept}
 
     return measure
+
+
+async def _publish_at(a: App, rate: float, total: int) -> float:
+    """Publish ``total`` events at ``rate`` a second, each stamped with the wall-clock time it
+    was due; the rate kept."""
+    publishing: set[asyncio.Task[str]] = set()
+    began, wall = time.perf_counter(), time.time()
+    sent = 0
+    while sent < total:
+        # Every event due by now, stamped with when it was due.
+        due_now = min(total, int((time.perf_counter() - began) * rate) + 1)
+        for n in range(sent, due_now):
+            event = Stamped(n, wall + n / rate, PAD)
+            task = asyncio.create_task(a.publish(event, stream=f"s-{n % STREAMS}"))
+            publishing.add(task)
+            task.add_done_callback(publishing.discard)
+        sent = due_now
+        await asyncio.sleep(0.001)
+    kept = total / (time.perf_counter() - began)
+    await asyncio.gather(*publishing)
+    return kept
+
+
+async def _reply(conn: Connection, timeout: float, what: str) -> Any:
+    """What B sends next through ``conn`` (None if nothing came within ``timeout``)."""
+    if await _until(conn.poll, timeout, what):
+        return conn.recv()
+    return None
+
+
+def _run_b(url: str, namespace: str, tmp: str, skip: int, counted: int, conn: Connection) -> None:
+    """Service B in this (spawned) process: says when its consumer is made and when the
+    warm-up event was handled, then sends the lags (seconds) of events ``skip`` onwards once
+    ``counted`` were handled (or what it has after two minutes)."""
+
+    async def run() -> None:
+        b = _service_b(url, namespace, tmp)
+        lags: list[float] = []
+        warm, done = asyncio.Event(), asyncio.Event()
+
+        @b.subscriber("lag")
+        async def lag(event: Stamped, ctx: Context) -> None:
+            if event.n < 0:
+                warm.set()
+            elif event.n >= skip:
+                lags.append(time.time() - event.due)
+                if len(lags) >= counted:
+                    done.set()
+
+        async with b:
+            await b.links[0].open()
+            worker = b.worker()
+            running = asyncio.create_task(worker.run())
+            conn.send("ready")
+            for event, reply in ((warm, "warm"), (done, None)):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), 120)
+                conn.send(reply or lags)
+            worker.stop()
+            await running
+
+    asyncio.run(run())
 
 
 def backlog(url: str, clean: Clean, *, events: int) -> Callable[[], Awaitable[dict[str, float]]]:

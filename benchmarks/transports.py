@@ -30,7 +30,8 @@ Per broker too, single measurements (see ``_links.py``):
 
 * ``<broker>-lat``: A publishes 1,000 events/s (``--rate``) for 10 s (``--latency-seconds``)
   after an uncounted second at that rate; p99 (the floor: < 50 ms) and p50 from when each event
-  was due to when B's subscriber handled it.
+  was due to when B's subscriber handled it. B runs in a process of its own (A and B are two
+  services), both durable (SQLite FULL); the times are this machine's wall clock.
 * ``<broker>-log``: A's log holds ``--backlog`` events (default 100,000) before its relay
   starts; the relay's rate over the last quarter over its rate over the first (the floor:
   >= 0.8, flat), and both rates.

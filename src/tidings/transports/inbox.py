@@ -52,9 +52,10 @@ class InboxUnreadable(Event, type_name="tidings.InboxUnreadable"):
 
 class Inbox:
     """Records deliveries from ``broker`` for service ``service`` into ``committer``'s store, up
-    to ``batch_size`` a transaction. A batch smaller than that gathers more first (a group
-    commit): it waits ``linger`` seconds at a time while more keep arriving, ``max_linger``
-    seconds at most, since each commit syncs the disk once whatever its size."""
+    to ``batch_size`` a transaction. A batch smaller than that takes what else arrives first (a
+    group commit): it looks again ``linger`` seconds later while more keep arriving,
+    ``max_linger`` seconds at most, and commits as soon as a look finds fewer than two: a lone
+    message waits one ``linger``, a flow gathers for up to ``max_linger``."""
 
     def __init__(
         self,
@@ -65,8 +66,8 @@ class Inbox:
         *,
         owner: str,
         batch_size: int = 500,
-        linger: float = 0.002,
-        max_linger: float = 0.02,
+        linger: float = 0.001,
+        max_linger: float = 0.005,
         lease_ttl: float = 10.0,
     ) -> None:
         self.service = service
@@ -85,6 +86,8 @@ class Inbox:
         self.received = 0
         self.unreadable = 0
         self._unrecorded: list[Delivery] = []
+        #: the acknowledgement of the last batch recorded (each waits for the one before)
+        self._acking: asyncio.Task[None] | None = None
 
     def transaction(self, deliveries: Sequence[Delivery]) -> Transaction:
         """What recording ``deliveries`` commits."""
@@ -106,34 +109,51 @@ class Inbox:
         return tx
 
     async def step(self, timeout: float = 0.25) -> int:
-        """Receive a batch, record it, acknowledge it; returns how many were received. A batch
-        the store failed to record is tried again before anything received after it."""
+        """Receive a batch, record it, start acknowledging it; returns how many were received.
+        The next batch is received and recorded while the broker takes the acknowledgement
+        (a round trip on Kafka); a failed one is raised by the next step. A batch the store
+        failed to record is tried again before anything received after it."""
+        if self._acking is not None and self._acking.done():
+            acking, self._acking = self._acking, None
+            acking.result()
         deliveries = self._unrecorded or await self.broker.receive(self.batch_size, timeout)
         if not deliveries:
             return 0
-        if len(deliveries) < self.batch_size and self.linger and not self._unrecorded:
+        if len(deliveries) < self.batch_size and not self._unrecorded:
             deliveries += await self._gather(self.batch_size - len(deliveries))
         self._unrecorded = deliveries
         tx = self.transaction(deliveries)
         if tx:
             await self.committer.commit(tx)
         self._unrecorded = []
-        await self.broker.ack(deliveries)
+        self._acking = asyncio.ensure_future(self._ack_after(self._acking, deliveries))
         self.received += len(deliveries)
         return len(deliveries)
 
+    async def _ack_after(
+        self, before: asyncio.Task[None] | None, deliveries: list[Delivery]
+    ) -> None:
+        """Acknowledge ``deliveries`` once the acknowledgement ``before`` them is done."""
+        if before is not None:
+            await before
+        await self.broker.ack(deliveries)
+
+    async def acknowledged(self) -> None:
+        """Wait until what was recorded is acknowledged (raises what acknowledging raised)."""
+        acking, self._acking = self._acking, None
+        if acking is not None:
+            await acking
+
     async def _gather(self, room: int) -> list[Delivery]:
-        """Up to ``room`` more deliveries: a ``linger`` at a time while they keep arriving (a
-        flow becomes few large commits, not many small ones), ``max_linger`` at most."""
+        """Up to ``room`` more deliveries: looking a ``linger`` later while they keep arriving
+        (two or more a look), ``max_linger`` at most."""
         more: list[Delivery] = []
         deadline = time.monotonic() + self.max_linger
-        while len(more) < room:
+        while len(more) < room and time.monotonic() < deadline:
             await asyncio.sleep(self.linger)
             got = await self.broker.receive(room - len(more), 0)
-            if not got:
-                break
             more += got
-            if time.monotonic() + self.linger > deadline:
+            if len(got) < 2:  # not a flow: waiting longer would gain little
                 break
         return more
 
@@ -195,6 +215,8 @@ class Inbox:
         if self.listening:
             self.listening = False
             self.reset()
+            with contextlib.suppress(Exception):
+                await self.acknowledged()  # else delivered again: recorded once all the same
             await self.broker.unlisten()
 
 

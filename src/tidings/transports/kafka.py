@@ -33,7 +33,10 @@ class Kafka(Broker):
     """A Kafka connection for one service (``kafka://host:9092``, several hosts separated by
     commas). ``idempotent`` turns on the idempotent producer (on by default; a broker that
     cannot give producer ids, such as tansu's memory storage, needs it off: the inbox still
-    records each message id once)."""
+    records each message id once). ``fetch_wait`` is how long the broker may hold a fetch
+    before it answers with what it has: it bounds a message's wait on a broker that holds every
+    fetch that long (tansu does, data there or not), and costs an idle consumer a fetch each
+    time."""
 
     def __init__(
         self,
@@ -43,6 +46,7 @@ class Kafka(Broker):
         timeout: float = 10.0,
         partitions: int = 16,
         idempotent: bool = True,
+        fetch_wait: float = 0.01,
     ) -> None:
         self.url = url
         self.servers = url.partition("://")[2].rstrip("/")
@@ -50,6 +54,7 @@ class Kafka(Broker):
         self.timeout = timeout
         self.partitions = partitions
         self.idempotent = idempotent
+        self.fetch_wait = fetch_wait
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._topics: set[str] = set()
@@ -140,6 +145,7 @@ class Kafka(Broker):
             group_id=f"{self.namespace}.{service}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=int(self.fetch_wait * 1000),
         )
         try:
             await self._create(names)

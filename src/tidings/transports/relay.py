@@ -35,7 +35,9 @@ _encoder = msgspec.json.Encoder()
 class Relay:
     """Relays ``routes``' events and commands, and the outcomes of other services' commands, from
     ``store``'s log to ``broker``, for service ``service``: up to ``in_flight`` batches of
-    ``batch_size`` published at once, checkpointed in order as the broker confirms them."""
+    ``batch_size`` published at once, checkpointed in order as the broker confirms them — at
+    once when nothing new was read, else every ``checkpoint_interval`` seconds at most (each
+    checkpoint is a commit, which syncs the disk)."""
 
     def __init__(
         self,
@@ -49,6 +51,7 @@ class Relay:
         batch_size: int = 500,
         lease_ttl: float = 10.0,
         in_flight: int = 16,
+        checkpoint_interval: float = 0.05,
     ) -> None:
         self.service = service
         self.store = store
@@ -59,6 +62,8 @@ class Relay:
         self.batch_size = batch_size
         self.lease_ttl = lease_ttl
         self.in_flight = in_flight
+        self.checkpoint_interval = checkpoint_interval
+        self._checkpointed_at = 0.0
         self.name = f"relay:{service}"
         self.types = sorted({*routes.topics, *routes.owners, OutcomeReported.__type_name__})
         self.wakeup = asyncio.Event()
@@ -126,13 +131,17 @@ class Relay:
             if self._flight and not batch and not self._flight[0][1].done():
                 await self._confirmed_or_woken(self._flight[0][1])
             while self._flight and (
-                len(self._flight) > self.in_flight or self._flight[0][1].done()
+                len(self._flight) > self.in_flight
+                or (self._flight[0][1].done() and (not batch or self._checkpoint_due()))
             ):
                 done += await self._settle()
         except BaseException:
             self._reset()
             raise
         return done + len(batch)
+
+    def _checkpoint_due(self) -> bool:
+        return time.monotonic() - self._checkpointed_at >= self.checkpoint_interval
 
     async def _confirmed_or_woken(self, confirmed: asyncio.Future[Any]) -> None:
         """Wait until ``confirmed`` is done or a commit appended messages (then they are read
@@ -192,6 +201,7 @@ class Relay:
             self.position = None
             self._reset()
             return 0
+        self._checkpointed_at = time.monotonic()
         count = 0
         for _ in range(settled):
             count += self._flight.popleft()[2]
