@@ -9,7 +9,7 @@ import pytest
 
 from tidings.backends._group import GroupCommitter
 from tidings.backends._plan import Result
-from tidings.errors import StoreError, StoreUnavailable
+from tidings.errors import StoreClosed, StoreError, StoreUnavailable
 from tidings.records import Appended, AppendOp, Transaction
 from tidings.testing.contract import new_message
 
@@ -117,3 +117,98 @@ async def test_a_caller_cancelled_while_its_group_forms_commits_nothing() -> Non
         await first
     assert db.groups == [["stays"]]
     await committer.close()
+
+
+class SlowDatabase(Database):
+    """A database whose writes wait until ``go`` is set; each write notes the task it ran in."""
+
+    def __init__(self) -> None:
+        super().__init__(now=False)
+        self.go = asyncio.Event()
+        self.go.set()
+        self.writing = asyncio.Event()
+        self.tasks: list[asyncio.Task[object] | None] = []
+
+    async def write(self, txs: list[Transaction]) -> list[Result]:
+        self.tasks.append(asyncio.current_task())
+        self.writing.set()
+        await self.go.wait()
+        return self._write(txs)
+
+    def committer(self) -> GroupCommitter:
+        return GroupCommitter(self.write)  # no write_now: PostgreSQL's case
+
+
+async def test_without_write_now_a_lone_caller_writes_in_its_own_task() -> None:
+    db = SlowDatabase()
+    committer = db.committer()
+    for n in range(3):
+        await committer.commit(tx(f"s-{n}"))
+    me = asyncio.current_task()
+    # The first two groups are written by a flush task; once alone, the caller writes itself.
+    assert db.tasks[0] is not me and db.tasks[1] is not me and db.tasks[2] is me
+    # Others run meanwhile: every _LOOK-th commit still goes through a flush task.
+    for n in range(3, 3 + 2 * GroupCommitter._LOOK):
+        await committer.commit(tx(f"s-{n}"))
+    assert any(task is not me for task in db.tasks[3:])
+    assert all(len(group) == 1 for group in db.groups)
+    await committer.close()
+
+
+async def test_commits_arriving_while_a_lone_caller_writes_form_the_next_group() -> None:
+    db = SlowDatabase()
+    committer = db.committer()
+    for n in range(2):
+        await committer.commit(tx(f"warm-{n}"))
+    db.go.clear()
+    db.writing.clear()
+    lone = asyncio.ensure_future(committer.commit(tx("lone")))
+    await asyncio.wait_for(db.writing.wait(), 5)
+    others = [asyncio.ensure_future(committer.commit(tx(f"other-{n}"))) for n in range(3)]
+    await asyncio.sleep(0)  # they queue behind the write in progress
+    assert db.groups == [["warm-0"], ["warm-1"]]
+    db.go.set()
+    assert (await lone)[0].stream == "lone"
+    assert [(await o)[0].stream for o in others] == ["other-0", "other-1", "other-2"]
+    assert db.groups[2:] == [["lone"], ["other-0", "other-1", "other-2"]]
+    await committer.close()
+
+
+async def test_a_lone_caller_cancelled_while_writing_leaves_the_committer_working() -> None:
+    db = SlowDatabase()
+    committer = db.committer()
+    for n in range(2):
+        await committer.commit(tx(f"warm-{n}"))
+    db.go.clear()
+    db.writing.clear()
+    lone = asyncio.ensure_future(committer.commit(tx("cancelled")))
+    await asyncio.wait_for(db.writing.wait(), 5)
+    waiting = asyncio.ensure_future(committer.commit(tx("waits")))
+    await asyncio.sleep(0)
+    lone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await lone
+    db.go.set()
+    # What waited behind the cancelled write is written, and the committer goes on.
+    assert (await asyncio.wait_for(waiting, 5))[0].stream == "waits"
+    assert (await committer.commit(tx("after")))[0].stream == "after"
+    await committer.close()
+
+
+async def test_close_waits_for_a_lone_callers_write() -> None:
+    db = SlowDatabase()
+    committer = db.committer()
+    for n in range(2):
+        await committer.commit(tx(f"warm-{n}"))
+    db.go.clear()
+    db.writing.clear()
+    lone = asyncio.ensure_future(committer.commit(tx("lone")))
+    await asyncio.wait_for(db.writing.wait(), 5)
+    closing = asyncio.ensure_future(committer.close())
+    await asyncio.sleep(0)
+    assert not closing.done()  # the write in progress finishes first
+    db.go.set()
+    await asyncio.wait_for(closing, 5)
+    assert (await lone)[0].stream == "lone"
+    with pytest.raises(StoreClosed):
+        await committer.commit(tx("late"))

@@ -32,7 +32,9 @@ class GroupCommitter:
 
     A lone caller (the last groups were each of one transaction) writes at once, without the
     loop iteration, which costs a sequential caller about a tenth of its commit; every
-    ``_LOOK``-th commit it still waits one, to let others run and join.
+    ``_LOOK``-th commit it still waits one, to let others run and join. Without ``write_now``
+    it awaits ``write`` in its own task rather than waking a flush task and being woken by it;
+    commits arriving meanwhile form the next group, written by a flush task.
 
     A transaction that ``write`` refuses fails alone. When ``write`` raises for a group of several
     transactions, each is written again alone, so that one whose data the database refuses fails
@@ -62,6 +64,8 @@ class GroupCommitter:
         self._alone = 0
         self._unseen = 0
         self._flusher: asyncio.Task[None] | None = None
+        #: set while a lone caller writes in its own task; done when it has
+        self._writing: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
         if loop is not None:
@@ -87,9 +91,11 @@ class GroupCommitter:
                 "this store was opened in another event loop: open one App per event loop "
                 "(or per thread), and use it only there"
             )
-        idle = not self._leading and self._flusher is None
-        if idle and self._write_now is not None and self._alone >= 2 and self._unseen < self._LOOK:
+        idle = not self._leading and self._flusher is None and self._writing is None
+        if idle and self._alone >= 2 and self._unseen < self._LOOK:
             self._unseen += 1
+            if self._write_now is None:
+                return await self._write_alone(tx, loop)
             written = self._written_now([tx])
             if written is not None:
                 ((done, error),) = written
@@ -101,11 +107,11 @@ class GroupCommitter:
         self._pending.append((tx, fut))
         if not idle:
             return await fut  # a group is forming or being written: it, or the next, takes this
+        self._unseen = 0
         if self._write_now is None:
             self._flusher = loop.create_task(self._flush())
             return await fut
         self._leading = True
-        self._unseen = 0
         try:
             await asyncio.sleep(0)  # every caller ready to run now joins this group
         except BaseException:
@@ -116,6 +122,25 @@ class GroupCommitter:
             self._leading = False
             self._lead(loop)
         return await fut
+
+    async def _write_alone(
+        self, tx: Transaction, loop: asyncio.AbstractEventLoop
+    ) -> list[Appended]:
+        """Write a lone caller's ``tx`` in the caller's task; then hand what arrived meanwhile
+        to a flush task."""
+        writing = self._writing = loop.create_future()
+        try:
+            ((done, error),) = await self._results([tx])
+        finally:
+            self._writing = None
+            writing.set_result(None)
+            if self._pending and self._flusher is None:
+                self._flusher = loop.create_task(self._flush())
+        self._alone += 1
+        if error is not None:
+            raise error
+        assert done is not None
+        return done
 
     def _lead(self, loop: asyncio.AbstractEventLoop) -> None:
         """Write the first group within this call, if ``write_now`` can; leave the rest to a
@@ -161,6 +186,7 @@ class GroupCommitter:
                     raise
                 for (_, fut), (done, error) in zip(group, results, strict=True):
                     settle(fut, done, error)
+                self._alone = self._alone + 1 if len(group) == 1 else 0
         finally:
             self._flusher = None
             if self._pending and self._closed:
@@ -184,6 +210,8 @@ class GroupCommitter:
     async def close(self) -> None:
         """Let the group being written finish; fail what has not been written yet."""
         self._closed = True
+        if self._writing is not None:
+            await asyncio.wait([self._writing])  # a lone caller's write finishes
         flusher = self._flusher
         if flusher is not None and flusher is not asyncio.current_task():
             pending, self._pending = self._pending, []
