@@ -53,7 +53,7 @@ def subscriptions_list(
     parked and waiting ones apart), the age of the oldest, who runs it. With --app, a
     subscription the app has no handler for is marked orphaned (a renamed or removed handler).
     Then the relays (lag: routed messages the broker has not confirmed) and the inboxes (who
-    receives, from where, what they recorded; with --app, the events its routes take in)."""
+    receives, what they recorded; with --app, the broker and what each consumes there)."""
     if ctx.invoked_subcommand is not None:
         return
 
@@ -63,8 +63,9 @@ def subscriptions_list(
             ops = Subscriptions(
                 opened.store, opened.handlers, opened.services, judge=app is not None
             )
-            links = await link_states(opened.store, ops, opened if app is not None else None)
-            return await ops.list(), await ops.unhandled(), links
+            states = await ops.list()
+            links = await link_states(opened.store, states, opened if app is not None else None)
+            return states, await ops.unhandled(), links
 
     states, unhandled, links = run(main)
     rows = [_state_row(s) for s in states]

@@ -220,6 +220,10 @@ class TypeActivity(msgspec.Struct, frozen=True, gc=False):
     last_recorded_at: float
 
 
+#: The header an inbox records every arrival with: the service it came from (``ce-source``).
+ARRIVED_FROM: Final = "tidings-source"
+
+
 def header_key(name: str) -> bytes:
     """How a header's key appears in stored headers (compact JSON): ``"name":``."""
     return b'"' + name.encode() + b'":'

@@ -15,6 +15,7 @@ import msgspec
 
 from tidings.messages import Envelope
 from tidings.records import (
+    ARRIVED_FROM,
     Appended,
     AuditEntry,
     Backlog,
@@ -100,22 +101,17 @@ class EventLog(abc.ABC):
         below ``g``. (A subscription's partitions have checkpoints among ``bounds``; a stream
         belongs to one partition, and its lag is the sum of its spans above that checkpoint.)"""
 
-    async def type_activity(
-        self, types: Sequence[str] | None = None, *, header: str | None = None
-    ) -> list[TypeActivity]:
-        """Messages of ``types`` (of every type when ``None``), only those whose headers have
-        the key ``header`` when given, counted per kind and type, by the last one's position.
-        This scans the log; a backend may do better."""
-        wanted = None if types is None else set(types)
-        key = None if header is None else header_key(header)
+    async def arrivals(self) -> list[TypeActivity]:
+        """What arrived through a broker: the messages recorded with the header
+        :data:`~tidings.records.ARRIVED_FROM`, counted per kind and type, by the last one's
+        position. This scans the log; the database backends read an index of just those."""
+        key = header_key(ARRIVED_FROM)
         found: dict[tuple[str, str], TypeActivity] = {}
         after = 0
-        while page := await self.read_all(after=after, types=types, limit=5000):
+        while page := await self.read_all(after=after, limit=5000):
             after = page[-1].global_position
             for env in page:
-                if (wanted is None or env.type in wanted) and (
-                    key is None or key in (env.headers_json or b"")
-                ):
+                if key in (env.headers_json or b""):
                     seen = found.get((env.kind, env.type))
                     found[(env.kind, env.type)] = TypeActivity(
                         env.kind,

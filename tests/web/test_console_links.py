@@ -106,7 +106,7 @@ async def test_relay_lag_and_inbox_state(store_url: str, payments_module: str) -
     (link,) = app.links
     async with app:
         await record_arrivals(app)
-        links = await link_states(app.store, app.subscriptions, app)
+        links = await link_states(app.store, await app.subscriptions.list(), app)
         (r,) = links.relays
         assert (r.subscription, r.pending, r.position) == ("relay:payments", 2, 0)
         assert r.holder == link.owner and r.until is not None

@@ -3,16 +3,16 @@ it is at hand): who holds each, the relay's lag, what each inbox recorded and co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from tidings.delivery.subscriptions import Subscriptions, SubscriptionState
+from tidings.delivery.subscriptions import SubscriptionState
 from tidings.errors import MessageDecodeError
 from tidings.records import DEAD
 from tidings.store import Store
 from tidings.topology.links import links_of
-from tidings.transports.cloudevents import SOURCE
 from tidings.transports.inbox import UNREADABLE_STREAM
 
 if TYPE_CHECKING:
@@ -69,9 +69,11 @@ def _lease(state: SubscriptionState) -> tuple[str | None, float | None]:
     return part.owner, part.info.lease_expires if part.owner is not None else None
 
 
-async def link_states(store: Store, subscriptions: Subscriptions, app: App | None = None) -> Links:
-    """Every relay and inbox the store knows (and those of ``app``'s links not started yet)."""
-    states = await subscriptions.list()
+async def link_states(
+    store: Store, states: Sequence[SubscriptionState], app: App | None = None
+) -> Links:
+    """Every relay and inbox among the subscriptions ``states`` (as ``Subscriptions.list`` gives
+    them), and those of ``app``'s links not started yet."""
     described = {link.inbox: link for link in (links_of(app) if app is not None else [])}
     relays = [
         RelayState(
@@ -85,7 +87,11 @@ async def link_states(store: Store, subscriptions: Subscriptions, app: App | Non
         for s in states
         if s.name.startswith(RELAY)
     ]
-    arrived = await store.type_activity(header=SOURCE)
+    by_name = {s.name: s for s in states if s.name.startswith(INBOX)}
+    names = sorted({*by_name, *described})
+    if not names:
+        return Links(relays, [])
+    arrived = await store.arrivals()
     commands = sum(a.count for a in arrived if a.kind == "command")
     events = sum(a.count for a in arrived if a.kind == "event")
     received_types = {a.type for a in arrived}
@@ -96,8 +102,7 @@ async def link_states(store: Store, subscriptions: Subscriptions, app: App | Non
         if h.type in received_types and (h.error or "").startswith(MessageDecodeError.__name__)
     )
     inboxes = []
-    by_name = {s.name: s for s in states if s.name.startswith(INBOX)}
-    for name in sorted({*by_name, *described}):
+    for name in names:
         state, link = by_name.get(name), described.get(name)
         holder, until = _lease(state) if state is not None else (None, None)
         inboxes.append(

@@ -24,11 +24,12 @@ from tidings.messages import (
     validate_message_id,
     validate_type_name,
 )
+from tidings.records import ARRIVED_FROM
 
 SPEC_VERSION: Final = "1.0"
 CONTENT_TYPE: Final = "application/json"
 #: The header every arrival is recorded with: the service it came from (``ce-source``).
-SOURCE: Final = "tidings-source"
+SOURCE: Final = ARRIVED_FROM
 #: Headers that travel as CloudEvents extensions of their own (W3C trace context).
 _TRACE = ("traceparent", "tracestate")
 _encoder = msgspec.json.Encoder()

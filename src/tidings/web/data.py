@@ -120,12 +120,12 @@ class Console:
             "last_position": last,
             "per_minute": minute,
             "alerts": [msgspec.to_builtins(a) for a in await recent_alerts(self.store)],
-            **msgspec.to_builtins(await self.links()),
+            **msgspec.to_builtins(await link_states(self.store, subs, self.app)),
         }
 
     async def links(self) -> Links:
         """The relays and the inboxes: lag, holders, what the inboxes recorded."""
-        return await link_states(self.store, self.subscriptions, self.app)
+        return await link_states(self.store, await self.subscriptions.list(), self.app)
 
     async def paused(self) -> set[str]:
         return {key for key, _ in await self.store.documents(PAUSED, limit=10_000)}

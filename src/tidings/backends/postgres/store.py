@@ -33,7 +33,6 @@ from tidings.records import (
     Transaction,
     TypeActivity,
     TypeCount,
-    header_key,
 )
 from tidings.store import ChangeFeed, Store
 
@@ -188,13 +187,8 @@ class PostgresStore(Store, ChangeFeed):
     async def type_counts(self) -> list[TypeCount]:
         return [TypeCount(*row) for row in await self._db.rows("type_counts")]
 
-    async def type_activity(
-        self, types: Sequence[str] | None = None, *, header: str | None = None
-    ) -> list[TypeActivity]:
-        wanted = None if types is None else list(types)
-        key = None if header is None else header_key(header)
-        params = (wanted, wanted, key, key)
-        return [TypeActivity(*row) for row in await self._db.rows("type_activity", params)]
+    async def arrivals(self) -> list[TypeActivity]:
+        return [TypeActivity(*row) for row in await self._db.rows("arrivals")]
 
     async def backlog(self, types: Sequence[str], bounds: Sequence[int]) -> list[Backlog]:
         if not types or not bounds:

@@ -148,11 +148,11 @@ GROUP BY stream ORDER BY stream LIMIT ?
 SELECT kind, type, count(*), min(global_position), min(recorded_at) FROM tidings_log
 GROUP BY kind, type ORDER BY 4
 
--- name: type_activity
--- Parameters: the types (a JSON array, or NULL: every type), a header's key as stored (or NULL).
+-- name: arrivals
+-- What arrived through a broker (the header tidings-source), per kind and type: read from the
+-- partial index tidings_log_arrivals, whose condition this repeats word for word.
 SELECT kind, type, count(*), max(global_position), max(recorded_at) FROM tidings_log
-WHERE (?1 IS NULL OR type IN (SELECT value FROM json_each(?1)))
-  AND (?2 IS NULL OR instr(headers, ?2) > 0)
+WHERE instr(headers, CAST('"tidings-source":' AS BLOB)) > 0
 GROUP BY kind, type ORDER BY 4
 
 -- name: backlog

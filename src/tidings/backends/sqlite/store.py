@@ -39,7 +39,6 @@ from tidings.records import (
     Transaction,
     TypeActivity,
     TypeCount,
-    header_key,
 )
 from tidings.store import Store
 
@@ -183,14 +182,8 @@ class SqliteStore(Store):
     async def type_counts(self) -> list[TypeCount]:
         return [TypeCount(*row) for row in await self._db.read("type_counts")]
 
-    async def type_activity(
-        self, types: Sequence[str] | None = None, *, header: str | None = None
-    ) -> list[TypeActivity]:
-        params = (
-            None if types is None else json_array(types),
-            None if header is None else header_key(header),
-        )
-        return [TypeActivity(*row) for row in await self._db.read("type_activity", params)]
+    async def arrivals(self) -> list[TypeActivity]:
+        return [TypeActivity(*row) for row in await self._db.read("arrivals")]
 
     async def backlog(self, types: Sequence[str], bounds: Sequence[int]) -> list[Backlog]:
         if not types or not bounds:
