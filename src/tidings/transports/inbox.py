@@ -67,7 +67,7 @@ class Inbox:
         owner: str,
         batch_size: int = 500,
         linger: float = 0.001,
-        max_linger: float = 0.005,
+        max_linger: float = 0.02,
         lease_ttl: float = 10.0,
     ) -> None:
         self.service = service
