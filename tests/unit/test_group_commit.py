@@ -139,6 +139,21 @@ class SlowDatabase(Database):
         return GroupCommitter(self.write)  # no write_now: PostgreSQL's case
 
 
+async def lone_write_held(
+    db: SlowDatabase, stream: str
+) -> tuple[GroupCommitter, asyncio.Future[list[Appended]]]:
+    """A committer whose lone caller, after two groups of one, is writing ``stream`` in its own
+    task, held there until ``db.go`` is set."""
+    committer = db.committer()
+    for n in range(2):
+        await committer.commit(tx(f"warm-{n}"))
+    db.go.clear()
+    db.writing.clear()
+    lone = asyncio.ensure_future(committer.commit(tx(stream)))
+    await asyncio.wait_for(db.writing.wait(), 5)
+    return committer, lone
+
+
 async def test_without_write_now_a_lone_caller_writes_in_its_own_task() -> None:
     db = SlowDatabase()
     committer = db.committer()
@@ -157,13 +172,7 @@ async def test_without_write_now_a_lone_caller_writes_in_its_own_task() -> None:
 
 async def test_commits_arriving_while_a_lone_caller_writes_form_the_next_group() -> None:
     db = SlowDatabase()
-    committer = db.committer()
-    for n in range(2):
-        await committer.commit(tx(f"warm-{n}"))
-    db.go.clear()
-    db.writing.clear()
-    lone = asyncio.ensure_future(committer.commit(tx("lone")))
-    await asyncio.wait_for(db.writing.wait(), 5)
+    committer, lone = await lone_write_held(db, "lone")
     others = [asyncio.ensure_future(committer.commit(tx(f"other-{n}"))) for n in range(3)]
     await asyncio.sleep(0)  # they queue behind the write in progress
     assert db.groups == [["warm-0"], ["warm-1"]]
@@ -176,13 +185,7 @@ async def test_commits_arriving_while_a_lone_caller_writes_form_the_next_group()
 
 async def test_a_lone_caller_cancelled_while_writing_leaves_the_committer_working() -> None:
     db = SlowDatabase()
-    committer = db.committer()
-    for n in range(2):
-        await committer.commit(tx(f"warm-{n}"))
-    db.go.clear()
-    db.writing.clear()
-    lone = asyncio.ensure_future(committer.commit(tx("cancelled")))
-    await asyncio.wait_for(db.writing.wait(), 5)
+    committer, lone = await lone_write_held(db, "cancelled")
     waiting = asyncio.ensure_future(committer.commit(tx("waits")))
     await asyncio.sleep(0)
     lone.cancel()
@@ -197,13 +200,7 @@ async def test_a_lone_caller_cancelled_while_writing_leaves_the_committer_workin
 
 async def test_close_waits_for_a_lone_callers_write() -> None:
     db = SlowDatabase()
-    committer = db.committer()
-    for n in range(2):
-        await committer.commit(tx(f"warm-{n}"))
-    db.go.clear()
-    db.writing.clear()
-    lone = asyncio.ensure_future(committer.commit(tx("lone")))
-    await asyncio.wait_for(db.writing.wait(), 5)
+    committer, lone = await lone_write_held(db, "lone")
     closing = asyncio.ensure_future(committer.close())
     await asyncio.sleep(0)
     assert not closing.done()  # the write in progress finishes first

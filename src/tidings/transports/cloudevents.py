@@ -28,8 +28,6 @@ from tidings.records import ARRIVED_FROM
 
 SPEC_VERSION: Final = "1.0"
 CONTENT_TYPE: Final = "application/json"
-#: The header every arrival is recorded with: the service it came from (``ce-source``).
-SOURCE: Final = ARRIVED_FROM
 #: Headers that travel as CloudEvents extensions of their own (W3C trace context).
 _TRACE = ("traceparent", "tracestate")
 _encoder = msgspec.json.Encoder()
@@ -125,7 +123,7 @@ def _decode(headers: dict[str, str], body: bytes) -> Incoming:
     for name in _TRACE:
         if f"ce-{name}" in headers:
             extra[name] = headers[f"ce-{name}"]
-    extra[SOURCE] = source
+    extra[ARRIVED_FROM] = source  # the service it came from (ce-source)
     if kind == "command":
         extra[REPLY_TO] = source
     return Incoming(
