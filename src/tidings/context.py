@@ -111,8 +111,8 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
     stream: str | None = None
     attempt: int = 1
     overlay: Overlay | None = None
-    # Made on the first write: most handlers of a batch write nothing.
-    _tx: Transaction | None = None
+    #: what this handler will commit (read-only use): None until it writes through the context
+    writes: Transaction | None = None
     # Checks of the documents read before the first write: they open the transaction then.
     _checks: list[DocumentWrite] | None = None
 
@@ -207,7 +207,7 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
         The version read is checked when the handler commits: if another handler wrote the
         document since, the commit fails with ``DocumentConflict`` (a worker handles the message
         again on fresh reads)."""
-        for write in reversed(self._tx.documents if self._tx is not None else ()):
+        for write in reversed(self.writes.documents if self.writes is not None else ()):
             if write.collection == collection and write.key == key and not write.check:
                 return (
                     None
@@ -251,8 +251,8 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
     def _check(self, collection: str, key: str, version: int) -> None:
         """Hold the commit to the document's being at ``version`` still."""
         check = DocumentWrite(collection, key, None, version, check=True)
-        if self._tx is not None:
-            self._tx.documents.append(check)
+        if self.writes is not None:
+            self.writes.documents.append(check)
         elif self._checks is None:
             self._checks = [check]
         else:
@@ -274,15 +274,10 @@ class Context(msgspec.Struct, repr_omit_defaults=True):
     @property
     def transaction(self) -> Transaction:
         """What this handler will commit (read-only use: tests and middleware)."""
-        if self._tx is None:
-            self._tx = Transaction(documents=self._checks or [])
+        if self.writes is None:
+            self.writes = Transaction(documents=self._checks or [])
             self._checks = None
-        return self._tx
-
-    @property
-    def writes(self) -> Transaction | None:
-        """What this handler will commit, or None when it wrote nothing."""
-        return self._tx
+        return self.writes
 
 
 def recorded(refused: Refused) -> list[Event]:
