@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -174,7 +174,14 @@ class Database:
             except psycopg.Error as exc:
                 raise StoreError(f"PostgreSQL refused to {what}: {exc}") from exc
 
-    async def rows(self, name: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    @staticmethod
+    def array(values: Iterable[Any]) -> list[Any]:
+        """``values`` as a list parameter (an array)."""
+        return list(values)
+
+    async def rows(
+        self, name: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         """The rows of the named query."""
         query = self.q[name]
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tidings.backends._group import GroupCommitter
-from tidings.backends._shared import held_from_row, release
+from tidings.backends._reads import SqlReads
 from tidings.backends.postgres._database import Conn, Database
 from tidings.backends.postgres._listen import Listener
 from tidings.backends.postgres._write import GroupWriter
@@ -21,23 +21,11 @@ from tidings.errors import (
     SubscriptionInUse,
     SubscriptionNotFound,
 )
-from tidings.messages import Envelope
-from tidings.records import (
-    Appended,
-    AuditEntry,
-    Backlog,
-    Document,
-    Held,
-    Outcome,
-    PartitionInfo,
-    Transaction,
-    TypeActivity,
-    TypeCount,
-)
-from tidings.store import ChangeFeed, Store
+from tidings.records import Appended, AuditEntry, Transaction
+from tidings.store import ChangeFeed
 
 
-class PostgresStore(Store, ChangeFeed):
+class PostgresStore(SqlReads, ChangeFeed):
     """A store in a PostgreSQL schema. ``App(store="postgresql://user@host/db?schema=shop")`` or
     ``PostgresStore(url, schema="shop")``.
 
@@ -47,6 +35,8 @@ class PostgresStore(Store, ChangeFeed):
     the server is tried again at least every half second, so work resumes within about a second
     of it accepting connections again.
     """
+
+    _db: Database
 
     def __init__(
         self,
@@ -121,85 +111,7 @@ class PostgresStore(Store, ChangeFeed):
             raise StoreClosed()
         await self._listener.wait(timeout)
 
-    # --- the log ------------------------------------------------------------------------------
-
-    async def read_stream(
-        self,
-        stream: str,
-        *,
-        from_position: int | None = None,
-        backwards: bool = False,
-        limit: int | None = None,
-    ) -> list[Envelope]:
-        if backwards:
-            start = (1 << 62) if from_position is None else from_position
-            rows = await self._db.rows("read_backwards", (stream, start, limit))
-        else:
-            start = 1 if from_position is None else from_position
-            rows = await self._db.rows("read_forwards", (stream, start, limit))
-        return [Envelope(*row) for row in rows]
-
-    async def read_all(
-        self,
-        *,
-        after: int = 0,
-        types: Sequence[str] | None = None,
-        limit: int = 1000,
-    ) -> list[Envelope]:
-        if types is None:
-            rows = await self._db.rows("read_all", (after, limit))
-        elif not types:
-            return []
-        else:
-            rows = await self._db.rows("read_all_types", (after, list(types), limit))
-        return [Envelope(*row) for row in rows]
-
-    async def find(
-        self,
-        *,
-        ids: Sequence[str] | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
-        limit: int = 1000,
-    ) -> list[Envelope]:
-        if ids is not None:
-            rows = await self._db.rows("find_ids", (list(ids), limit))
-        elif correlation_id is not None:
-            rows = await self._db.rows("find_correlated", (correlation_id, limit))
-        elif causation_id is not None:
-            rows = await self._db.rows("find_caused", (causation_id, limit))
-        else:
-            return []
-        return [Envelope(*row) for row in rows]
-
-    async def stream_version(self, stream: str) -> int:
-        return int((await self._db.rows("stream_version", (stream,)))[0][0])
-
-    async def last_position(self) -> int:
-        return int((await self._db.rows("last_position"))[0][0])
-
-    async def streams(
-        self, *, prefix: str = "", limit: int = 100, internal: bool = False
-    ) -> list[tuple[str, int]]:
-        rows = await self._db.rows("streams", (prefix, prefix, internal, limit))
-        return [(s, int(v)) for s, v in rows]
-
-    async def type_counts(self) -> list[TypeCount]:
-        return [TypeCount(*row) for row in await self._db.rows("type_counts")]
-
-    async def arrivals(self) -> list[TypeActivity]:
-        return [TypeActivity(*row) for row in await self._db.rows("arrivals")]
-
-    async def backlog(self, types: Sequence[str], bounds: Sequence[int]) -> list[Backlog]:
-        if not types or not bounds:
-            return []
-        params = (list(bounds), min(bounds), list(types))
-        return [Backlog(*row) for row in await self._db.rows("backlog", params)]
-
-    # --- subscriptions ------------------------------------------------------------------------
-
-    async def now(self) -> float:
-        return float((await self._db.rows("now"))[0][0])
+    # --- subscriptions: what is written ------------------------------------------------------
 
     async def setup_subscription(self, name: str, partitions: int, position: int) -> None:
         q = self._db.q
@@ -261,9 +173,6 @@ class PostgresStore(Store, ChangeFeed):
 
         await self._db.run("release leases", release)
 
-    async def partitions(self, name: str | None = None) -> list[PartitionInfo]:
-        return [PartitionInfo(*row) for row in await self._db.rows("partitions", (name, name))]
-
     async def _operate(
         self,
         what: str,
@@ -309,83 +218,3 @@ class PostgresStore(Store, ChangeFeed):
     ) -> None:
         writes = [("delete_partitions", (name,)), ("drop_held_above", (name, -1))]
         await self._operate("delete a subscription", name, audit, force, writes)
-
-    # --- held messages ------------------------------------------------------------------------
-
-    async def held(
-        self,
-        *,
-        subscription: str | None = None,
-        stream: str | None = None,
-        status: str | None = None,
-        id: int | None = None,
-        limit: int = 1000,
-    ) -> list[Held]:
-        rows = await self._db.rows(
-            "held",
-            (subscription, subscription, stream, stream, status, status, id, id, limit),
-        )
-        return [held_from_row(row) for row in rows]
-
-    async def held_summaries(
-        self, *, subscription: str | None = None, status: str | None = None, limit: int = 100_000
-    ) -> list[Held]:
-        name = "held_summaries_any" if status is None else "held_summaries"
-        params = {"status": status, "subscription": subscription, "limit": limit}
-        rows = await self._db.rows(name, params)  # type: ignore[arg-type]
-        return [held_from_row(row) for row in rows]
-
-    async def held_tails(self, ids: Sequence[int]) -> dict[int, str]:
-        rows = await self._db.rows("held_tails", (list(ids),))
-        return {int(i): t or "" for i, t in rows}
-
-    async def held_streams(self, subscription: str, partitions: Sequence[int]) -> set[str]:
-        if not partitions:
-            return set()
-        rows = await self._db.rows("held_streams", (subscription, list(partitions)))
-        return {r[0] for r in rows}
-
-    async def due_streams(
-        self, subscription: str, partitions: Sequence[int], *, sequenced: bool = True
-    ) -> list[str]:
-        if not partitions:
-            return []
-        name = "due_streams_sequenced" if sequenced else "due_streams"
-        return [r[0] for r in await self._db.rows(name, (subscription, list(partitions)))]
-
-    async def held_counts(self) -> list[tuple[str, str, int]]:
-        return [(s, st, int(n)) for s, st, n in await self._db.rows("held_counts")]
-
-    # --- outcomes, schedule, documents, audit -------------------------------------------------
-
-    async def outcome(self, message_id: str) -> Outcome | None:
-        rows = await self._db.rows("outcome", (message_id,))
-        return Outcome(*rows[0]) if rows else None
-
-    async def outcomes(self, *, status: str | None = None, limit: int = 100) -> list[Outcome]:
-        rows = await self._db.rows("outcomes", {"status": status, "limit": limit})  # type: ignore[arg-type]
-        return [Outcome(*row) for row in rows]
-
-    async def outcome_counts(self) -> list[tuple[str, int]]:
-        return [(str(s), int(n)) for s, n in await self._db.rows("outcome_counts")]
-
-    async def release_due(self, limit: int = 500) -> int:
-        rows = await self._db.rows("due_scheduled", (limit,))
-        if not rows:
-            return 0
-        await self.commit(release(rows))
-        return len(rows)
-
-    async def next_due(self) -> float | None:
-        found = (await self._db.rows("next_due"))[0][0]
-        return None if found is None else max(0.0, float(found))
-
-    async def document(self, collection: str, key: str) -> Document:
-        rows = await self._db.rows("get_document", (collection, key))
-        return Document(rows[0][0], rows[0][1]) if rows else Document(None, 0)
-
-    async def documents(self, collection: str, *, limit: int = 1000) -> list[tuple[str, bytes]]:
-        return [(k, d) for k, d in await self._db.rows("documents", (collection, limit))]
-
-    async def audit_entries(self, *, limit: int = 100) -> list[AuditEntry]:
-        return [AuditEntry(*row) for row in await self._db.rows("audit_entries", (limit,))]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -100,10 +100,15 @@ class Database:
             raise StoreClosed()
         return self._cursor
 
-    async def read(self, name: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def rows(self, name: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         """The rows of the named query."""
         cursor = self._live()
         return await self._retry_locked(lambda: cursor.execute(QUERIES[name], params).fetchall())
+
+    @staticmethod
+    def array(values: Iterable[Any]) -> str:
+        """``values`` as a list parameter: a JSON array (read with ``json_each``)."""
+        return json_array(values)
 
     async def transaction(
         self, fn: Callable[[sqlite3.Cursor], T], committed: Callable[[], None] | None = None

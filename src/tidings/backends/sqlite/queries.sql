@@ -112,13 +112,13 @@ INSERT INTO tidings_audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?
 SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at,
        CAST(data AS BLOB), correlation_id, causation_id, CAST(headers AS BLOB)
 FROM tidings_log WHERE stream = ? AND stream_position >= ?
-ORDER BY stream_position LIMIT ?
+ORDER BY stream_position LIMIT coalesce(?, -1)
 
 -- name: read_backwards
 SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at,
        CAST(data AS BLOB), correlation_id, causation_id, CAST(headers AS BLOB)
 FROM tidings_log WHERE stream = ? AND stream_position <= ?
-ORDER BY stream_position DESC LIMIT ?
+ORDER BY stream_position DESC LIMIT coalesce(?, -1)
 
 -- name: read_all
 SELECT id, kind, type, version, stream, stream_position, global_position, recorded_at,
@@ -141,8 +141,8 @@ SELECT coalesce(max(global_position), 0) FROM tidings_log
 -- name: streams
 -- The framework's own streams start with '$': listed only when asked for.
 SELECT stream, max(stream_position) FROM tidings_log
-WHERE substr(stream, 1, ?) = ? AND (? OR substr(stream, 1, 1) <> '$')
-GROUP BY stream ORDER BY stream LIMIT ?
+WHERE stream >= ?1 AND substr(stream, 1, length(?2)) = ?2 AND (?3 OR substr(stream, 1, 1) <> '$')
+GROUP BY stream ORDER BY stream LIMIT ?4
 
 -- name: type_counts
 SELECT kind, type, count(*), min(global_position), min(recorded_at) FROM tidings_log
@@ -315,7 +315,7 @@ ORDER BY global_position LIMIT ?
 
 -- name: outcomes
 SELECT message_id, type, status, result, reason, code, error, attempts, updated_at
-FROM tidings_outcomes WHERE ?1 IS NULL OR status = ?1 ORDER BY updated_at DESC LIMIT ?2
+FROM tidings_outcomes WHERE :status IS NULL OR status = :status ORDER BY updated_at DESC LIMIT :limit
 
 -- name: outcome_counts
 SELECT status, count(*) FROM tidings_outcomes GROUP BY status ORDER BY status
@@ -325,15 +325,15 @@ SELECT status, count(*) FROM tidings_outcomes GROUP BY status ORDER BY status
 SELECT subscription, partition, stream, global_position, message_id, type, status, attempts,
        error, NULL, NULL, due_at, first_failed_at, last_failed_at, id
 FROM tidings_held INDEXED BY tidings_held_summary
-WHERE status = ?1 AND (?2 IS NULL OR subscription = ?2)
-ORDER BY subscription, global_position LIMIT ?3
+WHERE status = :status AND (:subscription IS NULL OR subscription = :subscription)
+ORDER BY subscription, global_position LIMIT :limit
 
 -- name: held_summaries_any
 SELECT subscription, partition, stream, global_position, message_id, type, status, attempts,
        error, NULL, NULL, due_at, first_failed_at, last_failed_at, id
 FROM tidings_held
-WHERE ?1 IS NULL OR subscription = ?1
-ORDER BY subscription, global_position LIMIT ?2
+WHERE :subscription IS NULL OR subscription = :subscription
+ORDER BY subscription, global_position LIMIT :limit
 
 -- name: held_tails
 SELECT id, substr(traceback, -(length(coalesce(error, '')) + 600))
