@@ -108,7 +108,7 @@ class DeadLetters:
                 f"#{id} waits behind #{head.id} in stream {held.stream!r}; retry or skip #{head.id} "
                 "and the messages behind it follow in order"
             )
-        await self._mark([held], "dlq.retry", actor)
+        await self.retry_held([held], "dlq.retry", actor)
         return held
 
     async def retry_stream(
@@ -119,7 +119,7 @@ class DeadLetters:
         rows = await self.store.held(subscription=subscription, stream=stream, limit=1)
         if not rows or rows[0].status == WAITING:
             return 0
-        await self._mark(rows, "dlq.retry-stream", actor)
+        await self.retry_held(rows, "dlq.retry-stream", actor)
         return 1
 
     async def select(
@@ -139,21 +139,21 @@ class DeadLetters:
         """Retry every dead letter whose error is ``error`` (exactly, or starting with it)."""
         dead = await self.select(error=error, subscription=subscription)
         if dead:
-            await self._mark(dead, "dlq.retry-error", actor)
+            await self.retry_held(dead, "dlq.retry-error", actor)
         return len(dead)
 
     async def retry_all(self, *, subscription: str | None = None, actor: str | None = None) -> int:
         """Retry every dead letter (of ``subscription``)."""
         dead = await self.select(subscription=subscription)
         if dead:
-            await self._mark(dead, "dlq.retry-all", actor)
+            await self.retry_held(dead, "dlq.retry-all", actor)
         return len(dead)
 
     async def skip(self, id: int, *, actor: str | None = None) -> Held:
         """Give up on a held message: it is not handled, and the messages waiting behind it in its
         stream are released, in order."""
         held = await self.get(id)
-        await self._skip([held], "dlq.skip", actor)
+        await self.skip_held([held], "dlq.skip", actor)
         return held
 
     async def skip_error(
@@ -161,21 +161,28 @@ class DeadLetters:
     ) -> int:
         """Skip every dead letter whose error is ``error`` (exactly, or starting with it)."""
         dead = await self.select(error=error, subscription=subscription)
-        await self._skip(dead, "dlq.skip-error", actor)
+        await self.skip_held(dead, "dlq.skip-error", actor)
         return len(dead)
 
     async def skip_all(self, *, subscription: str | None = None, actor: str | None = None) -> int:
         """Skip every dead letter (of ``subscription``)."""
         dead = await self.select(subscription=subscription)
-        await self._skip(dead, "dlq.skip-all", actor)
+        await self.skip_held(dead, "dlq.skip-all", actor)
         return len(dead)
 
-    async def _skip(self, rows: builtins.list[Held], action: str, actor: str | None) -> None:
-        """Stop holding ``rows`` in one transaction; in each stream, the first message left
-        behind the first skipped one becomes due (the worker replays it and the rest in order)."""
+    async def skip_held(
+        self,
+        rows: builtins.list[Held],
+        action: str = "dlq.skip",
+        actor: str | None = None,
+        note: str = "",
+    ) -> None:
+        """Skip held messages as read (a cause's, say) in one transaction, audited as ``action``
+        (with ``note``); in each stream, the first message left behind the first skipped one
+        becomes due (the worker replays it and the rest in order)."""
         if not rows:
             return
-        tx = Transaction(audit=[self._audit(action, h, actor) for h in rows])
+        tx = Transaction(audit=[self._audit(action, h, actor, note) for h in rows])
         streams: dict[tuple[str, str], set[int]] = {}
         for h in rows:
             streams.setdefault((h.subscription, h.stream), set()).add(h.global_position)
@@ -194,20 +201,29 @@ class DeadLetters:
             ]
         await self.committer.commit(tx)
 
-    async def _mark(self, rows: builtins.list[Held], action: str, actor: str | None) -> None:
+    async def retry_held(
+        self,
+        rows: builtins.list[Held],
+        action: str = "dlq.retry",
+        actor: str | None = None,
+        note: str = "",
+    ) -> None:
+        """Retry held messages as read (a cause's, say) in one transaction, audited as
+        ``action`` (with ``note``)."""
         tx = Transaction(
             held=[
                 msgspec.structs.replace(h, status=REPLAY, due_in=None, due_at=None) for h in rows
             ],
-            audit=[self._audit(action, h, actor) for h in rows],
+            audit=[self._audit(action, h, actor, note) for h in rows],
         )
         await self.committer.commit(tx)
 
     @staticmethod
-    def _audit(action: str, held: Held, actor: str | None) -> AuditEntry:
+    def _audit(action: str, held: Held, actor: str | None, note: str = "") -> AuditEntry:
+        where = f"in stream {held.stream!r}" + (f" ({note})" if note else "")
         return AuditEntry(
             actor_name(actor),
             action,
             f"{held.subscription}#{held.global_position}",
-            f"#{held.id} {held.type} {held.message_id} in stream {held.stream!r}: {held.error or ''}",
+            f"#{held.id} {held.type} {held.message_id} {where}: {held.error or ''}",
         )

@@ -49,18 +49,16 @@ class Operations:
 
     async def retry_cause(self, key: str, operator: str) -> Done:
         cause, rows = await self._whole(key)
-        tx = Transaction(
-            held=[
-                msgspec.structs.replace(h, status=REPLAY, due_in=None, due_at=None) for h in rows
-            ],
-            audit=[_audit(operator, "dlq.retry-cause", h.subscription, h, cause.key) for h in rows],
+        await self.app.dead_letters.retry_held(
+            rows, "dlq.retry-cause", operator, f"cause {cause.key}"
         )
-        await self.app.committer.commit(tx)
         return Done(f"{len(rows)} dead letter(s) of {cause.exception} will be retried")
 
     async def skip_cause(self, key: str, operator: str) -> Done:
         cause, rows = await self._whole(key)
-        await self.app.dead_letters._skip(rows, "dlq.skip-cause", operator)
+        await self.app.dead_letters.skip_held(
+            rows, "dlq.skip-cause", operator, f"cause {cause.key}"
+        )
         return Done(f"{len(rows)} dead letter(s) of {cause.exception} skipped")
 
     async def edit_retry(self, id: int, text: str, operator: str) -> Done:
@@ -162,15 +160,6 @@ def _jsonable(value: Any) -> Any:
         return msgspec.to_builtins(value)
     except TypeError:
         return repr(value)
-
-
-def _audit(operator: str, action: str, subscription: str, held: Any, key: str) -> AuditEntry:
-    return AuditEntry(
-        operator,
-        action,
-        f"{subscription}#{held.global_position}",
-        f"#{held.id} {held.type} {held.message_id} cause {key}: {held.error or ''}",
-    )
 
 
 __all__ = ["Done", "FormError", "Operations"]
