@@ -454,6 +454,40 @@ async def test_groups_of_new_streams_and_of_known_versions_are_numbered_as_the_p
     ]  # fmt: skip
 
 
+async def test_a_group_at_known_versions_reads_each_stream_by_the_index_not_the_whole_log(
+    store: PostgresStore, postgres_url: str, pg_schema: str
+) -> None:
+    # A log big enough that scanning it is what the planner would avoid, if it could.
+    await sql(
+        postgres_url,
+        f"INSERT INTO {pg_schema}.log (global_position, stream, stream_position, id, kind, type, "
+        "version, data, recorded_at) SELECT n, 'old-' || (n / 4), mod(n, 4) + 1, 'old-' || n, "
+        "'event', 'T', 1, '{}', 0 FROM generate_series(1, 20000) AS n",
+    )
+    await sql(postgres_url, f"UPDATE {pg_schema}.head SET top = 20000")
+    await sql(postgres_url, f"ANALYZE {pg_schema}.log")
+    rows = [
+        [f"old-{n}", f"new-{n}", "event", "T", 1, msgspec.Raw(b"{}"), None, None, None, 4, 1]
+        for n in range(1, 17)
+    ]
+    params = {"rows": msgspec.json.encode(rows), "count": len(rows), "channel": "c"}
+    query = tidings.backends.postgres._sql.queries(pg_schema)["append"]
+    async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+        # The statement a group of appends at known versions commits, explained and undone.
+        cur = await conn.execute(b"EXPLAIN (ANALYZE, FORMAT JSON) " + query, params)
+        ((plan,),) = await cur.fetchall()
+        await conn.rollback()
+
+    def scans(node: dict[str, Any]) -> list[tuple[str, str]]:
+        found = [(node["Node Type"], node.get("Relation Name", ""))]
+        return found + [scan for child in node.get("Plans", ()) for scan in scans(child)]
+
+    assert ("Seq Scan", "log") not in scans(plan[0]["Plan"])
+    # ...and what it wrote is where the planner would have put it.
+    (done,) = await store.commit(Transaction([AppendOp("old-1", [new_message()], 4)]))
+    assert (done.version, done.global_position) == (5, 20001)
+
+
 async def test_rows_written_past_the_head_row_are_numbered_after_not_collided_with(
     store: PostgresStore, postgres_url: str, pg_schema: str
 ) -> None:

@@ -315,28 +315,24 @@ SELECT actor, action, target, detail, at, id FROM {schema}.audit ORDER BY id DES
 -- UTF-8 bytes, of [stream, id, kind, type, version, data, correlation id, causation id, headers,
 -- base, k]: data and headers are the stored JSON itself; base is the version the stream is
 -- expected at before the group (-1: whatever it is) and k the row's place among the group's rows
--- for that stream. A stream that moved past its expected version collides with a stored position;
--- one behind it gives a NULL position, which the log refuses: either way nothing is written.
+-- for that stream. A stream not at its expected version gives a NULL position, which the log
+-- refuses, and one that moves past it meanwhile collides with a stored position: either way
+-- nothing is written.
 
 -- name: append
 -- Each stream's version is read once, before any row goes in (MATERIALIZED: per row, each read
--- would walk the index entries of the rows this statement has just inserted).
+-- would walk the index entries of the rows this statement has just inserted), by the stream's
+-- last position in the index, unless it is expected to be new (a correlated EXISTS on the
+-- position instead is planned as a hashed subplan: a scan of the whole log).
 WITH rows AS (
     SELECT u.n, u.r->>0 AS stream, (u.r->>9)::bigint AS base, (u.r->>10)::bigint AS k, u.r
     FROM json_array_elements(convert_from(%(rows)s::bytea, 'UTF8')::json)
          WITH ORDINALITY AS u(r, n)
 ), starts AS MATERIALIZED (
-    SELECT s.stream,
-           CASE
-               WHEN s.base < 0 THEN (
-                   SELECT coalesce(max(l.stream_position), 0) FROM {schema}.log l
-                   WHERE l.stream = s.stream)
-               WHEN s.base = 0 OR EXISTS (
-                   SELECT FROM {schema}.log l
-                   WHERE l.stream = s.stream AND l.stream_position = s.base)
-               THEN s.base
-           END AS version
-    FROM (SELECT DISTINCT stream, base FROM rows) AS s
+    SELECT s.stream, CASE WHEN s.base < 0 OR s.base = v.current THEN v.current END AS version
+    FROM (SELECT DISTINCT stream, base FROM rows) AS s,
+         LATERAL (SELECT coalesce(max(l.stream_position), 0) AS current FROM {schema}.log l
+                  WHERE s.base <> 0 AND l.stream = s.stream) AS v
 ), head AS (
     UPDATE {schema}.head SET top = top + %(count)s::bigint
     RETURNING top - %(count)s::bigint AS base, {now} AS now
