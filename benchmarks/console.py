@@ -154,10 +154,8 @@ CONFIRMED = (
     "SELECT global_position, stream, id, recorded_at FROM {log} "
     "WHERE type = 'cinema.ReservationConfirmed' ORDER BY global_position DESC LIMIT {n}"
 )
-COMMANDS = (
-    "SELECT id, recorded_at FROM {log} WHERE type = 'cinema.RequestPayment' "
-    "ORDER BY global_position DESC LIMIT 10000"
-)
+#: every sent payment request has its outcome
+COMMANDS = "SELECT id, recorded_at FROM {log} WHERE type = 'cinema.RequestPayment'"
 
 
 def fill_sqlite(path: Path, events: int, dead: int) -> None:

@@ -187,7 +187,10 @@ class SqlReads(Store):
         return Outcome(*rows[0]) if rows else None
 
     async def outcomes(self, *, status: str | None = None, limit: int = 100) -> list[Outcome]:
-        rows = await self._db.rows("outcomes", {"status": status, "limit": limit})
+        if status is None:
+            rows = await self._db.rows("outcomes", (limit,))
+        else:
+            rows = await self._db.rows("outcomes_by_status", (status, limit))
         return [Outcome(*row) for row in rows]
 
     async def outcome_counts(self) -> list[tuple[str, int]]:

@@ -401,8 +401,11 @@ ORDER BY global_position LIMIT %s
 
 -- name: outcomes
 SELECT message_id, type, status, result, reason, code, error, attempts, updated_at
-FROM {schema}.outcomes WHERE %(status)s::text IS NULL OR status = %(status)s::text
-ORDER BY updated_at DESC LIMIT %(limit)s
+FROM {schema}.outcomes ORDER BY updated_at DESC LIMIT %s
+
+-- name: outcomes_by_status
+SELECT message_id, type, status, result, reason, code, error, attempts, updated_at
+FROM {schema}.outcomes WHERE status = %s ORDER BY updated_at DESC LIMIT %s
 
 -- name: outcome_counts
 SELECT status, count(*) FROM {schema}.outcomes GROUP BY status ORDER BY status

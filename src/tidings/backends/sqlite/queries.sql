@@ -315,7 +315,11 @@ ORDER BY global_position LIMIT ?
 
 -- name: outcomes
 SELECT message_id, type, status, result, reason, code, error, attempts, updated_at
-FROM tidings_outcomes WHERE :status IS NULL OR status = :status ORDER BY updated_at DESC LIMIT :limit
+FROM tidings_outcomes ORDER BY updated_at DESC LIMIT ?
+
+-- name: outcomes_by_status
+SELECT message_id, type, status, result, reason, code, error, attempts, updated_at
+FROM tidings_outcomes WHERE status = ? ORDER BY updated_at DESC LIMIT ?
 
 -- name: outcome_counts
 SELECT status, count(*) FROM tidings_outcomes GROUP BY status ORDER BY status
