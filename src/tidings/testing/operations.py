@@ -1,5 +1,5 @@
 """The backend contract for what operators read and do: type counts, backlogs, held counts,
-resetting and deleting subscriptions, and attempts kept with their tracebacks.
+outcomes listed, resetting and deleting subscriptions, and attempts kept with their tracebacks.
 
 A backend's test module subclasses :class:`OperationsContract` beside the suites of
 :mod:`tidings.testing.contract`, with the same ``make_store`` method.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tidings.errors import SubscriptionInUse, SubscriptionNotFound
-from tidings.records import DEAD, WAITING, Attempt, AuditEntry, Held, Transaction
+from tidings.records import DEAD, WAITING, Attempt, AuditEntry, Held, Outcome, Transaction
 from tidings.store import Store
 from tidings.testing.contract import StoreContract, append, new_message
 
@@ -57,6 +57,29 @@ class OperationsContract(StoreContract):
     async def test_held_counts_by_subscription_and_status(self, store: Store) -> None:
         await store.commit(Transaction(held=[_held(1), _held(2, WAITING), _held(3, WAITING)]))
         assert await store.held_counts() == [("email", DEAD, 1), ("email", WAITING, 2)]
+
+    async def test_outcomes_are_listed_newest_first_by_status_and_counted(
+        self, store: Store
+    ) -> None:
+        statuses = ["succeeded", "failed", "succeeded", "dead", "succeeded"]
+        for n, status in enumerate(statuses):
+            await store.commit(Transaction(outcomes=[Outcome(f"c{n}", "Do", status, attempts=1)]))
+        listed = await store.outcomes()
+        assert sorted(o.message_id for o in listed) == [f"c{n}" for n in range(5)]
+        assert [o.updated_at for o in listed] == sorted(
+            (o.updated_at for o in listed), reverse=True
+        )
+        newest = sorted(listed, key=lambda o: o.updated_at, reverse=True)[:2]
+        assert {o.updated_at for o in await store.outcomes(limit=2)} == {
+            o.updated_at for o in newest
+        }
+        succeeded = await store.outcomes(status="succeeded")
+        assert sorted(o.message_id for o in succeeded) == ["c0", "c2", "c4"]
+        assert [o.updated_at for o in succeeded] == sorted(
+            (o.updated_at for o in succeeded), reverse=True
+        )
+        assert await store.outcomes(status="refused") == []
+        assert await store.outcome_counts() == [("dead", 1), ("failed", 1), ("succeeded", 3)]
 
     async def test_each_attempt_keeps_its_traceback(self, store: Store) -> None:
         row = _held(1)
