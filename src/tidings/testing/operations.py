@@ -1,5 +1,6 @@
 """The backend contract for what operators read and do: type counts, backlogs, held counts,
-outcomes listed, resetting and deleting subscriptions, and attempts kept with their tracebacks.
+outcomes listed, messages found by id or correlation, held messages summarised, the store's
+clock, resetting and deleting subscriptions, and attempts kept with their tracebacks.
 
 A backend's test module subclasses :class:`OperationsContract` beside the suites of
 :mod:`tidings.testing.contract`, with the same ``make_store`` method.
@@ -7,9 +8,13 @@ A backend's test module subclasses :class:`OperationsContract` beside the suites
 
 from __future__ import annotations
 
+import time
+
+import msgspec
 import pytest
 
 from tidings.errors import SubscriptionInUse, SubscriptionNotFound
+from tidings.messages import NewMessage
 from tidings.records import DEAD, WAITING, Attempt, AuditEntry, Held, Outcome, Transaction
 from tidings.store import Store
 from tidings.testing.contract import StoreContract, append, new_message
@@ -80,6 +85,41 @@ class OperationsContract(StoreContract):
         )
         assert await store.outcomes(status="refused") == []
         assert await store.outcome_counts() == [("dead", 1), ("failed", 1), ("succeeded", 3)]
+
+    async def test_find_by_ids_correlation_or_causation_in_global_order(self, store: Store) -> None:
+        first, second, third = new_message(), new_message(), new_message()
+        caused = NewMessage("m-4", "event", "Thing", 1, b"{}", first.id, first.id, None)
+        await append(store, "a", first, second)
+        await append(store, "b", third, caused)
+        found = await store.find(ids=[third.id, first.id, "missing"])
+        assert [e.id for e in found] == [first.id, third.id]
+        assert [e.id for e in await store.find(ids=[third.id, first.id], limit=1)] == [first.id]
+        assert [e.id for e in await store.find(correlation_id=first.id)] == [first.id, "m-4"]
+        assert [e.id for e in await store.find(causation_id=first.id)] == ["m-4"]
+        assert await store.find() == []
+
+    async def test_held_summaries_leave_out_tracebacks_and_tails_keep_their_end(
+        self, store: Store
+    ) -> None:
+        long = "frame\n" * 500 + "ValueError: boom"
+        rows = [
+            msgspec.structs.replace(_held(1), traceback=long),
+            _held(2, WAITING),
+            msgspec.structs.replace(_held(3), subscription="audit"),
+        ]
+        await store.commit(Transaction(held=rows))
+        dead = await store.held_summaries(status=DEAD)
+        assert [(h.subscription, h.global_position) for h in dead] == [("audit", 3), ("email", 1)]
+        assert all(h.traceback is None and h.history == [] for h in dead)
+        email = await store.held_summaries(subscription="email")
+        assert [(h.global_position, h.status) for h in email] == [(1, DEAD), (2, WAITING)]
+        tails = await store.held_tails([h.id for h in email])
+        assert tails[email[0].id] == long[-(len("boom") + 600) :]
+        assert tails[email[1].id] == ""
+
+    async def test_now_is_the_store_clock_in_epoch_seconds(self, store: Store) -> None:
+        before = time.time()
+        assert before - 5 < await store.now() < time.time() + 5
 
     async def test_each_attempt_keeps_its_traceback(self, store: Store) -> None:
         row = _held(1)
