@@ -32,6 +32,18 @@ _CHUNK = 5000
 Params = Sequence[Any] | Mapping[str, Any]
 
 
+def after(prefix: str) -> str | bytes:
+    """What every string starting with ``prefix`` sorts below, compared code point by code point
+    (as UTF-8 bytes): the prefix with its last character's successor; for no prefix, or one
+    ending in the last code point, a BLOB (SQLite sorts every BLOB above every text)."""
+    if not prefix or prefix[-1] == chr(0x10FFFF):
+        return b"\xff"
+    last = ord(prefix[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:  # surrogates are not characters: no string holds one
+        last = 0xE000
+    return prefix[:-1] + chr(last)
+
+
 class Queries(Protocol):
     """A database the store runs its named queries on."""
 
@@ -109,8 +121,8 @@ class SqlReads(Store):
     async def streams(
         self, *, prefix: str = "", limit: int = 100, internal: bool = False
     ) -> list[tuple[str, int]]:
-        rows = await self._db.rows("streams", (prefix, prefix, internal, limit))
-        return [(s, int(v)) for s, v in rows]
+        params = {"prefix": prefix, "after": after(prefix), "internal": internal, "limit": limit}
+        return [(s, int(v)) for s, v in await self._db.rows("streams", params)]
 
     async def type_counts(self) -> list[TypeCount]:
         return [TypeCount(*row) for row in await self._db.rows("type_counts")]

@@ -1,6 +1,6 @@
 """The backend contract for what operators read and do: type counts, backlogs, held counts,
-outcomes listed, messages found by id or correlation, held messages summarised, the store's
-clock, resetting and deleting subscriptions, and attempts kept with their tracebacks.
+streams by prefix, outcomes, messages by id or correlation, held messages summarised, the
+store's clock, resetting and deleting subscriptions, and attempts kept with their tracebacks.
 
 A backend's test module subclasses :class:`OperationsContract` beside the suites of
 :mod:`tidings.testing.contract`, with the same ``make_store`` method.
@@ -39,6 +39,14 @@ class OperationsContract(StoreContract):
             ("event", "B", 1, 2),
         ]
         assert all(c.first_recorded_at > 0 for c in counts)
+
+    async def test_a_prefix_lists_exactly_its_streams(self, store: Store) -> None:
+        names = ["a", "a-", "a-1", "a-\U0010ffff", "a.", "a\ud7ff", "a\ue000", "b", "é-1", "é.1"]
+        for name in names:
+            await append(store, name, new_message())
+        for prefix in ("a-", "a", "é-", "a\ud7ff", "a-\U0010ffff", "z", ""):
+            expected = [(n, 1) for n in sorted(names) if n.startswith(prefix)]
+            assert sorted(await store.streams(prefix=prefix)) == expected, prefix
 
     async def test_backlog_counts_per_stream_and_span_above_the_lowest_bound(
         self, store: Store

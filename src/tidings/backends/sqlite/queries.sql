@@ -139,10 +139,13 @@ SELECT coalesce(max(stream_position), 0) FROM tidings_log WHERE stream = ?
 SELECT coalesce(max(global_position), 0) FROM tidings_log
 
 -- name: streams
--- The framework's own streams start with '$': listed only when asked for.
+-- The framework's own streams start with '$': listed only when asked for. The prefix's streams
+-- lie in the index from the prefix to :after (text is compared byte by byte), so a prefix that
+-- matches few streams does not walk the rest of the index.
 SELECT stream, max(stream_position) FROM tidings_log
-WHERE stream >= ?1 AND substr(stream, 1, length(?2)) = ?2 AND (?3 OR substr(stream, 1, 1) <> '$')
-GROUP BY stream ORDER BY stream LIMIT ?4
+WHERE stream >= :prefix AND stream < :after AND substr(stream, 1, length(:prefix)) = :prefix
+  AND (:internal OR substr(stream, 1, 1) <> '$')
+GROUP BY stream ORDER BY stream LIMIT :limit
 
 -- name: type_counts
 SELECT kind, type, count(*), min(global_position), min(recorded_at) FROM tidings_log
