@@ -32,7 +32,7 @@ _CHUNK = 5000
 Params = Sequence[Any] | Mapping[str, Any]
 
 
-def after(prefix: str) -> str | bytes:
+def _prefix_end(prefix: str) -> str | bytes:
     """What every string starting with ``prefix`` sorts below, compared code point by code point
     (as UTF-8 bytes): the prefix with its last character's successor; for no prefix, or one
     ending in the last code point, a BLOB (SQLite sorts every BLOB above every text)."""
@@ -121,7 +121,9 @@ class SqlReads(Store):
     async def streams(
         self, *, prefix: str = "", limit: int = 100, internal: bool = False
     ) -> list[tuple[str, int]]:
-        params = {"prefix": prefix, "after": after(prefix), "internal": internal, "limit": limit}
+        # SQLite bounds the prefix's streams by where they end; PostgreSQL's query leaves it.
+        end = _prefix_end(prefix)
+        params = {"prefix": prefix, "after": end, "internal": internal, "limit": limit}
         return [(s, int(v)) for s, v in await self._db.rows("streams", params)]
 
     async def type_counts(self) -> list[TypeCount]:
