@@ -64,6 +64,28 @@ class GroupWriter:
         head.top = plan.top
         return plan.results
 
+    def write_alone(self, cursor: sqlite3.Cursor, txs: list[Transaction]) -> list[Result] | None:
+        """A group of one transaction appending one message, planned on what is remembered and
+        inserted by one statement outside a transaction, which SQLite commits as a transaction
+        of its own (one lock, one disk sync, no ``BEGIN`` and ``COMMIT`` to run): its result.
+        None, with nothing written, when the group is not that or a guess fails; ``write``
+        writes it then, reading what it needs."""
+        if not (self._known and len(txs) == 1 and _one_message(txs[0])):
+            return None
+        self._known = False  # until the statement is committed
+        head = self._head
+        head.now, head.known = time.time(), {}
+        plan = plan_group(txs, head)
+        if plan.results[0][1] is not None:
+            return None
+        try:
+            cursor.execute(Q["insert_log"], plan.rows[0])
+        except sqlite3.IntegrityError:
+            return None  # another process wrote what was guessed to be free
+        head.top = plan.top
+        self._known = True
+        return plan.results
+
     def committed(self) -> None:
         """The group last written is committed: what the head holds is what the file holds."""
         self._known = True
@@ -98,6 +120,11 @@ class GroupWriter:
         except sqlite3.IntegrityError:
             return None
         return plan
+
+
+def _one_message(tx: Transaction) -> bool:
+    """Whether ``tx`` appends one message and does nothing else."""
+    return len(tx.appends) == 1 and len(tx.appends[0].messages) == 1 and not tx.beyond_appends()
 
 
 def _read(cursor: sqlite3.Cursor, txs: list[Transaction], head: Head) -> None:

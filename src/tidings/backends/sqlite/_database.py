@@ -125,8 +125,13 @@ class Database:
     ) -> T | None:
         """:meth:`transaction` within this call, or None (with nothing written) when another
         process holds the lock."""
+        return self.now(lambda cursor: self._in_transaction(cursor, fn, committed))
+
+    def now(self, fn: Callable[[sqlite3.Cursor], T]) -> T | None:
+        """``fn``'s result, run within this call (a statement outside a transaction is one of
+        its own), or None when another process holds the lock."""
         try:
-            return self._in_transaction(self._live(), fn, committed)
+            return fn(self._live())
         except sqlite3.OperationalError as exc:
             if _is_locked(exc):
                 return None

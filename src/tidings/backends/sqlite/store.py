@@ -97,6 +97,9 @@ class SqliteStore(SqlReads):
 
     def _write_now(self, txs: list[Transaction]) -> list[Result] | None:
         writer = self._writer
+        alone = self._db.now(lambda c: writer.write_alone(c, txs))
+        if alone is not None:
+            return alone
         return self._db.transaction_now(lambda c: writer.write(c, txs), writer.committed)
 
     # --- subscriptions: what is written ------------------------------------------------------
