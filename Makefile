@@ -29,6 +29,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/append.py
+	$(BIN)/python benchmarks/layers.py
 	$(BIN)/python benchmarks/delivery.py
 	$(BIN)/python benchmarks/postgres.py
 	$(BIN)/python benchmarks/console.py
