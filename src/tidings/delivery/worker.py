@@ -143,15 +143,6 @@ class Worker:
     async def run(self, *, handle_signals: bool = False) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT with ``handle_signals``), then release leases."""
         await self._prepare()
-        subscriptions = Subscriptions(self.store, self.handlers, self.services)
-        for found in await subscriptions.unhandled():
-            log.warning(
-                "the log holds %d %s(s) of type %s that nothing here handles: %s",
-                found.count,
-                found.kind,
-                found.type,
-                found.reason,
-            )
         loop = asyncio.get_running_loop()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -169,6 +160,9 @@ class Worker:
         if isinstance(self.store, ChangeFeed):
             listening = asyncio.create_task(self._listen(), name="tidings:listen")
             tasks.append(listening)
+        # It reads the whole log: beside the runners, not before them.
+        warning = asyncio.create_task(self._warn_unhandled(), name="tidings:unhandled")
+        tasks.append(warning)
         log.info("worker %s running %d subscription(s)", self.id, len(self.runners))
         try:
             await self._stopping.wait()
@@ -176,6 +170,7 @@ class Worker:
             self.stop()
             if listening is not None:
                 listening.cancel()  # it only wakes the others; nothing to finish
+            warning.cancel()  # a warning not given yet is not worth waiting for
             done = await asyncio.gather(*tasks, return_exceptions=True)
             runners_done.set()
             done += await asyncio.gather(heartbeat, return_exceptions=True)
@@ -192,6 +187,23 @@ class Worker:
             except StoreError as exc:
                 log.warning("could not release leases: %s", exc)
             log.info("worker %s stopped", self.id)
+
+    async def _warn_unhandled(self) -> None:
+        """Log a warning for each type the log holds that nothing here handles."""
+        subscriptions = Subscriptions(self.store, self.handlers, self.services)
+        try:
+            unhandled = await subscriptions.unhandled()
+        except StoreError as exc:
+            log.warning("could not tell what the log holds that nothing here handles: %s", exc)
+            return
+        for found in unhandled:
+            log.warning(
+                "the log holds %d %s(s) of type %s that nothing here handles: %s",
+                found.count,
+                found.kind,
+                found.type,
+                found.reason,
+            )
 
     async def _run_runner(self, runner: Runner) -> None:
         self.services.committer.add_wakeup(runner.wakeup)

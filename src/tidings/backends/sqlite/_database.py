@@ -105,6 +105,26 @@ class Database:
         cursor = self._live()
         return await self._retry_locked(lambda: cursor.execute(QUERIES[name], params).fetchall())
 
+    async def rows_apart(
+        self, name: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[Any]:
+        """The rows of the named query, read on a connection of its own in another thread: for
+        a read of the whole log, which would hold up the event loop for as long as it lasts
+        (WAL lets it read beside the store's own connection)."""
+        self._live()
+
+        def read() -> list[Any]:
+            conn = sqlite3.connect(self.path, timeout=self._lock_timeout)
+            try:
+                return conn.execute(QUERIES[name], params).fetchall()
+            finally:
+                conn.close()
+
+        try:
+            return await asyncio.to_thread(read)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite file {self.path!r}: {exc}") from exc
+
     @staticmethod
     def array(values: Iterable[Any]) -> str:
         """``values`` as a list parameter: a JSON array (read with ``json_each``)."""

@@ -1,6 +1,9 @@
-"""SQLite's commits planned on what the connection remembers, with another connection writing
-to the same file: a lone message goes in as one statement, and when what was remembered no longer
-holds (a row taken, the file locked) the commit is planned again on what is read."""
+"""SQLite's store beside another connection to its file, and over a big log.
+
+Commits are planned on what the connection remembers: a lone message goes in as one statement,
+and when what was remembered no longer holds (a row taken, the file locked) the commit is
+planned again on what is read. A read of the whole log runs apart from the event loop.
+"""
 
 from __future__ import annotations
 
@@ -109,5 +112,31 @@ async def test_a_lone_append_waits_out_another_writers_lock(tmp_path: Path) -> N
         done = await asyncio.wait_for(appending, timeout=10)
         assert (done.global_position, done.version) == (theirs + 1, 4)
         assert [g for g, _, _ in positions(path)] == [1, 2, 3, 4, 5]
+    finally:
+        await app.close()
+
+
+async def test_counting_the_log_by_type_leaves_the_event_loop_free(tmp_path: Path) -> None:
+    """``type_counts`` reads the whole log (a worker asks it when it starts): on the loop's
+    thread, a big log would hold up every other task for as long as the read lasts."""
+    path = tmp_path / "big.db"
+    app = await armed(path)
+    try:
+        with other_connection(path) as other:
+            other.execute("BEGIN")
+            other.executemany(
+                "INSERT INTO tidings_log (global_position, stream, stream_position, id, kind, "
+                "type, version, data, recorded_at) VALUES (?, ?, 1, ?, 'event', ?, 1, x'7b7d', 0)",
+                ((n, f"big-{n}", f"big-{n}", f"Big{n % 3}") for n in range(4, 300_004)),
+            )
+            other.execute("COMMIT")
+        ticks = 0
+        counting = asyncio.create_task(app.store.type_counts())
+        while not counting.done():
+            ticks += 1
+            await asyncio.sleep(0)
+        counts = {c.type: c.count for c in counting.result()}
+        assert counts == {"Big0": 100_000, "Big1": 100_000, "Big2": 100_000, "Noted": 3}
+        assert ticks > 10, f"the event loop turned {ticks} times while the log was read"
     finally:
         await app.close()
