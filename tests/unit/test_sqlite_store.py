@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,14 +45,14 @@ def insert(conn: sqlite3.Connection, stream: str, stream_position: int) -> int:
     return int(top + 1)
 
 
-async def armed(path: Path) -> App:
+@asynccontextmanager
+async def armed(path: Path) -> AsyncIterator[App]:
     """An open App that has committed alone a few times: its next lone message is planned on
     what it remembers, without reading."""
-    app = App("sqlite-commit", store=f"sqlite:///{path}")
-    await app.open()
-    for n in range(3):
-        await app.append("s", [Noted(n=n)])
-    return app
+    async with App("sqlite-commit", store=f"sqlite:///{path}") as app:
+        for n in range(3):
+            await app.append("s", [Noted(n=n)])
+        yield app
 
 
 def positions(path: Path) -> list[tuple[int, str, int]]:
@@ -66,8 +66,7 @@ def positions(path: Path) -> list[tuple[int, str, int]]:
 
 async def test_a_lone_append_after_another_writer_lands_after_its_row(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    app = await armed(path)
-    try:
+    async with armed(path) as app:
         with other_connection(path) as other:
             theirs = insert(other, "elsewhere", 1)
         done = await app.append("s", [Noted(n=3)])
@@ -79,14 +78,11 @@ async def test_a_lone_append_after_another_writer_lands_after_its_row(tmp_path: 
             (4, "elsewhere", 1),
             (5, "s", 4),
         ]
-    finally:
-        await app.close()
 
 
 async def test_a_lone_append_at_a_version_another_writer_moved_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    app = await armed(path)
-    try:
+    async with armed(path) as app:
         with other_connection(path) as other:
             insert(other, "s", 4)
         with pytest.raises(WrongExpectedVersion) as refused:
@@ -94,14 +90,11 @@ async def test_a_lone_append_at_a_version_another_writer_moved_is_refused(tmp_pa
         assert refused.value.actual == 4
         done = await app.append("s", [Noted(n=4)], expected_version=4)
         assert (done.global_position, done.version) == (5, 5)
-    finally:
-        await app.close()
 
 
 async def test_a_lone_append_waits_out_another_writers_lock(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    app = await armed(path)
-    try:
+    async with armed(path) as app:
         with other_connection(path) as other:
             other.execute("BEGIN IMMEDIATE")
             theirs = insert(other, "elsewhere", 1)
@@ -112,16 +105,13 @@ async def test_a_lone_append_waits_out_another_writers_lock(tmp_path: Path) -> N
         done = await asyncio.wait_for(appending, timeout=10)
         assert (done.global_position, done.version) == (theirs + 1, 4)
         assert [g for g, _, _ in positions(path)] == [1, 2, 3, 4, 5]
-    finally:
-        await app.close()
 
 
 async def test_counting_the_log_by_type_leaves_the_event_loop_free(tmp_path: Path) -> None:
     """``type_counts`` reads the whole log (a worker asks it when it starts): on the loop's
     thread, a big log would hold up every other task for as long as the read lasts."""
     path = tmp_path / "big.db"
-    app = await armed(path)
-    try:
+    async with armed(path) as app:
         with other_connection(path) as other:
             other.execute("BEGIN")
             other.executemany(
@@ -138,5 +128,3 @@ async def test_counting_the_log_by_type_leaves_the_event_loop_free(tmp_path: Pat
         counts = {c.type: c.count for c in counting.result()}
         assert counts == {"Big0": 100_000, "Big1": 100_000, "Big2": 100_000, "Noted": 3}
         assert ticks > 10, f"the event loop turned {ticks} times while the log was read"
-    finally:
-        await app.close()

@@ -51,6 +51,11 @@ class Queries(Protocol):
         """The rows of the named query."""
         ...
 
+    async def scan(self, name: str, params: Params = ()) -> list[Any]:
+        """The rows of a named query that reads the whole log, run so that it holds up nothing
+        else of the process while it lasts."""
+        ...
+
     def array(self, values: Iterable[Any]) -> Any:
         """``values`` as the database takes a list parameter."""
         ...
@@ -127,7 +132,7 @@ class SqlReads(Store):
         return [(s, int(v)) for s, v in await self._db.rows("streams", params)]
 
     async def type_counts(self) -> list[TypeCount]:
-        return [TypeCount(*row) for row in await self._db.rows("type_counts")]
+        return [TypeCount(*row) for row in await self._db.scan("type_counts")]
 
     async def arrivals(self) -> list[TypeActivity]:
         return [TypeActivity(*row) for row in await self._db.rows("arrivals")]

@@ -179,6 +179,13 @@ class Database:
         """``values`` as a list parameter (an array)."""
         return list(values)
 
+    async def scan(
+        self, name: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """The rows of a named query that reads the whole log: the server does the work, and the
+        event loop waits for it as for any other read."""
+        return await self.rows(name, params)
+
     async def rows(
         self, name: str, params: Sequence[Any] | Mapping[str, Any] = ()
     ) -> list[tuple[Any, ...]]:

@@ -105,13 +105,11 @@ class Database:
         cursor = self._live()
         return await self._retry_locked(lambda: cursor.execute(QUERIES[name], params).fetchall())
 
-    async def rows_apart(
-        self, name: str, params: Sequence[Any] | Mapping[str, Any] = ()
-    ) -> list[Any]:
-        """The rows of the named query, read on a connection of its own in another thread: for
-        a read of the whole log, which would hold up the event loop for as long as it lasts
+    async def scan(self, name: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
+        """The rows of a named query that reads the whole log, read on a connection of its own in
+        another thread: on the loop's, it would hold up the event loop for as long as it lasts
         (WAL lets it read beside the store's own connection)."""
-        self._live()
+        self._live()  # raises StoreClosed when the store is closed
 
         def read() -> list[Any]:
             conn = sqlite3.connect(self.path, timeout=self._lock_timeout)
@@ -145,9 +143,9 @@ class Database:
     ) -> T | None:
         """:meth:`transaction` within this call, or None (with nothing written) when another
         process holds the lock."""
-        return self.now(lambda cursor: self._in_transaction(cursor, fn, committed))
+        return self.run_now(lambda cursor: self._in_transaction(cursor, fn, committed))
 
-    def now(self, fn: Callable[[sqlite3.Cursor], T]) -> T | None:
+    def run_now(self, fn: Callable[[sqlite3.Cursor], T]) -> T | None:
         """``fn``'s result, run within this call (a statement outside a transaction is one of
         its own), or None when another process holds the lock."""
         try:

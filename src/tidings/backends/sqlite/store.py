@@ -26,7 +26,7 @@ from tidings.errors import (
     SubscriptionInUse,
     SubscriptionNotFound,
 )
-from tidings.records import Appended, AuditEntry, Transaction, TypeCount
+from tidings.records import Appended, AuditEntry, Transaction
 
 
 class SqliteStore(SqlReads):
@@ -97,14 +97,10 @@ class SqliteStore(SqlReads):
 
     def _write_now(self, txs: list[Transaction]) -> list[Result] | None:
         writer = self._writer
-        alone = self._db.now(lambda c: writer.write_alone(c, txs))
+        alone = self._db.run_now(lambda c: writer.write_alone(c, txs))
         if alone is not None:
             return alone
         return self._db.transaction_now(lambda c: writer.write(c, txs), writer.committed)
-
-    async def type_counts(self) -> list[TypeCount]:
-        # It reads the whole log: apart from the event loop's thread (a second at a million).
-        return [TypeCount(*row) for row in await self._db.rows_apart("type_counts")]
 
     # --- subscriptions: what is written ------------------------------------------------------
 
