@@ -24,6 +24,9 @@ peer's (in memory: tidings' time per dispatch over the bus's). SQLite runs in WA
 * ``memory``: ``App(store="memory://").invoke`` of a plain handler publishing one event, against
   a minimal message bus in the style of "Architecture Patterns with Python" whose handler raises
   one event that one handler receives.
+* ``minimal`` (a yardstick): a hand-written in-memory invoke doing the least that one must (the
+  command checked, two ids, the event encoded and checked, its envelope in a log and its
+  indexes) against the same bus: the distance from ``memory`` to it is what the layers cost.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ from bench_cinema import (
     reserve,
     screening,
 )
-from tidings import App, Command, Context, uuid7
+from tidings import App, Command, Context, Envelope, uuid7
 from tidings.backends._sql import migrations
 
 # --- raw sqlite3 -------------------------------------------------------------------------------
@@ -251,6 +254,44 @@ def tidings_memory() -> Contender:
     return contender
 
 
+def minimal_memory() -> Contender:
+    """The least an in-memory invoke of that handler must do, written by hand (a yardstick): the
+    command checked against its class, two ids, the event encoded and checked, its envelope
+    appended to a log, a stream index and an id index."""
+
+    @contextlib.asynccontextmanager
+    async def contender() -> AsyncIterator[Turn]:
+        encode = msgspec.json.Encoder().encode
+        check_command = msgspec.json.Decoder(ReserveOne).decode
+        check_event = msgspec.json.Decoder(SeatReserved).decode
+        log: list[Envelope] = []
+        streams: dict[str, list[Envelope]] = {}
+        positions: dict[str, int] = {}
+        command = ReserveOne(screening_id="1", seat="A1", customer="customer-1")
+
+        async def invoke(cmd: ReserveOne) -> None:
+            check_command(encode(cmd))
+            command_id, event_id = uuid7(), uuid7()
+            data = encode(SeatReserved(screening_id=cmd.screening_id, seat=cmd.seat,
+                                       customer=cmd.customer))  # fmt: skip
+            check_event(data)
+            stream = streams.setdefault("SeatReserved", [])
+            env = Envelope(event_id, "event", "SeatReserved", 1, "SeatReserved", len(stream) + 1,
+                           len(log) + 1, time.time(), data, command_id, command_id)  # fmt: skip
+            log.append(env)
+            stream.append(env)
+            positions[event_id] = env.global_position
+
+        async def step() -> int:
+            for _ in range(BATCH):
+                await invoke(command)
+            return BATCH
+
+        yield repeat(step)
+
+    return contender
+
+
 class BusCommand:
     __slots__ = ()
 
@@ -354,6 +395,8 @@ def slots() -> list[Slot]:
         Pair("memory", "memory invoke + 1 event / minimal bus (time per dispatch)",
              ("tidings", "bus"), tidings_memory(), bus_memory(), Floor("<=", 4.0), unit="µs",
              kind="memory"),
+        Pair("minimal", "yardstick: hand-written minimal in-memory invoke / minimal bus",
+             ("minimal invoke", "bus"), minimal_memory(), bus_memory(), unit="µs", kind="memory"),
     ]  # fmt: skip
 
 

@@ -12,6 +12,9 @@ contender a fresh schema in it for every slot, and drops it at the end. Slots (s
 * ``seq``: one caller, ``app.invoke`` of a 1-event ``Decider`` command on a new stream, against
   raw psycopg (sync, autocommit, prepared) inserting the same row into tidings' own ``log``
   table (its migrations, bound to the schema): one round trip and one WAL flush per row.
+* ``ideal`` (a yardstick): async psycopg running tidings' own one-message append statement,
+  against the same raw psycopg: what any asyncio caller of psycopg pays for tidings' ordering
+  (the log's head, the stream's version) before tidings' own layers.
 * ``many``: 16 asyncio tasks invoking 1-event commands, against eventsourcing's PostgreSQL
   ``Application`` saving a new 1-event aggregate from 16 threads (its default pool).
 * ``cmd-pgq``, ``cmd-proc`` (one-shot trials): ``--commands`` no-op sent commands, from the
@@ -76,6 +79,8 @@ from _pairs import (
 from bench_cinema import cinema_app, es_saving, reserve
 from tidings import App, Command, Context, Event
 from tidings.backends._sql import migrations
+from tidings.backends.postgres._sql import migrations as bound_migrations
+from tidings.backends.postgres._sql import queries
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -184,6 +189,35 @@ def raw_psycopg() -> Contender:
                 return 1
 
             yield repeat(transaction)
+
+    return contender
+
+
+def ideal_append() -> Contender:
+    """async psycopg (autocommit, prepared, binary) running tidings' own one-message append
+    (``append_one``: the log's head moved, the stream's version checked, the row, a notify) on a
+    new stream each time: the least an asyncio caller's append in tidings' order can take."""
+
+    @contextlib.asynccontextmanager
+    async def contender() -> AsyncIterator[Turn]:
+        with DB.schema("ideal") as schema:
+            conn = await psycopg.AsyncConnection.connect(DB.conninfo(), autocommit=True)
+            async with conn, conn.cursor(binary=True) as cur:
+                for _version, _name, script in bound_migrations(schema):
+                    await conn.execute(script)
+                statement, ids = queries(schema)["append_one"], itertools.count()
+
+                async def append() -> int:
+                    n = next(ids)
+                    await cur.execute(statement, {
+                        "stream": f"screening-{n}", "base": 0, "id": f"{n:036x}", "kind": "event",
+                        "type": "SeatReserved", "version": 1, "data": PAYLOAD,
+                        "correlation_id": f"{n:036d}", "causation_id": f"{n:036d}",
+                        "headers": None, "channel": f"tidings_{schema}"}, prepare=True)  # fmt: skip
+                    await cur.fetchone()
+                    return 1
+
+                yield repeat(append)
 
     return contender
 
@@ -411,6 +445,8 @@ def slots(commands: int, latency_seconds: float) -> list[Slot]:
     return [
         Pair("seq", "PostgreSQL, 1 caller: 1-event invoke / raw psycopg 1 row/tx",
              ("tidings", "raw psycopg"), tidings_invoke(1), raw_psycopg(), Floor(">=", 0.7)),
+        Pair("ideal", "yardstick: async psycopg, tidings' append statement / raw psycopg",
+             ("async append_one", "raw psycopg"), ideal_append(), raw_psycopg()),
         Pair("many", "PostgreSQL, 16 callers / eventsourcing 16 threads",
              ("tidings", "eventsourcing"), tidings_invoke(16), eventsourcing_threads(16),
              Floor(">=", 10), block=0.2),
